@@ -1,0 +1,73 @@
+# The front door: every command a person types is a target here. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export HF_HUB_DISABLE_TELEMETRY := 1
+
+SOURCE ?=
+LIMIT ?= 1000
+DIR ?= data/models/clip-random
+SIZE ?= tiny
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup up down status logs demo demo-offline ingest test test-unit test-integration test-e2e random-model clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is needed (set PYTHON=/path/to/python3.11)"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch is pinned (2.13.0); pip takes a CPU build from local wheels where present.
+	$(PY) -m pip install --quiet -e '.[all]'
+	touch $(STAMP)
+
+.env:
+	sed "s/__DEV_KEY__/dev-$$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')/" .env.example > .env
+	@echo "wrote .env with a development API key"
+
+setup: $(STAMP) .env ## create the virtual environment with every service's dependencies, and .env
+
+up: setup ## start every service as its own process (logs in logs/, pids in run/)
+	$(PY) -m tools.stack up
+
+down: ## stop every service started by make up / make demo
+	@test -x $(PY) && $(PY) -m tools.stack down || echo "nothing to stop (no venv)"
+
+status: ## show which services are running
+	$(PY) -m tools.stack status
+
+logs: ## follow every service's log
+	tail -n 20 -F logs/*.log
+
+demo: setup ## set up, start everything, ingest 1,000 photos (a random model and sample set when offline), print the UI's address
+	$(PY) -m tools.demo --limit $(LIMIT)
+
+demo-offline: setup ## the demo without trying the internet: random-weight model, generated sample photos
+	$(PY) -m tools.demo --offline --limit $(LIMIT)
+
+ingest: setup ## enqueue photos: make ingest SOURCE=photos.tsv|dataset.zip|urls.txt|folder LIMIT=1000
+	@test -n "$(SOURCE)" || { echo "usage: make ingest SOURCE=path/to/photos.tsv [LIMIT=1000]"; exit 2; }
+	$(PY) -m services.worker.ingest "$(SOURCE)" --limit $(LIMIT)
+
+random-model: setup ## write a CLIP with random weights: make random-model DIR=... SIZE=tiny|b32
+	$(PY) -m tools.random_model "$(DIR)" --size $(SIZE)
+
+test: setup ## run every test: unit, integration (real Redis and store), end to end (every service, a real browser)
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: setup ## unit tests only (no network)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: setup ## integration tests (real Redis, real embedded store)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+test-e2e: setup ## end-to-end tests (every service its own process, headless Chromium)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest tests/e2e $(PYTEST_ARGS)
+
+clean: down ## stop services and delete data/, logs/, run/ (keeps the venv)
+	rm -rf data logs run test-output

@@ -1,0 +1,40 @@
+"""The gateway's settings: shared names from `CommonSettings`, its own under the `API_` prefix."""
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from services.common.config import CommonSettings, split_csv
+
+
+class ApiSettings(CommonSettings):
+    model_config = SettingsConfigDict(env_prefix="API_", env_file=".env", extra="ignore", populate_by_name=True)
+
+    # Writes always need a key; reads are open unless the operator says otherwise (DESIGN.md).
+    require_key_for_reads: bool = False
+    # The largest query image accepted, as upload, base64 or fetched from image_url.
+    max_image_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    embedder_timeout_s: float = Field(30.0, gt=0)
+    store_connect_timeout_s: float = Field(5.0, gt=0)
+    store_query_timeout_s: float = Field(30.0, gt=0)
+    fetch_timeout_s: float = Field(15.0, gt=0)
+    # How long /readyz waits for each dependency before calling it down.
+    ready_timeout_s: float = Field(3.0, gt=0)
+    # The embedder's model info is asked once per this many seconds, not once per query.
+    model_info_ttl_s: float = Field(30.0, ge=0)
+    # Likewise the store table's model and dim, checked against the embedder's before each search.
+    table_info_ttl_s: float = Field(5.0, ge=0)
+    # Comma-separated origins allowed by CORS; empty (the default) means no CORS headers at all.
+    cors_origins: str = ""
+    log_level: str = "INFO"
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return split_csv(self.cors_origins)
+
+
+@lru_cache
+def get_settings() -> ApiSettings:
+    return ApiSettings()

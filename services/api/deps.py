@@ -1,0 +1,170 @@
+"""The gateway's wiring: the adapters it talks to, built once per app, and its FastAPI dependencies.
+
+`build_services` is the one place where real adapters (embedder client, store, job store, queue,
+fetcher) are constructed; tests hand `create_app` a `Services` of small fakes instead. Nothing is
+built at import time.
+"""
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Awaitable, Callable
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader
+from starlette.concurrency import run_in_threadpool
+
+from services.api.config import ApiSettings
+from services.common.errors import DependencyUnavailable, ServiceError, Unauthorized
+
+log = logging.getLogger(__name__)
+
+# (job_id, photos, batch_size) -> number of batches enqueued.
+EnqueueFn = Callable[[str, list[dict], int], int]
+# url -> image bytes; raises services.common.fetch.FetchError.
+FetchFn = Callable[[str], Awaitable[bytes]]
+
+
+class Cached:
+    """An async getter's answer, reused for `ttl_s` seconds: every query reports the model and checks
+    the table, and neither changes from one query to the next. A None answer is never kept, so a
+    table created a moment ago is seen at once."""
+
+    def __init__(self, getter: Callable[[], Awaitable[Any]], ttl_s: float):
+        self._getter = getter
+        self._ttl_s = ttl_s
+        self._value: Any = None
+        self._fetched_at = 0.0
+
+    async def get(self, *, fresh: bool = False) -> Any:
+        now = time.monotonic()
+        if fresh or self._value is None or now - self._fetched_at > self._ttl_s:
+            self._value = await self._getter()
+            self._fetched_at = now
+        return self._value
+
+
+@dataclass
+class Services:
+    """Everything a request handler may call. Store and job store are synchronous: call them
+    through `blocking()` so they never stall the event loop."""
+
+    embedder: Any
+    store: Any
+    jobs: Any
+    enqueue: EnqueueFn
+    fetch: FetchFn
+    model_info_ttl_s: float = 30.0
+    table_info_ttl_s: float = 5.0
+    closers: list[Callable[[], Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.model_info = Cached(self.embedder.model_info, self.model_info_ttl_s)
+        self.table_info = Cached(lambda: blocking(self.store.table_info), self.table_info_ttl_s)
+
+    async def aclose(self) -> None:
+        for close in self.closers:
+            try:
+                result = close()
+                if hasattr(result, "__await__"):
+                    await result
+            except Exception:  # closing must not hide the reason we are shutting down
+                log.warning("closing %r failed", close, exc_info=True)
+
+
+async def blocking(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run a synchronous adapter call in the thread pool."""
+    return await run_in_threadpool(fn, *args, **kwargs)
+
+
+async def jobs_call(fn: Callable[..., Any], *args: Any) -> Any:
+    """A job-store (Redis) call whose connection errors become a 503 with a sentence."""
+    try:
+        return await blocking(fn, *args)
+    except ServiceError:
+        raise
+    except Exception as exc:
+        if _is_redis_outage(exc):
+            raise DependencyUnavailable(
+                "The job queue (Redis) cannot be reached; try again shortly.", code="queue_unavailable"
+            ) from exc
+        raise
+
+
+def _is_redis_outage(exc: BaseException) -> bool:
+    try:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+    except ImportError:  # pragma: no cover - redis is in the api extra
+        return isinstance(exc, (ConnectionError, TimeoutError))
+    return isinstance(exc, (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError))
+
+
+def build_services(settings: ApiSettings) -> Services:
+    """The real adapters, from settings. Imports live here so that importing the app stays cheap."""
+    from services.common.embedder_client import AsyncEmbedderClient
+    from services.common.fetch import FetchPolicy, fetch_bytes_async
+    from services.common.jobs import JobStore
+    from services.common.queue import enqueue_ingest
+    from services.common.store import PhotoStore
+
+    embedder = AsyncEmbedderClient(settings.embedder_urls, timeout=settings.embedder_timeout_s)
+    store = PhotoStore(settings.store_url, settings.store_table,
+                       connect_timeout=settings.store_connect_timeout_s,
+                       query_timeout=settings.store_query_timeout_s)
+    jobs = JobStore(settings.redis_url)
+    policy = FetchPolicy(allow_hosts=tuple(settings.fetch_allow_list), max_bytes=settings.max_image_bytes,
+                         timeout_s=settings.fetch_timeout_s)
+
+    def enqueue(job_id: str, photos: list[dict], batch_size: int) -> int:
+        return enqueue_ingest(settings.redis_url, job_id, photos, batch_size)
+
+    async def fetch(url: str) -> bytes:
+        return await fetch_bytes_async(url, policy)
+
+    return Services(embedder=embedder, store=store, jobs=jobs, enqueue=enqueue, fetch=fetch,
+                    model_info_ttl_s=settings.model_info_ttl_s, table_info_ttl_s=settings.table_info_ttl_s,
+                    closers=[embedder.aclose, store.close, jobs.close])
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services
+
+
+def get_app_settings(request: Request) -> ApiSettings:
+    return request.app.state.settings
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+SettingsDep = Annotated[ApiSettings, Depends(get_app_settings)]
+
+# Declared as a security scheme so that /docs offers an "Authorize" box for the key.
+_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
+                               description="One of the keys in API_KEYS.")
+
+
+def _check_key(given: str | None, settings: ApiSettings) -> None:
+    keys = settings.api_key_list
+    if not keys:
+        raise Unauthorized("This gateway has no API keys configured (API_KEYS is empty), so it accepts "
+                           "no requests that need one.")
+    if not given:
+        raise Unauthorized("This request needs an API key: send one of the gateway's keys in the "
+                           "X-API-Key header.")
+    # compare_digest on every key, so the time taken does not say which key was close.
+    matches = [secrets.compare_digest(given.encode(), key.encode()) for key in keys]
+    if not any(matches):
+        raise Unauthorized("The API key in the X-API-Key header is not one this gateway accepts.")
+
+
+def require_write_key(settings: SettingsDep,
+                      api_key: Annotated[str | None, Depends(_api_key_header)] = None) -> None:
+    _check_key(api_key, settings)
+
+
+def require_read_key(settings: SettingsDep,
+                     api_key: Annotated[str | None, Depends(_api_key_header)] = None) -> None:
+    if settings.require_key_for_reads:
+        _check_key(api_key, settings)

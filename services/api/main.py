@@ -1,0 +1,58 @@
+"""The gateway's app factory: `uvicorn --factory services.api.main:create_app`.
+
+Query orchestration (embed the query, search the store, shape results) and job submission, over
+HTTP. Adapters are built in the lifespan from settings unless the caller passes its own `services`
+(tests pass fakes), so importing this module builds nothing.
+"""
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from services.api.config import ApiSettings, get_settings
+from services.api.deps import Services, build_services
+from services.api.metrics import Metrics, MetricsMiddleware
+from services.api.routes import health, jobs, photos, search
+from services.common.http import configure_logging, install_error_handlers
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: ApiSettings | None = None, services: Services | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = services is None
+        app.state.services = services if services is not None else build_services(settings)
+        log.info("gateway up: store %s (table %s), embedder %s, redis %s", settings.store_url,
+                 settings.store_table, settings.embedder_url, settings.redis_url)
+        try:
+            yield
+        finally:
+            # Adapters handed in by a caller are the caller's to close.
+            if owned:
+                await app.state.services.aclose()
+
+    app = FastAPI(
+        title="Image search gateway",
+        version="0.1.0",
+        description="Search photos by text, image or both (CLIP vectors), and queue photos for ingestion.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    install_error_handlers(app)
+    for module in (search, photos, jobs, health):
+        app.include_router(module.router)
+    if settings.cors_origin_list:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list,
+                           allow_methods=["GET", "POST"], allow_headers=["Content-Type", "X-API-Key"])
+    # Outermost, so that it also times requests that end in an error response.
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    return app

@@ -1,0 +1,55 @@
+"""Reading the collection: a random photo, one photo by id, and the collection's stats."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import APIRouter, Depends
+
+from services.api.deps import ServicesDep, blocking, require_read_key
+from services.api.schemas import Photo, Stats
+from services.api.search import shape_result
+from services.common.errors import NotFound, ServiceError
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(tags=["photos"], dependencies=[Depends(require_read_key)])
+
+
+def _as_photo(row: dict[str, Any]) -> dict[str, Any]:
+    photo = shape_result(row, rank=0)
+    photo.pop("score", None)
+    photo.pop("rank", None)
+    return photo
+
+
+@router.get("/v1/photos/random", response_model=Photo, summary="A random stored photo")
+async def random_photo(services: ServicesDep) -> dict[str, Any]:
+    table = await blocking(services.store.table_info)
+    row = await blocking(services.store.random_photo) if table is not None else None
+    if row is None:
+        raise NotFound("The store has no photos yet; ingest some first (make ingest).", code="store_empty")
+    return _as_photo(row)
+
+
+@router.get("/v1/photos/{photo_id:path}", response_model=Photo, summary="One stored photo by its id")
+async def get_photo(photo_id: str, services: ServicesDep) -> dict[str, Any]:
+    table = await blocking(services.store.table_info)
+    row = await blocking(services.store.get_photo, photo_id) if table is not None else None
+    if row is None:
+        raise NotFound(f"No photo with photo_id {photo_id!r} is in the store.", code="photo_not_found")
+    return _as_photo(row)
+
+
+@router.get("/v1/stats", response_model=Stats, summary="How many photos, which model, which table")
+async def stats(services: ServicesDep) -> dict[str, Any]:
+    table = await blocking(services.store.table_info)
+    photos = await blocking(services.store.count) if table is not None else 0
+    try:
+        model = await services.model_info.get(fresh=True)
+    except ServiceError as exc:
+        # Stats stay useful while the embedder is down; the model is then unknown.
+        log.warning("stats without model info: %s", exc.message)
+        model = None
+    return {"photos": photos, "model": model,
+            "random_weights": bool(model and model.get("random_weights")), "table": table}

@@ -1,0 +1,147 @@
+"""POST /v1/search: one endpoint for JSON and multipart queries; parsing only, the rest is `search.py`."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+
+from services.api.deps import ServicesDep, SettingsDep, require_read_key
+from services.api.schemas import SearchRequest, SearchResponse
+from services.api.search import SearchQuery, decode_base64_image, run_search
+from services.common.errors import BadRequest, PayloadTooLarge
+
+router = APIRouter(tags=["search"], dependencies=[Depends(require_read_key)])
+
+# Form fields besides the file: everything else is a mistake worth naming.
+_FORM_FIELDS = set(SearchRequest.model_fields) - {"image_base64"}
+_SEARCH_SCHEMA = SearchRequest.model_json_schema()
+_MULTIPART_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "image": {"type": "string", "format": "binary", "description": "A query image file."},
+        **{name: {"type": "string", "description": (field.description or "")
+                  + (" (JSON text)" if name == "filters" else "")}
+           for name, field in SearchRequest.model_fields.items() if name != "image_base64"},
+    },
+}
+
+
+def validation_sentence(exc: ValidationError) -> str:
+    """Pydantic's errors as one sentence a person can act on (our validators' messages verbatim)."""
+    parts = []
+    for error in exc.errors()[:5]:
+        field = ".".join(str(part) for part in error.get("loc", ()))
+        if error.get("type") == "value_error" and "error" in error.get("ctx", {}):
+            parts.append(str(error["ctx"]["error"]))
+        elif error.get("type") == "extra_forbidden":
+            parts.append(f"{field} is not a search field")
+        else:
+            parts.append(f"{field}: {error.get('msg', 'is invalid')}" if field else error.get("msg", "invalid"))
+    # Not capitalised: most sentences start with a field's name, which is lower case.
+    return "; ".join(parts) + "."
+
+
+def _validate(fields: dict[str, Any]) -> SearchRequest:
+    try:
+        return SearchRequest.model_validate(fields)
+    except ValidationError as exc:
+        raise BadRequest(validation_sentence(exc)) from exc
+
+
+def _limited(request: Request, max_bytes: int) -> Request:
+    """The same request, but reading more than `max_bytes` of body raises 413 (chunked uploads
+    carry no Content-Length to check up front)."""
+    received = 0
+    upstream = request.receive
+
+    async def receive():
+        nonlocal received
+        message = await upstream()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > max_bytes:
+                raise PayloadTooLarge(f"The request is larger than this gateway accepts "
+                                      f"({max_bytes // (1024 * 1024)} MiB at most for a query).")
+        return message
+
+    return Request(request.scope, receive)
+
+
+async def _parse_json(request: Request, max_image_bytes: int) -> SearchQuery:
+    body = await request.body()
+    try:
+        fields = json.loads(body) if body else {}
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest("The request body is not valid JSON.") from exc
+    if not isinstance(fields, dict):
+        raise BadRequest("The request body must be a JSON object with the search fields.")
+    parsed = _validate(fields)
+    image = decode_base64_image(parsed.image_base64, max_image_bytes) if parsed.image_base64 else None
+    return _query(parsed, image)
+
+
+async def _parse_form(request: Request, max_image_bytes: int) -> SearchQuery:
+    form = await request.form(max_files=1, max_fields=len(_FORM_FIELDS) + 1, max_part_size=64 * 1024)
+    fields: dict[str, Any] = {}
+    image: bytes | None = None
+    for name, value in form.multi_items():
+        if isinstance(value, UploadFile):
+            if name != "image":
+                raise BadRequest(f"The file field must be named 'image', not {name!r}.")
+            image = await value.read(max_image_bytes + 1)
+            if len(image) > max_image_bytes:
+                raise PayloadTooLarge(f"The query image is larger than this gateway accepts "
+                                      f"({max_image_bytes // (1024 * 1024)} MiB at most).")
+            image = image or None
+        elif name == "image_base64":
+            raise BadRequest("In a multipart query, send the image as the file field 'image'.")
+        elif value != "":
+            # Browsers send every form field, empty or not; empty means not given.
+            fields[name] = value
+    if "filters" in fields:
+        try:
+            fields["filters"] = json.loads(fields["filters"])
+        except ValueError as exc:
+            raise BadRequest("filters must be a JSON object, e.g. {\"photo_location_country\": \"Spain\"}.") from exc
+    return _query(_validate(fields), image)
+
+
+def _query(parsed: SearchRequest, image: bytes | None) -> SearchQuery:
+    return SearchQuery(text=parsed.text, image=image, image_url=parsed.image_url, photo_id=parsed.photo_id,
+                       weight=parsed.weight, top_k=parsed.top_k, min_score=parsed.min_score,
+                       filters=parsed.filters)
+
+
+@router.post(
+    "/v1/search",
+    response_model=SearchResponse,
+    summary="Search photos by text, image, image URL, a stored photo, or a mix",
+    description="Send JSON, or multipart/form-data with the query image as the file field `image` and the "
+                "other fields as form fields. Text and image are combined by `weight` (the image's share). "
+                "A `photo_id` query returns that photo itself first (score 1), then its neighbours.",
+    openapi_extra={"requestBody": {"required": True, "content": {
+        "application/json": {"schema": _SEARCH_SCHEMA},
+        "multipart/form-data": {"schema": _MULTIPART_SCHEMA},
+    }}},
+)
+async def search(request: Request, services: ServicesDep, settings: SettingsDep) -> dict[str, Any]:
+    # Base64 costs 4/3 of the image, plus room for the other fields.
+    max_body = settings.max_image_bytes * 4 // 3 + 256 * 1024
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_body:
+        raise PayloadTooLarge(f"The request is larger than this gateway accepts "
+                              f"({settings.max_image_bytes // (1024 * 1024)} MiB at most for a query image).")
+    request = _limited(request, max_body)
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    # A form without a file (an HTML form, curl -d) is urlencoded; it carries the same fields.
+    if content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        query = await _parse_form(request, settings.max_image_bytes)
+    elif content_type in ("application/json", ""):
+        query = await _parse_json(request, settings.max_image_bytes)
+    else:
+        raise BadRequest(f"Send the query as application/json or multipart/form-data, not {content_type!r}.",
+                         code="unsupported_media_type", status_code=415)
+    return await run_search(services, query)

@@ -1,0 +1,164 @@
+"""The gateway's HTTP bodies: search queries and results, photos, stats, ingestion jobs."""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from services.common.schemas import METADATA_FIELDS, PhotoRecord
+
+TOP_K_MAX = 100
+INGEST_MAX_PHOTOS = 5000
+BATCH_SIZE_MAX = 256
+
+# What a filter may name: the store filters on the photo's id and its metadata columns.
+FILTER_FIELDS: tuple[str, ...] = ("photo_id", *METADATA_FIELDS)
+
+
+class SearchRequest(BaseModel):
+    """A query: any of text, an image (base64 here, or a multipart file), an image URL, or a stored
+    photo's id. All given parts are combined into one vector."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str | None = Field(None, max_length=2000, description="What to look for, in words.")
+    image_base64: str | None = Field(None, description="A query image, base64-encoded (JSON only; "
+                                                       "multipart sends it as the file field `image`).")
+    image_url: str | None = Field(None, max_length=4096, description="A query image to fetch (http or https).")
+    photo_id: str | None = Field(None, max_length=256,
+                                 description="A stored photo to search like; it comes back itself, first.")
+    weight: float = Field(0.5, description="The image's share of the query when there is text as well: "
+                                           "0 = text only, 1 = image only, 0.5 = the mean (the seed's rule).")
+    top_k: int = Field(10, description=f"How many results, 1 to {TOP_K_MAX}.")
+    min_score: float | None = Field(None, description="Drop results whose cosine similarity is below this.")
+    filters: dict[str, Any] | None = Field(
+        None, description="Metadata filters: {\"photo_location_country\": \"Spain\"} (equal), a list "
+                          "(any of), or operators {\"photo_width\": {\"gte\": 1000}} (eq, ne, gt, gte, lt, "
+                          "lte, in, contains).")
+
+    @field_validator("weight")
+    @classmethod
+    def _weight_range(cls, value: float) -> float:
+        if not 0.0 <= value <= 1.0:
+            raise ValueError("weight must be between 0 and 1 (the image's share of the query)")
+        return value
+
+    @field_validator("top_k")
+    @classmethod
+    def _top_k_range(cls, value: int) -> int:
+        if not 1 <= value <= TOP_K_MAX:
+            raise ValueError(f"top_k must be between 1 and {TOP_K_MAX}")
+        return value
+
+    @field_validator("min_score")
+    @classmethod
+    def _min_score_range(cls, value: float | None) -> float | None:
+        if value is not None and not -1.0 <= value <= 1.0:
+            raise ValueError("min_score must be between -1 and 1 (a cosine similarity)")
+        return value
+
+    @field_validator("filters")
+    @classmethod
+    def _known_filters(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value:
+            unknown = sorted(set(value) - set(FILTER_FIELDS))
+            if unknown:
+                raise ValueError(f"filters may only name metadata fields ({', '.join(FILTER_FIELDS)}); "
+                                 f"unknown: {', '.join(unknown)}")
+        return value or None
+
+    @field_validator("text", "photo_id", "image_url", "image_base64")
+    @classmethod
+    def _blank_is_none(cls, value: str | None) -> str | None:
+        # A whitespace-only field is treated as absent, so "   " alone is "nothing to search by".
+        if value is not None and not value.strip():
+            return None
+        return value.strip() if value is not None else None
+
+
+class Photo(BaseModel):
+    """A stored photo as a user sees it: its id, image URL and Unsplash metadata."""
+
+    photo_id: str
+    photo_image_url: str
+    photo_url: str = ""
+    photo_description: str = ""
+    ai_description: str = ""
+    photographer_username: str = ""
+    photographer_first_name: str = ""
+    photographer_last_name: str = ""
+    photo_width: int = 0
+    photo_height: int = 0
+    photo_aspect_ratio: float = 0.0
+    photo_location_name: str = ""
+    photo_location_country: str = ""
+    photo_location_city: str = ""
+    photo_submitted_at: str = ""
+
+    @field_validator("photo_submitted_at", mode="before")
+    @classmethod
+    def _as_text(cls, value: Any) -> str:
+        # The store may hand back a datetime; the wire carries ISO 8601 text.
+        if value is None:
+            return ""
+        return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
+class SearchResult(Photo):
+    score: float = Field(description="Cosine similarity to the query, -1 to 1; higher is closer.")
+    rank: int = Field(description="1 for the closest photo.")
+
+
+class SearchResponse(BaseModel):
+    results: list[SearchResult]
+    took_ms: float
+    model: str | None = Field(description="The embedder model that made the query vector.")
+    random_weights: bool = Field(description="True when that model has random weights: results are meaningless.")
+    notice: str | None = Field(None, description="A sentence to show the user, e.g. about random weights.")
+
+
+class Stats(BaseModel):
+    photos: int
+    model: dict[str, Any] | None = Field(description="The embedder's model info, or null if it is unreachable.")
+    random_weights: bool
+    table: dict[str, Any] | None = Field(description="The store table's model and dim, or null before ingestion.")
+
+
+class IngestRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    photos: list[PhotoRecord] = Field(min_length=1, max_length=INGEST_MAX_PHOTOS)
+    job_id: str | None = Field(None, min_length=1, max_length=128,
+                               description="Add these photos to an existing job instead of starting one.")
+    batch_size: int = Field(32, ge=1, le=BATCH_SIZE_MAX, description="Photos per worker task.")
+
+
+class IngestAccepted(BaseModel):
+    job_id: str
+    photos: int
+    batches: int
+
+
+class JobFailure(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    photo_id: str
+    url: str = ""
+    code: str
+    reason: str
+
+
+class Job(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    job_id: str
+    state: str
+    total: int = 0
+    succeeded: int = 0
+    skipped: int = 0
+    failed: int = 0
+    batches_total: int = 0
+    batches_done: int = 0
+    failures: list[JobFailure] = []
+    created_at: Any = None
+    updated_at: Any = None

@@ -1,0 +1,197 @@
+"""Query orchestration: turn a search request into one vector, ask the store, shape the results.
+
+The HTTP route only parses; everything a query means lives here, so unit tests can drive it with
+fake adapters. The parts of a query are embedded concurrently: text and image go to the embedder
+at the same time as the store is asked for a `photo_id`'s vector.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from services.api.deps import Services, blocking
+from services.common.errors import (BadRequest, DependencyFailed, DependencyTimeout, NotFound,
+                                    PayloadTooLarge, ServiceError)
+from services.common.schemas import METADATA_FIELDS
+from services.common.vectors import combine, normalize
+
+log = logging.getLogger(__name__)
+
+NOTHING_TO_SEARCH = "Give a text, an image, or a photo_id to search by."
+RANDOM_WEIGHTS_NOTICE = ("These results come from a model with random weights (a test or offline "
+                         "model), so they are meaningless: configure a trained CLIP model for real search.")
+
+
+@dataclass
+class SearchQuery:
+    """A validated query. `image` is the raw bytes of an uploaded or base64 image."""
+
+    text: str | None = None
+    image: bytes | None = None
+    image_url: str | None = None
+    photo_id: str | None = None
+    weight: float = 0.5
+    top_k: int = 10
+    min_score: float | None = None
+    filters: dict[str, Any] | None = None
+
+
+def decode_base64_image(text: str, max_bytes: int) -> bytes:
+    """Decode a base64 (or data: URL) image, refusing bad encodings and oversized images."""
+    if text.startswith("data:") and "," in text:
+        text = text.split(",", 1)[1]
+    # Refuse before decoding: 4 base64 characters carry 3 bytes.
+    if len(text) * 3 // 4 > max_bytes + 3:
+        raise PayloadTooLarge(_too_large(max_bytes))
+    try:
+        image = base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise BadRequest("image_base64 is not valid base64; send the image's bytes base64-encoded.",
+                         code="invalid_base64") from exc
+    if not image:
+        raise BadRequest("image_base64 decodes to an empty image.", code="invalid_base64")
+    if len(image) > max_bytes:
+        raise PayloadTooLarge(_too_large(max_bytes))
+    return image
+
+
+def _too_large(max_bytes: int) -> str:
+    return f"The query image is larger than this gateway accepts ({max_bytes // (1024 * 1024)} MiB at most)."
+
+
+async def fetch_query_image(services: Services, url: str) -> bytes:
+    """Fetch `image_url`; a fetch failure becomes the caller's error, or a 504 for a slow server."""
+    from services.common.fetch import FetchError
+
+    if not url.lower().startswith(("http://", "https://")):
+        raise BadRequest("image_url must be an http or https URL.", code="invalid_image_url")
+    try:
+        return await services.fetch(url)
+    except FetchError as exc:
+        if exc.code == "timeout":
+            raise DependencyTimeout(f"Fetching image_url timed out: {exc}", code="fetch_timeout") from exc
+        if exc.code == "too_large":
+            raise PayloadTooLarge(f"image_url is too large: {exc}") from exc
+        raise BadRequest(f"image_url could not be used: {exc}", code=f"fetch_{exc.code}") from exc
+
+
+async def _photo_vector(services: Services, photo_id: str) -> np.ndarray:
+    photo = await blocking(services.store.get_photo, photo_id, with_vector=True)
+    if photo is None:
+        raise NotFound(f"No photo with photo_id {photo_id!r} is in the store.", code="photo_not_found")
+    vector = photo.get("vector")
+    if vector is None:
+        vector = photo.get("embedding")
+    if vector is None:
+        raise DependencyFailed("The store returned the photo without its vector.", code="store_error")
+    return np.asarray(vector, dtype=np.float32)
+
+
+async def _first_row(coroutine) -> np.ndarray:
+    vectors = await coroutine
+    return np.asarray(vectors, dtype=np.float32)[0]
+
+
+async def _gather(**named: Any) -> dict[str, Any]:
+    """Await the named coroutines concurrently; raise the first error after all have settled, so
+    that no call is left running unobserved."""
+    names = list(named)
+    results = await asyncio.gather(*named.values(), return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return dict(zip(names, results))
+
+
+def shape_result(row: dict[str, Any], rank: int) -> dict[str, Any]:
+    """A store row as a result: flat metadata, score and rank; no vector."""
+    result = {key: value for key, value in row.items() if key not in ("vector", "embedding", "metadata", "id")}
+    nested = row.get("metadata")
+    if isinstance(nested, dict):
+        result.update({key: value for key, value in nested.items() if key in METADATA_FIELDS})
+    result["score"] = float(row.get("score", 0.0))
+    result["rank"] = rank
+    return result
+
+
+async def run_search(services: Services, query: SearchQuery) -> dict[str, Any]:
+    """The whole query: embed its parts, combine them, search, and say which model answered."""
+    started = time.perf_counter()
+    if not (query.text or query.image or query.image_url or query.photo_id):
+        raise BadRequest(NOTHING_TO_SEARCH, code="empty_query")
+    if query.image and query.image_url:
+        raise BadRequest("Give either an image or an image_url, not both.", code="invalid_request")
+
+    image = query.image
+    if query.image_url:
+        image = await fetch_query_image(services, query.image_url)
+
+    work: dict[str, Any] = {"model": services.model_info.get()}
+    if query.text:
+        work["text"] = _first_row(services.embedder.embed_texts([query.text]))
+    if image:
+        work["image"] = _first_row(services.embedder.embed_images([image]))
+    if query.photo_id:
+        work["photo"] = _photo_vector(services, query.photo_id)
+    parts = await _gather(**work)
+    model_info: dict[str, Any] = parts["model"]
+
+    # A stored photo's vector is an image vector: with an uploaded image as well, the image side is
+    # the mean of the two, and `weight` then balances that side against the text.
+    image_vectors = [parts[name] for name in ("image", "photo") if name in parts]
+    image_side = normalize(np.sum([normalize(v) for v in image_vectors], axis=0)) if image_vectors else None
+    vector = combine(parts.get("text"), image_side, query.weight)
+
+    rows = await _search_store(services, vector, query, model_info)
+    random_weights = bool(model_info.get("random_weights", False))
+    took_ms = (time.perf_counter() - started) * 1000.0
+    log.info("search text=%s image=%s photo_id=%s top_k=%d -> %d results in %.1f ms",
+             bool(query.text), bool(image), query.photo_id, query.top_k, len(rows), took_ms)
+    return {
+        "results": [shape_result(row, rank) for rank, row in enumerate(rows, start=1)],
+        "took_ms": round(took_ms, 2),
+        "model": model_info.get("name"),
+        "random_weights": random_weights,
+        "notice": RANDOM_WEIGHTS_NOTICE if random_weights else None,
+    }
+
+
+async def _search_store(services: Services, vector: np.ndarray, query: SearchQuery,
+                        model_info: dict[str, Any]) -> list[dict[str, Any]]:
+    table = await services.table_info.get()
+    if table is None:
+        # Nothing ingested yet: an empty answer, not an error.
+        return []
+    _check_same_model(table, model_info, vector)
+    try:
+        return await blocking(services.store.search, vector, top_k=query.top_k, min_score=query.min_score,
+                              filters=query.filters)
+    except ServiceError:
+        raise
+    except (TypeError, ValueError) as exc:
+        # A filter value the store cannot compare with its column is the caller's mistake.
+        raise BadRequest(f"The filters could not be applied: {exc}", code="invalid_filters") from exc
+
+
+def _check_same_model(table: dict[str, Any], model_info: dict[str, Any], vector: np.ndarray) -> None:
+    from services.common.store import ModelMismatch
+
+    table_model, table_dim = table.get("model"), table.get("dim")
+    known_names = {model_info.get("name"), model_info.get("fingerprint")} - {None}
+    if table_dim is not None and int(table_dim) != vector.shape[-1]:
+        raise ModelMismatch(
+            f"The store's table holds {table_dim}-dimensional vectors of {table_model!r}, but the embedder "
+            f"serves {vector.shape[-1]}-dimensional vectors of {model_info.get('name')!r}: point the embedder "
+            f"at the same model, or re-ingest into a new table (STORE_TABLE).")
+    if table_model and known_names and table_model not in known_names:
+        raise ModelMismatch(
+            f"The store's table holds vectors of {table_model!r}, but the embedder serves "
+            f"{model_info.get('name')!r}: point the embedder at the same model, or re-ingest into a new "
+            f"table (STORE_TABLE).")

@@ -1,0 +1,59 @@
+"""Settings that every part reads the same way (DESIGN.md, "Settings").
+
+Each service subclasses `CommonSettings` with its own env prefix (`EMBEDDER_`, `API_`,
+`WORKER_`, `UI_`, `STORE_`); the shared names below are read without a prefix, through
+aliases, so `STORE_URL` means the same thing to the gateway and to a worker.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_MODEL = "openai/clip-vit-base-patch32"
+
+
+def _alias(name: str) -> AliasChoices:
+    return AliasChoices(name)
+
+
+def split_csv(value: object) -> list[str]:
+    """Accept a comma-separated string or a list; drop blanks."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return [str(part).strip() for part in value if str(part).strip()]
+
+
+class CommonSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    embedder_model: str = Field(DEFAULT_MODEL, validation_alias=_alias("EMBEDDER_MODEL"))
+    embedder_url: str = Field("http://127.0.0.1:8001", validation_alias=_alias("EMBEDDER_URL"))
+    store_url: str = Field("http://127.0.0.1:8123", validation_alias=_alias("STORE_URL"))
+    store_table: str = Field("photos", validation_alias=_alias("STORE_TABLE"))
+    redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias=_alias("REDIS_URL"))
+    api_url: str = Field("http://127.0.0.1:8000", validation_alias=_alias("API_URL"))
+    # Kept as the raw comma-separated text; use `api_key_list` / `fetch_allow_list`.
+    api_keys: str = Field("", validation_alias=_alias("API_KEYS"))
+    fetch_allow_hosts: str = Field("", validation_alias=_alias("FETCH_ALLOW_HOSTS"))
+
+    @field_validator("embedder_url", "store_url", "api_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.strip().rstrip("/")
+
+    @property
+    def embedder_urls(self) -> list[str]:
+        return [url.rstrip("/") for url in split_csv(self.embedder_url)]
+
+    @property
+    def api_key_list(self) -> list[str]:
+        return split_csv(self.api_keys)
+
+    @property
+    def fetch_allow_list(self) -> list[str]:
+        return split_csv(self.fetch_allow_hosts)

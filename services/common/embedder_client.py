@@ -1,0 +1,255 @@
+"""Typed HTTP clients for the embedder service (sync and async), used by the gateway and the workers.
+
+`urls` is one base URL or several (a list or a comma-separated string): calls rotate over them to
+spread load, and a connection failure or a 503 moves on to the next one; only when every URL has
+failed does the call raise. Errors are mapped once, here:
+
+- `EmbedderUnavailable` (503): no embedder answered, or all were loading / saturated;
+- `EmbedderTimeout` (504): an embedder took longer than `timeout` (not retried: it may be overloaded);
+- `EmbedderRejected` (422): the embedder refused the input; the message is the embedder's sentence;
+- `EmbedderFailed` (502): any other unexpected answer.
+
+`embed_images_each` asks for per-item answers: one bad image yields an `EmbedItemError` in its
+place instead of failing the whole batch.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import httpx
+import numpy as np
+
+from services.common.config import split_csv
+from services.common.errors import BadRequest, DependencyFailed, DependencyTimeout, DependencyUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class EmbedderUnavailable(DependencyUnavailable):
+    code = "embedder_unavailable"
+
+
+class EmbedderTimeout(DependencyTimeout):
+    code = "embedder_timeout"
+
+
+class EmbedderRejected(BadRequest):
+    code = "embedder_rejected"
+
+
+class EmbedderFailed(DependencyFailed):
+    code = "embedder_failed"
+
+
+@dataclass(frozen=True)
+class EmbedItemError:
+    """Why the embedder refused one item of a per-item request (a value, never raised)."""
+
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class _Call:
+    method: str
+    path: str
+    json: dict | None = None
+    files: list | None = None
+    params: dict | None = None
+
+
+def _error_of(response: httpx.Response) -> tuple[str, str]:
+    try:
+        error = response.json()["error"]
+        return str(error["code"]), str(error["message"])
+    except Exception:  # not our JSON: a proxy, or another server on that port
+        return "http_" + str(response.status_code), response.text[:200] or response.reason_phrase
+
+
+def _retry_after(response: httpx.Response) -> int:
+    value = response.headers.get("retry-after", "")
+    return int(value) if value.isdigit() else 5
+
+
+def _image_call(images: Sequence[bytes], per_item: bool) -> _Call:
+    files = [("images", (f"image-{index}", bytes(image), "application/octet-stream"))
+             for index, image in enumerate(images)]
+    return _Call("POST", "/v1/embed/image", files=files, params={"per_item": "true"} if per_item else None)
+
+
+def _vectors(body: dict) -> np.ndarray:
+    vectors = np.asarray(body["vectors"], dtype=np.float32)
+    return vectors.reshape(len(body["vectors"]), int(body["dim"]))
+
+
+def _items(body: dict) -> list[np.ndarray | EmbedItemError]:
+    out: list[np.ndarray | EmbedItemError] = []
+    errors = body.get("errors") or [None] * len(body["vectors"])
+    for vector, error in zip(body["vectors"], errors):
+        if vector is None:
+            error = error or {"code": "refused", "message": "The embedder gave no vector for this image."}
+            out.append(EmbedItemError(error["code"], error["message"]))
+        else:
+            out.append(np.asarray(vector, dtype=np.float32))
+    return out
+
+
+class _Base:
+    def __init__(self, urls: str | list[str], timeout: float = 30.0):
+        self.urls = [url.rstrip("/") for url in split_csv(urls)]
+        if not self.urls:
+            raise ValueError("EmbedderClient needs at least one embedder URL")
+        self.timeout = timeout
+        self._start = itertools.cycle(range(len(self.urls)))
+        self._dim: int | None = None
+
+    def _order(self) -> list[str]:
+        first = next(self._start)
+        return self.urls[first:] + self.urls[:first]
+
+    def _answer(self, url: str, response: httpx.Response) -> dict | EmbedderUnavailable:
+        """The body of a success, or the 503 to remember while trying the next URL; raises otherwise."""
+        if response.status_code < 400:
+            return response.json()
+        code, message = _error_of(response)
+        if response.status_code == 503:
+            log.warning("embedder %s unavailable: %s", url, message)
+            return EmbedderUnavailable(f"The embedder at {url} is unavailable: {message}",
+                                       retry_after=_retry_after(response))
+        if 400 <= response.status_code < 500:
+            raise EmbedderRejected(message, code=code)
+        raise EmbedderFailed(f"The embedder at {url} failed ({response.status_code}): {message}")
+
+    @staticmethod
+    def _unreachable(url: str, exc: Exception) -> EmbedderUnavailable:
+        log.warning("embedder %s unreachable: %s", url, exc)
+        return EmbedderUnavailable(f"The embedder at {url} cannot be reached ({exc or type(exc).__name__}).")
+
+    def _timed_out(self, url: str) -> EmbedderTimeout:
+        return EmbedderTimeout(f"The embedder at {url} did not answer within {self.timeout:g} seconds.")
+
+    def _all_failed(self, last: EmbedderUnavailable | None) -> EmbedderUnavailable:
+        if len(self.urls) == 1 and last is not None:
+            return last
+        detail = f" Last: {last.message}" if last is not None else ""
+        return EmbedderUnavailable(f"No embedder answered ({', '.join(self.urls)}).{detail}",
+                                   retry_after=last.retry_after if last else 5)
+
+
+class EmbedderClient(_Base):
+    """Blocking client; one connection pool for the client's lifetime (close() it, or use `with`)."""
+
+    def __init__(self, urls: str | list[str], timeout: float = 30.0):
+        super().__init__(urls, timeout)
+        self._http = httpx.Client(timeout=timeout)
+
+    def _call(self, call: _Call) -> dict:
+        last: EmbedderUnavailable | None = None
+        for url in self._order():
+            try:
+                response = self._http.request(call.method, url + call.path, json=call.json, files=call.files,
+                                              params=call.params)
+            except httpx.ConnectTimeout as exc:  # never connected: safe to try the next one
+                last = self._unreachable(url, exc)
+                continue
+            except httpx.TimeoutException:
+                raise self._timed_out(url) from None
+            except httpx.TransportError as exc:
+                last = self._unreachable(url, exc)
+                continue
+            body = self._answer(url, response)
+            if isinstance(body, EmbedderUnavailable):
+                last = body
+                continue
+            return body
+        raise self._all_failed(last)
+
+    def model_info(self) -> dict:
+        info = self._call(_Call("GET", "/v1/model"))
+        self._dim = int(info["dim"])
+        return info
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self._dim or self.model_info()["dim"]), dtype=np.float32)
+        return _vectors(self._call(_Call("POST", "/v1/embed/text", json={"texts": list(texts)})))
+
+    def embed_images(self, images: Sequence[bytes]) -> np.ndarray:
+        if not images:
+            return np.zeros((0, self._dim or self.model_info()["dim"]), dtype=np.float32)
+        return _vectors(self._call(_image_call(images, per_item=False)))
+
+    def embed_images_each(self, images: Sequence[bytes]) -> list[np.ndarray | EmbedItemError]:
+        if not images:
+            return []
+        return _items(self._call(_image_call(images, per_item=True)))
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "EmbedderClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class AsyncEmbedderClient(_Base):
+    """The same calls as coroutines; `await aclose()` it, or use `async with`."""
+
+    def __init__(self, urls: str | list[str], timeout: float = 30.0):
+        super().__init__(urls, timeout)
+        self._http = httpx.AsyncClient(timeout=timeout)
+
+    async def _call(self, call: _Call) -> dict:
+        last: EmbedderUnavailable | None = None
+        for url in self._order():
+            try:
+                response = await self._http.request(call.method, url + call.path, json=call.json,
+                                                    files=call.files, params=call.params)
+            except httpx.ConnectTimeout as exc:  # never connected: safe to try the next one
+                last = self._unreachable(url, exc)
+                continue
+            except httpx.TimeoutException:
+                raise self._timed_out(url) from None
+            except httpx.TransportError as exc:
+                last = self._unreachable(url, exc)
+                continue
+            body = self._answer(url, response)
+            if isinstance(body, EmbedderUnavailable):
+                last = body
+                continue
+            return body
+        raise self._all_failed(last)
+
+    async def model_info(self) -> dict:
+        info = await self._call(_Call("GET", "/v1/model"))
+        self._dim = int(info["dim"])
+        return info
+
+    async def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self._dim or (await self.model_info())["dim"]), dtype=np.float32)
+        return _vectors(await self._call(_Call("POST", "/v1/embed/text", json={"texts": list(texts)})))
+
+    async def embed_images(self, images: Sequence[bytes]) -> np.ndarray:
+        if not images:
+            return np.zeros((0, self._dim or (await self.model_info())["dim"]), dtype=np.float32)
+        return _vectors(await self._call(_image_call(images, per_item=False)))
+
+    async def embed_images_each(self, images: Sequence[bytes]) -> list[np.ndarray | EmbedItemError]:
+        if not images:
+            return []
+        return _items(await self._call(_image_call(images, per_item=True)))
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> "AsyncEmbedderClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.aclose()

@@ -1,0 +1,296 @@
+"""Fetching images on a user's behalf, safely.
+
+http(s) only; loopback, private, link-local and reserved addresses are refused (also after every
+redirect, which is followed by hand) unless the host or a network holding its address is in
+FETCH_ALLOW_HOSTS; size and time limits; the body must look like an image. Each failure is a
+`FetchError` with a stable code and a sentence a person can act on.
+
+Known limit: the address is checked by resolving the name before httpx connects, and httpx resolves
+it again, so a DNS server that answers differently within milliseconds (DNS rebinding) could slip
+past. Pinning the connection to the checked address is the fix if that threat matters.
+"""
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
+USER_AGENT = "imagesearch-fetch/0.1"
+_CHUNK = 64 * 1024
+
+
+class FetchError(Exception):
+    """One URL could not be fetched; `code` is stable (`blocked_address`, `http_404`, `too_large`,
+    `timeout`, `not_an_image`, ...), `str()` a sentence."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+    @property
+    def reason(self) -> str:
+        return str(self)
+
+
+@dataclass(frozen=True)
+class FetchPolicy:
+    allow_hosts: tuple[str, ...] = ()
+    max_bytes: int = 20 * 1024 * 1024
+    timeout_s: float = 15.0
+    max_redirects: int = 3
+
+
+# --- checks shared by the sync and async paths -------------------------------------------------
+
+
+def _allowed_networks(policy: FetchPolicy) -> tuple[set[str], list[ipaddress.IPv4Network | ipaddress.IPv6Network]]:
+    names: set[str] = set()
+    networks = []
+    for entry in policy.allow_hosts:
+        entry = entry.strip().lower()
+        if not entry:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            names.add(entry)
+    return names, networks
+
+
+def _parse(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) of an http(s) URL, or FetchError."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise FetchError("invalid_url", f"The URL {url!r} is not valid: {exc}.") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise FetchError("unsupported_scheme",
+                         f"Only http and https URLs can be fetched; {url!r} uses {scheme or 'no scheme'!r}.")
+    host = (parts.hostname or "").lower()
+    if not host:
+        raise FetchError("invalid_url", f"The URL {url!r} has no host.")
+    return scheme, host, port or (443 if scheme == "https" else 80)
+
+
+def _is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return address.is_global and not address.is_multicast
+
+
+def _check_addresses(url: str, host: str, addresses: list[str], policy: FetchPolicy) -> None:
+    """Refuse non-public addresses unless the host name or a network holding them is allowed."""
+    names, networks = _allowed_networks(policy)
+    if host in names:
+        return
+    for text in addresses:
+        address = ipaddress.ip_address(text.split("%", 1)[0])
+        if _is_public(address) or any(address in network for network in networks):
+            continue
+        raise FetchError(
+            "blocked_address",
+            f"Refused to fetch {url!r}: {host} resolves to {address}, a loopback, private, link-local or "
+            f"reserved address (add the host or its network to FETCH_ALLOW_HOSTS to allow it).",
+        )
+
+
+def _resolve_sync(host: str, port: int, url: str) -> list[str]:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise FetchError("dns_error", f"Could not resolve the host of {url!r}: {exc}.") from None
+    return sorted({info[4][0] for info in infos})
+
+
+async def _resolve_async(host: str, port: int, url: str) -> list[str]:
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise FetchError("dns_error", f"Could not resolve the host of {url!r}: {exc}.") from None
+    return sorted({info[4][0] for info in infos})
+
+
+def _next_url(url: str, response: httpx.Response, hops: int, policy: FetchPolicy) -> str:
+    location = response.headers.get("location")
+    if not location:
+        raise FetchError("bad_redirect", f"{url!r} answered {response.status_code} with no Location header.")
+    if hops >= policy.max_redirects:
+        raise FetchError("too_many_redirects", f"{url!r} redirected more than {policy.max_redirects} times.")
+    return urljoin(url, location)
+
+
+def _check_status(url: str, response: httpx.Response) -> None:
+    if response.status_code != 200:
+        raise FetchError(f"http_{response.status_code}",
+                         f"{url!r} answered HTTP {response.status_code} {response.reason_phrase}.".replace(" .", "."))
+
+
+def _check_declared_size(url: str, response: httpx.Response, policy: FetchPolicy) -> None:
+    declared = response.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > policy.max_bytes:
+        raise _too_large(url, policy)
+
+
+def _too_large(url: str, policy: FetchPolicy) -> FetchError:
+    return FetchError("too_large", f"{url!r} is larger than the limit of {policy.max_bytes} bytes.")
+
+
+def _timeout(url: str, policy: FetchPolicy) -> FetchError:
+    return FetchError("timeout", f"{url!r} did not answer within {policy.timeout_s:g} s.")
+
+
+def _network_error(url: str, exc: Exception) -> FetchError:
+    return FetchError("network_error", f"Could not download {url!r}: {exc.__class__.__name__}: {exc}.")
+
+
+def sniff_image(body: bytes) -> str | None:
+    """The image format named by the body's first bytes, or None when it is not a known image."""
+    head = body[:32]
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if head.startswith(b"BM"):
+        return "bmp"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "tiff"
+    if head[4:8] == b"ftyp" and head[8:12] in (b"avif", b"avis", b"heic", b"heix", b"mif1", b"msf1"):
+        return head[8:12].decode()
+    return None
+
+
+def _check_image(url: str, body: bytes, content_type: str) -> bytes:
+    if sniff_image(body) is None:
+        what = content_type.split(";", 1)[0].strip() or "unknown content type"
+        raise FetchError("not_an_image", f"{url!r} did not return an image (got {what}, {len(body)} bytes).")
+    return body
+
+
+def _timeouts(policy: FetchPolicy) -> httpx.Timeout:
+    return httpx.Timeout(policy.timeout_s, connect=min(policy.timeout_s, 10.0))
+
+
+def make_client(policy: FetchPolicy) -> httpx.Client:
+    """A client suited to `fetch_bytes` (no automatic redirects, no proxies from the environment)."""
+    return httpx.Client(timeout=_timeouts(policy), follow_redirects=False, trust_env=False,
+                        headers={"User-Agent": USER_AGENT})
+
+
+# --- sync --------------------------------------------------------------------------------------
+
+
+def fetch_bytes(url: str, policy: FetchPolicy, client: httpx.Client | None = None) -> bytes:
+    """Download one URL under the policy (sync); raise FetchError.
+
+    `client`, when given, is reused (it must not follow redirects itself); else one is made.
+    """
+    if client is None:
+        with make_client(policy) as own:
+            return fetch_bytes(url, policy, own)
+    deadline = time.monotonic() + policy.timeout_s
+    current = url
+    for hops in range(policy.max_redirects + 1):
+        scheme, host, port = _parse(current)
+        _check_addresses(current, host, _resolve_sync(host, port, current), policy)
+        try:
+            with client.stream("GET", current, follow_redirects=False) as response:
+                if response.status_code in REDIRECT_CODES:
+                    current = _next_url(current, response, hops, policy)
+                    continue
+                _check_status(current, response)
+                _check_declared_size(current, response, policy)
+                body = bytearray()
+                for chunk in response.iter_bytes(_CHUNK):
+                    body += chunk
+                    # The declared length can lie or be missing: stop reading at the limit.
+                    if len(body) > policy.max_bytes:
+                        raise _too_large(current, policy)
+                    # httpx's timeout is per read; a server trickling bytes needs a total deadline.
+                    if time.monotonic() > deadline:
+                        raise _timeout(current, policy)
+                return _check_image(current, bytes(body), response.headers.get("content-type", ""))
+        except httpx.TimeoutException:
+            raise _timeout(current, policy) from None
+        except httpx.HTTPError as exc:
+            raise _network_error(current, exc) from None
+    raise FetchError("too_many_redirects", f"{url!r} redirected more than {policy.max_redirects} times.")
+
+
+def fetch_many(urls: list[str], policy: FetchPolicy, concurrency: int = 16) -> list[bytes | FetchError]:
+    """Download concurrently; one result per URL, in order; a failure is returned, not raised.
+
+    Threads rather than an event loop so that this works from any caller, including one that
+    already runs a loop; one shared client keeps connections to the same host alive.
+    """
+    if not urls:
+        return []
+
+    with make_client(policy) as client:
+        def one(url: str) -> bytes | FetchError:
+            try:
+                return fetch_bytes(url, policy, client)
+            except FetchError as exc:
+                return exc
+            except Exception as exc:  # a bug must cost one photo, not the whole batch
+                log.exception("unexpected error fetching %s", url)
+                return FetchError("fetch_failed", f"Could not download {url!r}: {exc.__class__.__name__}.")
+
+        with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(urls)))) as pool:
+            return list(pool.map(one, urls))
+
+
+# --- async -------------------------------------------------------------------------------------
+
+
+async def fetch_bytes_async(url: str, policy: FetchPolicy, client: httpx.AsyncClient | None = None) -> bytes:
+    """Same as fetch_bytes, for the gateway's event loop."""
+    if client is None:
+        async with httpx.AsyncClient(timeout=_timeouts(policy), follow_redirects=False, trust_env=False,
+                                     headers={"User-Agent": USER_AGENT}) as own:
+            return await fetch_bytes_async(url, policy, own)
+    try:
+        return await asyncio.wait_for(_fetch_async(url, policy, client), timeout=policy.timeout_s)
+    except asyncio.TimeoutError:
+        raise _timeout(url, policy) from None
+
+
+async def _fetch_async(url: str, policy: FetchPolicy, client: httpx.AsyncClient) -> bytes:
+    current = url
+    for hops in range(policy.max_redirects + 1):
+        scheme, host, port = _parse(current)
+        _check_addresses(current, host, await _resolve_async(host, port, current), policy)
+        try:
+            async with client.stream("GET", current, follow_redirects=False) as response:
+                if response.status_code in REDIRECT_CODES:
+                    current = _next_url(current, response, hops, policy)
+                    continue
+                _check_status(current, response)
+                _check_declared_size(current, response, policy)
+                body = bytearray()
+                async for chunk in response.aiter_bytes(_CHUNK):
+                    body += chunk
+                    if len(body) > policy.max_bytes:
+                        raise _too_large(current, policy)
+                return _check_image(current, bytes(body), response.headers.get("content-type", ""))
+        except httpx.TimeoutException:
+            raise _timeout(current, policy) from None
+        except httpx.HTTPError as exc:
+            raise _network_error(current, exc) from None
+    raise FetchError("too_many_redirects", f"{url!r} redirected more than {policy.max_redirects} times.")

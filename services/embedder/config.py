@@ -1,0 +1,41 @@
+"""Settings of the embedder service (env prefix `EMBEDDER_`; `EMBEDDER_MODEL` is shared)."""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from services.common.config import CommonSettings
+
+
+class EmbedderSettings(CommonSettings):
+    model_config = SettingsConfigDict(env_prefix="EMBEDDER_", env_file=".env", extra="ignore",
+                                      populate_by_name=True)
+
+    # "auto" picks CUDA when there is one.
+    device: str = "auto"
+    # "auto" is float16 on CUDA and float32 on the CPU.
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    # Micro-batching: concurrent requests are embedded together, up to this many items per forward
+    # pass, waiting at most this long for company once the first item arrives.
+    max_batch: int = Field(64, ge=1, le=4096)
+    max_wait_ms: float = Field(5.0, ge=0.0, le=1000.0)
+    # Items waiting for the model beyond this are refused with 503 + Retry-After, so an overloaded
+    # embedder sheds load instead of growing its memory and latency without bound.
+    max_queue: int = Field(2048, ge=1)
+    # Per request.
+    max_items: int = Field(256, ge=1)
+    max_image_bytes: int = Field(20 * 1024 * 1024, ge=1)
+    max_image_pixels: int = Field(64_000_000, ge=1)
+    max_text_chars: int = Field(10_000, ge=1)
+    # 0 = as many as the cores this process may use.
+    torch_threads: int = Field(0, ge=0)
+    decode_threads: int = Field(0, ge=0)
+    log_level: str = "INFO"
+
+
+@lru_cache
+def get_settings() -> EmbedderSettings:
+    return EmbedderSettings()

@@ -1,0 +1,122 @@
+"""HTTP routes of the embedder: health, metrics, model info, and the two embedding endpoints."""
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException
+
+from services.common.errors import BadRequest, PayloadTooLarge
+from services.embedder.schemas import EmbedResponse, ImageEmbedJson, ModelInfo, TextEmbedRequest
+from services.embedder.service import EmbedderService, UnsupportedMediaType
+
+router = APIRouter()
+
+_IMAGE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {"type": "object", "properties": {
+                    "images": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+                    "required": ["images"]},
+            },
+            "application/json": {"schema": ImageEmbedJson.model_json_schema()},
+        },
+    }
+}
+
+
+def _service(request: Request) -> EmbedderService:
+    return request.app.state.embedder
+
+
+@router.get("/healthz", tags=["health"])
+async def healthz() -> dict:
+    """The process answers (the model may still be loading)."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", tags=["health"])
+async def readyz(request: Request) -> JSONResponse:
+    """200 once the model is loaded; 503 with the reason before that."""
+    # Raises a 503 saying "loading" or why loading failed.
+    model = _service(request).require_model()
+    return JSONResponse({"status": "ready", "model": model.name, "random_weights": model.random_weights})
+
+
+@router.get("/metrics", tags=["health"], response_class=PlainTextResponse)
+async def metrics(request: Request) -> PlainTextResponse:
+    service = _service(request)
+    text = service.metrics.render(lambda: service.batcher.queued_items, service.ready)
+    return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+@router.get("/v1/model", response_model=ModelInfo, tags=["model"])
+async def model_info(request: Request) -> dict:
+    """Which model answers: name, vector size, device, precision, weights fingerprint."""
+    return _service(request).require_model().info()
+
+
+@router.post("/v1/embed/text", response_model=EmbedResponse, tags=["embed"])
+async def embed_text(body: TextEmbedRequest, request: Request) -> JSONResponse:
+    """Unit-length vectors for texts, in order."""
+    return JSONResponse(await _service(request).embed_texts(body.texts))
+
+
+@router.post("/v1/embed/image", response_model=EmbedResponse, tags=["embed"], openapi_extra=_IMAGE_BODY)
+async def embed_image(
+    request: Request,
+    per_item: Annotated[bool, Query(description="Refuse bad images one by one (null vector plus an "
+                                                "entry in `errors`) instead of failing the request.")] = False,
+) -> JSONResponse:
+    """Unit-length vectors for images sent as multipart files (`images`, repeated) or as JSON base64."""
+    service = _service(request)
+    service.require_model()
+    settings = service.settings
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    # Refuse an oversized body before reading it.
+    declared = request.headers.get("content-length")
+    limit = settings.max_items * settings.max_image_bytes * 4 // 3 + 1024 * 1024
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"The request body is {int(declared):,} bytes; the limit is {limit:,}.")
+    if content_type == "multipart/form-data":
+        images = await _read_multipart(request, settings.max_items)
+    elif content_type == "application/json":
+        try:
+            images = ImageEmbedJson.model_validate_json(await request.body()).images_base64
+        except ValidationError as exc:
+            raise BadRequest("The JSON body must be {\"images_base64\": [\"<base64>\", ...]}: "
+                             f"{exc.errors()[0]['msg']}.") from None
+    else:
+        raise UnsupportedMediaType(
+            f"Send images as multipart/form-data (field 'images') or as JSON {{\"images_base64\": [...]}}, "
+            f"not {content_type or 'a body without a content type'}.")
+    return JSONResponse(await service.embed_images(images, per_item=per_item))
+
+
+async def _read_multipart(request: Request, max_items: int) -> list[bytes]:
+    try:
+        form = await request.form(max_files=max_items + 1, max_fields=max_items + 16)
+    except MultiPartException as exc:
+        raise BadRequest(f"The multipart body could not be read: {exc.message} "
+                         f"(at most {max_items} images per request).") from None
+    try:
+        parts = form.getlist("images")
+        if not parts:
+            raise BadRequest("Send the images as files in the multipart field 'images'.", code="no_items")
+        if len(parts) > max_items:
+            raise BadRequest(f"This request has {len(parts)} images; the limit is {max_items} per request.",
+                             code="too_many_items")
+        images = []
+        for index, part in enumerate(parts):
+            if not isinstance(part, UploadFile):
+                raise BadRequest(f"Image {index} is a text field; send each image as a file.",
+                                 code="not_an_image")
+            images.append(await part.read())
+        return images
+    finally:
+        await form.close()

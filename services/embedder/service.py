@@ -1,0 +1,158 @@
+"""What the embedder does, apart from HTTP: load the model, check and decode input, batch, answer.
+
+`EmbedderService` owns the model (loaded in the background at start-up, so `/healthz` answers and
+`/readyz` says "loading" meanwhile), the micro-batcher, the image-decoding thread pool and the
+metrics. Routes turn HTTP into calls on it; every refusal is a `ServiceError` with a sentence.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+from PIL import Image
+
+from services.common.errors import BadRequest, DependencyUnavailable, ServiceError
+from services.embedder.batcher import MicroBatcher, ModelNotReady
+from services.embedder.config import EmbedderSettings
+from services.embedder.images import decode_base64, decode_image
+from services.embedder.metrics import Metrics
+from services.embedder.model import ClipModel, available_cores
+
+log = logging.getLogger(__name__)
+
+
+class EmbedderService:
+    def __init__(self, settings: EmbedderSettings):
+        self.settings = settings
+        self.metrics = Metrics()
+        self.model: ClipModel | None = None
+        self.load_error: str | None = None
+        self.batcher = MicroBatcher(self._run_batch, max_batch=settings.max_batch,
+                                    max_wait_ms=settings.max_wait_ms, max_queue=settings.max_queue,
+                                    on_batch=self.metrics.observe_batch)
+        self._decoder: ThreadPoolExecutor | None = None
+        self._load_task: asyncio.Task | None = None
+
+    # -- life cycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        # Pillow's own bomb check follows the same limit (it is process-wide, and this process is ours).
+        Image.MAX_IMAGE_PIXELS = self.settings.max_image_pixels
+        self._decoder = ThreadPoolExecutor(max_workers=self.settings.decode_threads or available_cores(),
+                                           thread_name_prefix="decode")
+        await self.batcher.start()
+        self._load_task = asyncio.create_task(self._load(), name="load-model")
+
+    async def _load(self) -> None:
+        settings = self.settings
+        log.info("loading %s", settings.embedder_model)
+        try:
+            self.model = await asyncio.to_thread(ClipModel.load, settings.embedder_model, settings.device,
+                                                 settings.dtype, settings.torch_threads)
+        except Exception as exc:  # reported by /readyz; the process stays up to say why
+            log.exception("could not load the model %s", settings.embedder_model)
+            self.load_error = f"The model {settings.embedder_model!r} could not be loaded: {exc}"
+
+    async def wait_loaded(self) -> None:
+        if self._load_task is not None:
+            await self._load_task
+
+    async def stop(self) -> None:
+        if self._load_task is not None and not self._load_task.done():
+            self._load_task.cancel()
+        await self.batcher.stop()
+        if self._decoder is not None:
+            self._decoder.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def ready(self) -> bool:
+        return self.model is not None
+
+    def require_model(self) -> ClipModel:
+        if self.model is not None:
+            return self.model
+        if self.load_error:
+            raise DependencyUnavailable(self.load_error, code="model_failed", retry_after=30)
+        raise ModelNotReady(f"The model {self.settings.embedder_model!r} is still loading; retry shortly.",
+                            retry_after=2)
+
+    # -- the model thread -------------------------------------------------------------------------
+
+    def _run_batch(self, kind: str, items: list) -> list:
+        model = self.require_model()
+        if kind == "text":
+            return model.embed_texts(items)
+        return model.embed_images(items)
+
+    # -- texts ----------------------------------------------------------------------------------
+
+    async def embed_texts(self, texts: list[str]) -> dict:
+        model = self.require_model()
+        self._check_count(len(texts), "text")
+        for index, text in enumerate(texts):
+            if not text.strip():
+                self.metrics.count_rejected("empty_text")
+                raise BadRequest(f"Text {index} is empty; send some words to embed.", code="empty_text")
+            if len(text) > self.settings.max_text_chars:
+                self.metrics.count_rejected("text_too_long")
+                raise BadRequest(f"Text {index} has {len(text):,} characters; the limit is "
+                                 f"{self.settings.max_text_chars:,} (and only the first {model.max_tokens} "
+                                 "tokens count).", code="text_too_long")
+        results = await self.batcher.submit("text", list(texts))
+        return {**self._header(model), "vectors": [r.vector.tolist() for r in results],
+                "truncated": [r.truncated for r in results]}
+
+    # -- images ---------------------------------------------------------------------------------
+
+    async def embed_images(self, images: list[bytes | str], *, per_item: bool) -> dict:
+        """`images` are raw bytes (uploads) or base64 text; `per_item` turns refusals into entries."""
+        model = self.require_model()
+        self._check_count(len(images), "image")
+        loop = asyncio.get_running_loop()
+        prepared = await asyncio.gather(
+            *(loop.run_in_executor(self._decoder, self._prepare_image, model, image) for image in images),
+            return_exceptions=True)
+        errors: list[dict | None] = [None] * len(images)
+        for index, outcome in enumerate(prepared):
+            if isinstance(outcome, ServiceError):
+                self.metrics.count_rejected(outcome.code)
+                if not per_item:
+                    raise type(outcome)(f"Image {index} {outcome.message}", code=outcome.code)
+                errors[index] = {"code": outcome.code, "message": f"Image {index} {outcome.message}"}
+            elif isinstance(outcome, BaseException):
+                raise outcome
+        good = [index for index, error in enumerate(errors) if error is None]
+        vectors = await self.batcher.submit("image", [prepared[index] for index in good])
+        by_index: list[list[float] | None] = [None] * len(images)
+        for index, vector in zip(good, vectors):
+            by_index[index] = vector.tolist()
+        body = {**self._header(model), "vectors": by_index}
+        if per_item:
+            body["errors"] = errors
+        return body
+
+    def _prepare_image(self, model: ClipModel, image: bytes | str):
+        data = decode_base64(image) if isinstance(image, str) else image
+        picture = decode_image(data, max_bytes=self.settings.max_image_bytes,
+                               max_pixels=self.settings.max_image_pixels)
+        return model.preprocess_images([picture])
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _check_count(self, count: int, noun: str) -> None:
+        if count == 0:
+            raise BadRequest(f"Send at least one {noun} to embed.", code="no_items")
+        if count > self.settings.max_items:
+            raise BadRequest(f"This request has {count} {noun}s; the limit is {self.settings.max_items} "
+                             "per request. Split it into several requests.", code="too_many_items")
+
+    @staticmethod
+    def _header(model: ClipModel) -> dict:
+        return {"model": model.name, "dim": model.dim, "random_weights": model.random_weights}
+
+
+class UnsupportedMediaType(ServiceError):
+    status_code = 415
+    code = "unsupported_media_type"
+

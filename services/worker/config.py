@@ -1,0 +1,38 @@
+"""The workers' settings: shared names from `CommonSettings`, their own under the `WORKER_` prefix."""
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from services.common.config import CommonSettings
+from services.common.fetch import FetchPolicy
+
+
+class WorkerSettings(CommonSettings):
+    model_config = SettingsConfigDict(env_prefix="WORKER_", env_file=".env", extra="ignore", populate_by_name=True)
+
+    # Image downloads running at once inside one task (threads; they wait on the network).
+    download_concurrency: int = Field(16, ge=1, le=256)
+    # Per image: the whole download, redirects included, must finish within this.
+    download_timeout_s: float = Field(15.0, gt=0)
+    max_image_bytes: int = Field(20 * 1024 * 1024, ge=1024)
+    max_redirects: int = Field(3, ge=0, le=10)
+    embedder_timeout_s: float = Field(120.0, gt=0)
+    store_connect_timeout_s: float = Field(5.0, gt=0)
+    store_query_timeout_s: float = Field(60.0, gt=0)
+    # Transient failures (embedder or store down) are retried with exponential backoff and jitter.
+    max_retries: int = Field(8, ge=0)
+    retry_backoff_max_s: int = Field(300, ge=1)
+    job_ttl_s: int = Field(7 * 24 * 3600, ge=60)
+    log_level: str = "INFO"
+
+    def fetch_policy(self) -> FetchPolicy:
+        return FetchPolicy(allow_hosts=tuple(self.fetch_allow_list), max_bytes=self.max_image_bytes,
+                           timeout_s=self.download_timeout_s, max_redirects=self.max_redirects)
+
+
+@lru_cache
+def get_settings() -> WorkerSettings:
+    return WorkerSettings()

@@ -1,0 +1,211 @@
+"""`python -m services.worker.ingest SOURCE`: submit photos to the gateway and follow the job.
+
+Reads a source (see sources.py), posts the photos to the API's POST /v1/ingest in chunks (the first
+chunk creates the job, the next ones add to it), then polls GET /v1/jobs/{id} with a progress bar
+and prints a summary. It talks to the gateway over HTTP only, never to Redis.
+
+Exit status: 0 when the job finished (even with per-photo failures, which the summary lists),
+1 when the gateway refused the request or the source is unusable, 2 when the gateway cannot be
+reached, 130 when interrupted.
+
+A folder of images is fetched by the workers over HTTP: pass `--base-url` if it is already served,
+or `--serve HOST:PORT` to serve it from this command while the job runs (the workers must be able to
+reach that address, and a loopback or private host must be in their FETCH_ALLOW_HOSTS).
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import http.server
+import ipaddress
+import logging
+import os
+import sys
+import threading
+import time
+from itertools import islice
+from pathlib import Path
+
+from services.common.config import CommonSettings
+from services.worker.sources import SourceError, open_source
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 0, 1, 2, 130
+MAX_CHUNK = 1000
+RANDOM_WEIGHTS_LINE = ("Note: the embedder runs a model with RANDOM WEIGHTS; search results will be "
+                       "meaningless until a real CLIP model is configured (EMBEDDER_MODEL).")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m services.worker.ingest", description=__doc__.split("\n\n")[0])
+    parser.add_argument("source", help="photos.tsv*, the Unsplash Lite .zip, a text file of URLs, or a folder")
+    parser.add_argument("--limit", type=int, default=None, help="ingest at most this many photos")
+    parser.add_argument("--batch-size", type=int, default=32, help="photos per worker task (1..256)")
+    parser.add_argument("--chunk-size", type=int, default=MAX_CHUNK, help=f"photos per request (1..{MAX_CHUNK})")
+    parser.add_argument("--api-url", default=None, help="the gateway (default: API_URL)")
+    parser.add_argument("--api-key", default=None, help="write key (default: API_KEY, else the first of API_KEYS)")
+    parser.add_argument("--no-wait", action="store_true", help="submit and print the job id without waiting")
+    parser.add_argument("--full-size", action="store_true",
+                        help="fetch Unsplash originals instead of the seed's 200-px rendition")
+    parser.add_argument("--base-url", default=None, help="for a folder: the URL at which it is served")
+    parser.add_argument("--serve", metavar="HOST:PORT", default=None,
+                        help="for a folder: serve it over HTTP at HOST:PORT while the job runs (PORT 0: any free)")
+    parser.add_argument("--poll-interval", type=float, default=1.0, help="seconds between progress checks")
+    parser.add_argument("--timeout", type=float, default=None, help="give up waiting after this many seconds")
+    args = parser.parse_args(argv)
+    if args.chunk_size < 1 or args.chunk_size > MAX_CHUNK:
+        parser.error(f"--chunk-size must be between 1 and {MAX_CHUNK}")
+    if not 1 <= args.batch_size <= 256:
+        parser.error("--batch-size must be between 1 and 256")
+    if args.serve and args.no_wait:
+        parser.error("--serve needs to wait: the folder is served only while the command runs")
+    if args.serve and args.base_url:
+        parser.error("give either --serve or --base-url, not both")
+    return args
+
+
+def resolve_api_key(explicit: str | None, settings: CommonSettings) -> str | None:
+    if explicit:
+        return explicit
+    if os.environ.get("API_KEY"):
+        return os.environ["API_KEY"]
+    keys = settings.api_key_list
+    return keys[0] if keys else None
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - the base class's name
+        log.debug("serve: " + format, *args)
+
+
+def serve_folder(folder: Path, address: str) -> tuple[http.server.ThreadingHTTPServer, str]:
+    """Start a static HTTP server for `folder` at HOST:PORT; returns it and its base URL."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise SourceError(f"--serve takes HOST:PORT (for example 127.0.0.1:0), not {address!r}.")
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer((host, int(port)), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="ingest-serve", daemon=True).start()
+    advertised = host if host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    try:
+        if not ipaddress.ip_address(advertised).is_global:
+            print(f"Serving {folder} at http://{advertised}:{server.server_port}/ ; the workers must be allowed to "
+                  f"fetch it: FETCH_ALLOW_HOSTS must include {advertised}.", file=sys.stderr)
+    except ValueError:
+        pass
+    return server, f"http://{advertised}:{server.server_port}"
+
+
+def _chunks(records, size: int):
+    iterator = iter(records)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def submit(client, records, *, chunk_size: int, batch_size: int) -> tuple[str | None, int]:
+    """Post the records in chunks; returns (job_id, photos submitted)."""
+    job_id: str | None = None
+    submitted = 0
+    for chunk in _chunks(records, chunk_size):
+        answer = client.ingest([record.model_dump() for record in chunk], job_id=job_id, batch_size=batch_size)
+        job_id = answer["job_id"]
+        submitted += len(chunk)
+        log.debug("submitted %d photos to job %s", submitted, job_id)
+    return job_id, submitted
+
+
+def wait_for(client, job_id: str, total: int, *, poll_interval: float, timeout: float | None) -> dict:
+    from tqdm import tqdm
+
+    deadline = time.monotonic() + timeout if timeout else None
+    with tqdm(total=total, unit="photo", desc="ingest", file=sys.stderr) as bar:
+        while True:
+            job = client.job(job_id)
+            processed = job["succeeded"] + job["skipped"] + job["failed"]
+            bar.total = max(job.get("total") or total, processed)
+            bar.n = processed
+            bar.set_postfix(ok=job["succeeded"], skipped=job["skipped"], failed=job["failed"], refresh=False)
+            bar.refresh()
+            if job["state"] == "done":
+                return job
+            if deadline and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} was not done after {timeout:g} s")
+            time.sleep(poll_interval)
+
+
+def summary(job: dict, *, show_failures: int = 5) -> str:
+    lines = [f"Job {job['job_id']}: {job['succeeded']} ingested, {job['skipped']} skipped (already stored), "
+             f"{job['failed']} failed, of {job['total']}."]
+    for failure in job.get("failures", [])[:show_failures]:
+        lines.append(f"  failed {failure.get('photo_id')}: [{failure.get('code')}] {failure.get('reason')}")
+    if job["failed"] > show_failures:
+        lines.append(f"  ... and {job['failed'] - show_failures} more (GET /v1/jobs/{job['job_id']} lists them).")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from services.common.api_client import ApiClient, ApiError
+
+    settings = CommonSettings()
+    api_url = (args.api_url or settings.api_url).rstrip("/")
+    client = ApiClient(api_url, api_key=resolve_api_key(args.api_key, settings))
+    server = None
+    bad_rows = 0
+
+    def on_bad_row(where: str, reason: str) -> None:
+        nonlocal bad_rows
+        bad_rows += 1
+        if bad_rows <= 10:
+            print(f"skipped {where}: {reason}", file=sys.stderr)
+
+    try:
+        stats = client.stats()
+        random_weights = bool(stats.get("random_weights"))
+        if random_weights:
+            print(RANDOM_WEIGHTS_LINE)
+        base_url = args.base_url
+        if args.serve:
+            server, base_url = serve_folder(Path(args.source).expanduser(), args.serve)
+        records = open_source(args.source, limit=args.limit, small_images=not args.full_size,
+                              base_url=base_url, on_bad_row=on_bad_row)
+        job_id, submitted = submit(client, records, chunk_size=args.chunk_size, batch_size=args.batch_size)
+        if bad_rows > 10:
+            print(f"skipped {bad_rows} bad rows in all.", file=sys.stderr)
+        if not job_id:
+            print(f"No photos found in {args.source}; nothing was submitted.", file=sys.stderr)
+            return EXIT_REFUSED
+        print(f"Submitted {submitted} photos as job {job_id} to {api_url}.")
+        if args.no_wait:
+            print(f"Follow it with GET {api_url}/v1/jobs/{job_id}.")
+            return EXIT_OK
+        job = wait_for(client, job_id, submitted, poll_interval=args.poll_interval, timeout=args.timeout)
+        print(summary(job))
+        if random_weights:
+            print(RANDOM_WEIGHTS_LINE)
+        return EXIT_OK
+    except SourceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except ApiError as exc:
+        print(f"error: {exc.message}" if getattr(exc, "message", None) else f"error: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE if exc.status == 0 else EXIT_REFUSED
+    except TimeoutError as exc:
+        print(f"error: {exc}; the job goes on in the workers.", file=sys.stderr)
+        return EXIT_REFUSED
+    except KeyboardInterrupt:
+        print("interrupted; submitted batches go on in the workers.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        if server is not None:
+            server.shutdown()
+        close = getattr(client, "close", None)
+        if close:
+            close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""One ingestion batch as plain functions: skip known photos, download, embed, insert.
+
+The Celery task (tasks.py) is a thin wrapper around `ingest_batch`; tests call it directly with
+fakes or real clients. Per-photo problems become `Failure`s; only whole-batch problems (embedder or
+store unreachable) raise, so that the task can retry the batch, which is safe because photos already
+in the store are skipped.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, NamedTuple, Protocol, Sequence
+
+import numpy as np
+
+from services.common.fetch import FetchError, FetchPolicy, fetch_many
+from services.common.schemas import Failure, PhotoRecord
+
+log = logging.getLogger(__name__)
+
+
+class Embedder(Protocol):
+    def model_info(self) -> dict: ...
+    def embed_images_each(self, images: list[bytes]) -> list[Any]: ...
+
+
+class Store(Protocol):
+    def ensure_table(self, dim: int, model: str) -> None: ...
+    def existing_ids(self, photo_ids: Sequence[str]) -> set[str]: ...
+    def insert_photos(self, photos: Sequence[PhotoRecord], vectors: np.ndarray,
+                      ids: Sequence[int] | None = None) -> int: ...
+
+
+class BatchOutcome(NamedTuple):
+    succeeded: int
+    skipped: int
+    failures: list[Failure]
+
+
+def prepare_store(embedder: Embedder, store: Store) -> dict:
+    """Make sure the table exists for the embedder's model; returns the model info.
+
+    A worker calls this once per process, before its first insert: the store refuses (ModelMismatch)
+    when the table holds another model's vectors, so two models never mix.
+    """
+    info = embedder.model_info()
+    store.ensure_table(int(info["dim"]), str(info["name"]))
+    return info
+
+
+def parse_photos(photos: Sequence[dict | PhotoRecord]) -> tuple[list[PhotoRecord], list[Failure]]:
+    """Validate task arguments; a malformed record fails alone."""
+    records: list[PhotoRecord] = []
+    failures: list[Failure] = []
+    for index, photo in enumerate(photos):
+        if isinstance(photo, PhotoRecord):
+            records.append(photo)
+            continue
+        try:
+            records.append(PhotoRecord.model_validate(photo))
+        except Exception as exc:
+            photo_id = str(photo.get("photo_id", "")) if isinstance(photo, dict) else ""
+            url = str(photo.get("photo_image_url", "")) if isinstance(photo, dict) else ""
+            failures.append(Failure(photo_id=photo_id or f"#{index}", url=url, code="invalid_record",
+                                    reason=f"The photo record is invalid: {_first_line(exc)}."))
+    return records, failures
+
+
+def ingest_batch(photos: Sequence[dict | PhotoRecord], embedder: Embedder, store: Store, policy: FetchPolicy,
+                 *, download_concurrency: int = 16) -> BatchOutcome:
+    """Download, embed (one embedder request) and insert (one store insert) one batch of photos."""
+    started = time.perf_counter()
+    records, failures = parse_photos(photos)
+
+    # A photo named twice in one batch is ingested once.
+    unique: dict[str, PhotoRecord] = {}
+    skipped = 0
+    for record in records:
+        if record.photo_id in unique:
+            skipped += 1
+        else:
+            unique[record.photo_id] = record
+    if not unique:
+        return BatchOutcome(0, skipped, failures)
+
+    # Idempotence: a retried or repeated batch does not insert the same photo twice.
+    known = store.existing_ids(list(unique))
+    skipped += len(known)
+    todo = [record for photo_id, record in unique.items() if photo_id not in known]
+    if not todo:
+        return BatchOutcome(0, skipped, failures)
+
+    downloaded = fetch_many([record.photo_image_url for record in todo], policy, concurrency=download_concurrency)
+    fetched: list[tuple[PhotoRecord, bytes]] = []
+    for record, result in zip(todo, downloaded):
+        if isinstance(result, FetchError):
+            failures.append(Failure(photo_id=record.photo_id, url=record.photo_image_url, code=result.code,
+                                    reason=str(result)))
+        else:
+            fetched.append((record, result))
+    fetched_at = time.perf_counter()
+    if not fetched:
+        return BatchOutcome(0, skipped, failures)
+
+    results = embedder.embed_images_each([body for _, body in fetched])
+    if len(results) != len(fetched):
+        raise RuntimeError(f"the embedder returned {len(results)} results for {len(fetched)} images")
+    good: list[PhotoRecord] = []
+    vectors: list[np.ndarray] = []
+    for (record, _), result in zip(fetched, results):
+        if isinstance(result, np.ndarray):
+            good.append(record)
+            vectors.append(result)
+        else:
+            code = getattr(result, "code", None) or "embed_failed"
+            message = getattr(result, "message", None) or str(result)
+            failures.append(Failure(photo_id=record.photo_id, url=record.photo_image_url, code=code,
+                                    reason=f"The embedder could not read the image: {message}"))
+    embedded_at = time.perf_counter()
+    if not good:
+        return BatchOutcome(0, skipped, failures)
+
+    written = store.insert_photos(good, np.stack(vectors).astype(np.float32, copy=False))
+    done_at = time.perf_counter()
+    log.info("batch: %d inserted, %d skipped, %d failed (download %.2fs, embed %.2fs, insert %.2fs)",
+             len(good), skipped, len(failures), fetched_at - started, embedded_at - fetched_at,
+             done_at - embedded_at)
+    return BatchOutcome(int(written) if written is not None else len(good), skipped, failures)
+
+
+def failed_batch(photos: Sequence[dict], code: str, reason: str) -> list[Failure]:
+    """Every photo of a batch that could not be processed at all (retries exhausted, table refused...)."""
+    failures = []
+    for index, photo in enumerate(photos):
+        photo = photo if isinstance(photo, dict) else {}
+        failures.append(Failure(photo_id=str(photo.get("photo_id") or f"#{index}"),
+                                url=str(photo.get("photo_image_url") or ""), code=code, reason=reason))
+    return failures
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return " ".join(line.strip() for line in text[:3]) if text else exc.__class__.__name__

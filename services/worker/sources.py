@@ -1,0 +1,227 @@
+"""Where photos to ingest come from: each source yields `PhotoRecord`s, streaming.
+
+Accepted sources (`open_source` picks by looking at the path):
+- an Unsplash Lite `photos.tsv*` file (tab-separated, with a header; `.gz` also read);
+- the Unsplash Lite dataset `.zip` (its `photos.tsv*` member is streamed, nothing is extracted);
+- a text file of image URLs, one per line (`#` comments and blank lines ignored); the photo id is a
+  stable hash of the URL, so ingesting the list twice adds nothing;
+- a folder of images, with `base_url`: the URL under which the same folder is served over HTTP
+  (workers may run on other machines, so `file://` paths are not fetchable). The ingest CLI's
+  `--serve` starts such a server itself for the duration of the ingest.
+
+Bad rows are reported through `on_bad_row(where, reason)` and skipped; nothing reads more than it
+yields beyond one row.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import logging
+import os
+import sys
+import zipfile
+from pathlib import Path, PurePosixPath
+from typing import Callable, Iterable, Iterator
+from urllib.parse import quote, urlsplit
+
+from services.common.schemas import PhotoRecord
+
+log = logging.getLogger(__name__)
+
+# The seed downloads a small JPEG rendition rather than the original (often several MB).
+SMALL_IMAGE_QUERY = "q=75&fm=jpg&w=200&fit=max"
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"})
+_TEXT_FIELDS = ("photo_url", "photo_description", "ai_description", "photographer_username",
+                "photographer_first_name", "photographer_last_name", "photo_location_name",
+                "photo_location_country", "photo_location_city", "photo_submitted_at")
+
+BadRowHandler = Callable[[str, str], None]
+
+
+class SourceError(Exception):
+    """The source as a whole cannot be read (missing file, no photos.tsv in the zip...)."""
+
+
+def _log_bad_row(where: str, reason: str) -> None:
+    log.warning("skipped %s: %s", where, reason)
+
+
+def small_image_url(url: str) -> str:
+    """The seed's small rendition: add the resize query unless the URL already has a query."""
+    return url if urlsplit(url).query else f"{url}?{SMALL_IMAGE_QUERY}"
+
+
+def stable_id(prefix: str, text: str) -> str:
+    return f"{prefix}-{hashlib.sha256(text.encode('utf-8')).hexdigest()[:24]}"
+
+
+def _is_http_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
+# --- Unsplash Lite TSV --------------------------------------------------------------------------
+
+
+def _int(value: str) -> int:
+    return int(float(value)) if value.strip() else 0
+
+
+def _float(value: str) -> float:
+    return float(value) if value.strip() else 0.0
+
+
+def read_tsv(stream: Iterable[str], *, name: str = "photos.tsv", small_images: bool = True,
+             on_bad_row: BadRowHandler = _log_bad_row) -> Iterator[PhotoRecord]:
+    """Records from the text of an Unsplash Lite `photos.tsv*` (header first)."""
+    # Descriptions can be long; the csv module's default cap (128 KiB) is not a property of the data.
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    reader = csv.DictReader(stream, delimiter="\t")
+    header = reader.fieldnames or []
+    missing = {"photo_id", "photo_image_url"} - set(header)
+    if missing:
+        raise SourceError(f"{name} is not an Unsplash photos.tsv: its header lacks {', '.join(sorted(missing))}.")
+    for row in reader:
+        where = f"{name} line {reader.line_num}"
+        if None in row:  # more cells than header names: a broken line
+            on_bad_row(where, "the row has more columns than the header")
+            continue
+        photo_id = (row.get("photo_id") or "").strip()
+        url = (row.get("photo_image_url") or "").strip()
+        if not photo_id:
+            on_bad_row(where, "the row has no photo_id")
+            continue
+        if not _is_http_url(url):
+            on_bad_row(where, f"photo {photo_id} has no http(s) photo_image_url ({url!r})")
+            continue
+        try:
+            fields = {key: (row.get(key) or "").strip() for key in _TEXT_FIELDS}
+            record = PhotoRecord(
+                photo_id=photo_id,
+                photo_image_url=small_image_url(url) if small_images else url,
+                photo_width=_int(row.get("photo_width") or ""),
+                photo_height=_int(row.get("photo_height") or ""),
+                photo_aspect_ratio=_float(row.get("photo_aspect_ratio") or ""),
+                **fields,
+            )
+        except ValueError as exc:
+            on_bad_row(where, f"photo {photo_id} has an invalid value: {str(exc).splitlines()[0]}")
+            continue
+        yield record
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
+    return open(path, encoding="utf-8", newline="")
+
+
+def read_tsv_file(path: Path, **options) -> Iterator[PhotoRecord]:
+    with _open_text(path) as stream:
+        yield from read_tsv(stream, name=path.name, **options)
+
+
+def read_zip(path: Path, **options) -> Iterator[PhotoRecord]:
+    """Records from the dataset zip: its `photos.tsv*` members, in name order, streamed."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as exc:
+        raise SourceError(f"{path} is not a readable zip file: {exc}.") from None
+    with archive:
+        members = sorted(info.filename for info in archive.infolist()
+                         if PurePosixPath(info.filename).name.startswith("photos.tsv")
+                         and not info.filename.startswith("__MACOSX/") and not info.is_dir())
+        if not members:
+            raise SourceError(f"{path} holds no photos.tsv file; is it the Unsplash Lite dataset?")
+        for member in members:
+            with archive.open(member) as raw:
+                binary = gzip.GzipFile(fileobj=raw) if member.endswith(".gz") else raw
+                with io.TextIOWrapper(binary, encoding="utf-8", newline="") as stream:
+                    yield from read_tsv(stream, name=f"{path.name}:{member}", **options)
+
+
+# --- URL list and folder ------------------------------------------------------------------------
+
+
+def read_url_list(path: Path, *, on_bad_row: BadRowHandler = _log_bad_row, **_) -> Iterator[PhotoRecord]:
+    with open(path, encoding="utf-8") as stream:
+        for number, line in enumerate(stream, start=1):
+            url = line.strip()
+            if not url or url.startswith("#"):
+                continue
+            if not _is_http_url(url):
+                on_bad_row(f"{path.name} line {number}", f"{url[:200]!r} is not an http(s) URL")
+                continue
+            if len(url) > 4096:
+                on_bad_row(f"{path.name} line {number}", "the URL is longer than 4096 characters")
+                continue
+            yield PhotoRecord(photo_id=stable_id("url", url), photo_image_url=url, photo_url=url)
+
+
+def iter_image_files(folder: Path) -> Iterator[Path]:
+    """Image files under `folder`, recursively, in a stable order; hidden entries skipped."""
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES:
+                yield Path(root) / name
+
+
+def read_folder(folder: Path, *, base_url: str | None, **_) -> Iterator[PhotoRecord]:
+    """Records for the images in `folder`, as served under `base_url` (same relative paths)."""
+    if not base_url:
+        raise SourceError(f"{folder} is a folder: workers fetch images over HTTP, so give the URL it is served "
+                          f"at (--base-url), or let the ingest command serve it (--serve).")
+    base = base_url.rstrip("/")
+    for path in iter_image_files(folder):
+        relative = path.relative_to(folder).as_posix()
+        yield PhotoRecord(photo_id=stable_id("file", relative), photo_image_url=f"{base}/{quote(relative)}",
+                          photo_description=path.stem.replace("_", " ").replace("-", " "))
+
+
+# --- dispatch -----------------------------------------------------------------------------------
+
+
+def source_kind(path: Path) -> str:
+    """'folder', 'zip', 'tsv' or 'urls', from the path and, for plain files, the first line."""
+    if path.is_dir():
+        return "folder"
+    if not path.is_file():
+        raise SourceError(f"{path} does not exist.")
+    if zipfile.is_zipfile(path):
+        return "zip"
+    if path.name.startswith("photos.tsv") or ".tsv" in path.suffixes:
+        return "tsv"
+    with _open_text(path) as stream:
+        first = stream.readline()
+    return "tsv" if "\t" in first and "photo_id" in first else "urls"
+
+
+def open_source(source: str | Path, *, limit: int | None = None, small_images: bool = True,
+                base_url: str | None = None, on_bad_row: BadRowHandler = _log_bad_row) -> Iterator[PhotoRecord]:
+    """Records from any accepted source, at most `limit` of them."""
+    path = Path(source).expanduser()
+    kind = source_kind(path)
+    readers = {"folder": read_folder, "zip": read_zip, "tsv": read_tsv_file, "urls": read_url_list}
+    if kind == "folder":
+        records = read_folder(path, base_url=base_url)
+    else:
+        options = {"on_bad_row": on_bad_row}
+        if kind in ("zip", "tsv"):
+            options["small_images"] = small_images
+        records = readers[kind](path, **options)
+    return _take(records, limit)
+
+
+def _take(records: Iterator[PhotoRecord], limit: int | None) -> Iterator[PhotoRecord]:
+    if limit is not None and limit <= 0:
+        return
+    for count, record in enumerate(records, start=1):
+        yield record
+        if limit is not None and count >= limit:
+            return

@@ -1,0 +1,191 @@
+"""The real gateway in front of a real embedder (tiny random CLIP) and the real embedded store.
+
+Each runs as its own process on a free port; photos go into the store through PhotoStore directly
+(ingestion by workers is the end-to-end test's business), then a user searches through ApiClient.
+"""
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from services.common.api_client import ApiClient, ApiError
+from services.common.embedder_client import EmbedderClient
+from services.common.schemas import PhotoRecord
+from services.common.store import PhotoStore
+from tests.support import free_port, redis_server, wait_for_http
+from tools.sample_data import draw_photo, serve
+
+ROOT = Path(__file__).resolve().parents[2]
+KEY = "integration-key"
+COUNT = 8
+TABLE = "photos_api_test"
+
+
+@contextmanager
+def service(name: str, args: list[str], env: dict[str, str], log_dir: Path, ready_url: str):
+    """One service as a subprocess; its log is shown if it fails to come up."""
+    log_path = log_dir / f"{name}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        try:
+            wait_for_http(ready_url, timeout=120, process=process)
+        except (RuntimeError, TimeoutError) as error:
+            raise RuntimeError(f"{name}: {error}\n--- log ---\n{log_path.read_text(errors='replace')}") from error
+        yield
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@dataclass
+class Gateway:
+    url: str
+    images_url: str
+    photos: dict[str, bytes]
+
+
+def jpeg(index: int) -> bytes:
+    image, _ = draw_photo(index)
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory, tiny_model_dir) -> Gateway:
+    workdir = tmp_path_factory.mktemp("api-integration")
+    images_dir = workdir / "images"
+    images_dir.mkdir()
+    photos = {f"photo-{i}": jpeg(i) for i in range(COUNT)}
+    for photo_id, data in photos.items():
+        (images_dir / f"{photo_id}.jpg").write_bytes(data)
+    image_server, _ = serve(images_dir)
+    images_url = f"http://127.0.0.1:{image_server.server_address[1]}"
+    ports = {name: free_port() for name in ("store", "embedder", "api")}
+    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    with redis_server(workdir) as redis_url:
+        env = {**os.environ, "STORE_URL": urls["store"], "STORE_TABLE": TABLE, "EMBEDDER_URL": urls["embedder"],
+               "EMBEDDER_MODEL": str(tiny_model_dir), "EMBEDDER_DEVICE": "cpu", "EMBEDDER_TORCH_THREADS": "1",
+               "REDIS_URL": redis_url, "API_KEYS": KEY, "FETCH_ALLOW_HOSTS": "127.0.0.1",
+               "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        uvicorn = ["-m", "uvicorn", "--factory", "--host", "127.0.0.1", "--port"]
+        with service("store", ["-m", "services.store", "--host", "127.0.0.1", "--port", str(ports["store"]),
+                               "--data-dir", str(workdir / "store")], env, workdir, f"{urls['store']}/ping"), \
+             service("embedder", [*uvicorn, str(ports["embedder"]), "services.embedder.main:create_app"], env,
+                     workdir, f"{urls['embedder']}/readyz"), \
+             service("api", [*uvicorn, str(ports["api"]), "services.api.main:create_app"], env, workdir,
+                     f"{urls['api']}/healthz"):
+            _store_photos(urls["store"], urls["embedder"], photos, images_url)
+            yield Gateway(url=urls["api"], images_url=images_url, photos=photos)
+    image_server.shutdown()
+
+
+def _store_photos(store_url: str, embedder_url: str, photos: dict[str, bytes], images_url: str) -> None:
+    with EmbedderClient(embedder_url) as embedder:
+        info = embedder.model_info()
+        vectors = embedder.embed_images(list(photos.values()))
+    store = PhotoStore(store_url, TABLE)
+    try:
+        store.ensure_table(info["dim"], info["name"])
+        records = [PhotoRecord(photo_id=photo_id, photo_image_url=f"{images_url}/{photo_id}.jpg",
+                               photo_description=f"sample photo {i}",
+                               photo_location_country="Spain" if i % 2 else "Peru")
+                   for i, photo_id in enumerate(photos)]
+        store.insert_photos(records, vectors)
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def api(gateway):
+    with ApiClient(gateway.url) as client:
+        yield client
+
+
+def test_ready_and_stats(api):
+    assert api.ready()
+    stats = api.stats()
+    assert stats["photos"] == COUNT
+    assert stats["random_weights"] is True and stats["model"]["random_weights"] is True
+    assert stats["table"]["dim"] == stats["model"]["dim"]
+
+
+def test_text_search_ranks_and_warns_about_random_weights(api):
+    body = api.search(text="a red circle on a blue background", top_k=5)
+    results = body["results"]
+    assert [r["rank"] for r in results] == [1, 2, 3, 4, 5]
+    scores = [r["score"] for r in results]
+    assert scores == sorted(scores, reverse=True)
+    assert all(-1.0 <= s <= 1.0 for s in scores)
+    assert body["random_weights"] is True and "random weights" in body["notice"]
+    assert results[0]["photo_description"].startswith("sample photo")
+
+
+def test_image_search_finds_the_same_photo_first(api, gateway):
+    for photo_id in ("photo-2", "photo-5"):
+        results = api.search(image=gateway.photos[photo_id], top_k=3)["results"]
+        assert results[0]["photo_id"] == photo_id
+        assert results[0]["score"] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_text_and_image_together(api, gateway):
+    image = gateway.photos["photo-3"]
+    alone = api.search(image=image, top_k=COUNT)["results"]
+    # weight 1 is the image alone; any mix still returns as many ranked results.
+    assert [r["photo_id"] for r in api.search(text="a cat", image=image, weight=1.0, top_k=COUNT)["results"]] == \
+        [r["photo_id"] for r in alone]
+    mixed = api.search(text="a cat", image=image, top_k=COUNT)["results"]
+    assert len(mixed) == COUNT and mixed[0]["score"] < alone[0]["score"]
+
+
+def test_photo_id_and_image_url_search(api, gateway):
+    assert api.search(photo_id="photo-4", top_k=2)["results"][0]["photo_id"] == "photo-4"
+    by_url = api.search(image_url=f"{gateway.images_url}/photo-6.jpg", top_k=2)["results"]
+    assert by_url[0]["photo_id"] == "photo-6"
+
+
+def test_filters_reach_the_store(api):
+    results = api.search(text="anything", top_k=COUNT, filters={"photo_location_country": "Spain"})["results"]
+    assert len(results) == COUNT // 2
+    assert {r["photo_location_country"] for r in results} == {"Spain"}
+
+
+def test_photos_by_id_and_at_random(api, gateway):
+    assert api.get_photo("photo-1")["photo_image_url"].endswith("/photo-1.jpg")
+    assert api.random_photo()["photo_id"] in gateway.photos
+
+
+def test_user_mistakes_get_sentences(api):
+    with pytest.raises(ApiError) as caught:
+        api.search(text="   ")
+    assert caught.value.status == 422 and caught.value.message == "Give a text, an image, or a photo_id to search by."
+    with pytest.raises(ApiError) as caught:
+        api.search(image=b"this is not a picture")
+    assert caught.value.status == 422
+    with pytest.raises(ApiError) as caught:
+        api.search(photo_id="no-such-photo")
+    assert caught.value.status == 404
+    with pytest.raises(ApiError) as caught:
+        api.ingest([{"photo_id": "x", "photo_image_url": "http://x.test/x.jpg"}])
+    assert caught.value.status == 401
+
+
+def test_ingest_creates_a_job_in_redis(gateway):
+    with ApiClient(gateway.url, api_key=KEY) as api:
+        photos = [{"photo_id": f"new-{i}", "photo_image_url": f"{gateway.images_url}/photo-{i}.jpg"} for i in range(5)]
+        accepted = api.ingest(photos, batch_size=2)
+        assert accepted["photos"] == 5 and accepted["batches"] == 3
+        job = api.job(accepted["job_id"])
+        assert job["total"] == 5 and job["batches_total"] == 3

@@ -1,0 +1,226 @@
+"""The embedder over HTTP (in-process app, tiny random CLIP): vectors equal the reference
+transformers pipeline, and every kind of bad input gets its own 4xx while the service keeps serving."""
+from __future__ import annotations
+
+import base64
+import io
+import time
+
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from PIL import Image, ImageOps
+from transformers import CLIPModel, CLIPProcessor
+
+from services.embedder.config import EmbedderSettings
+from services.embedder.main import create_app
+
+LIMITS = {"max_items": 4, "max_image_bytes": 200_000, "max_image_pixels": 100_000, "max_text_chars": 2_000}
+
+
+def encode(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def sample_images() -> dict[str, bytes]:
+    base = Image.effect_noise((90, 70), 60).convert("RGB")
+    base.paste((255, 0, 0), (0, 0, 30, 70))
+    rgba = base.convert("RGBA")
+    rgba.putalpha(Image.linear_gradient("L").resize((90, 70)))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to view
+    return {
+        "rgb": encode(base, "JPEG", quality=90),
+        "rgba": encode(rgba),
+        "l": encode(base.convert("L")),
+        "p": encode(base.convert("P", palette=Image.Palette.ADAPTIVE)),
+        "exif": encode(base, "JPEG", quality=90, exif=exif.tobytes()),
+    }
+
+
+def wait_ready(client: TestClient) -> None:
+    deadline = time.monotonic() + 60
+    while client.get("/readyz").status_code != 200:
+        assert time.monotonic() < deadline, client.get("/readyz").json()
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def client(tiny_model_dir):
+    settings = EmbedderSettings(embedder_model=str(tiny_model_dir), **LIMITS)
+    with TestClient(create_app(settings)) as test_client:
+        wait_ready(test_client)
+        yield test_client
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model_dir):
+    """The plain transformers pipeline the service must agree with."""
+    model = CLIPModel.from_pretrained(tiny_model_dir).eval()
+    processor = CLIPProcessor.from_pretrained(tiny_model_dir)
+
+    def embed(texts=None, images=None) -> np.ndarray:
+        with torch.inference_mode():
+            if texts is not None:
+                inputs = processor(text=texts, return_tensors="pt", padding=True, truncation=True)
+                features = model.get_text_features(**inputs).pooler_output
+            else:
+                inputs = processor(images=images, return_tensors="pt")
+                features = model.get_image_features(**inputs).pooler_output
+        features = features / features.norm(dim=-1, keepdim=True)
+        return features.numpy()
+
+    return embed
+
+
+def vectors_of(response) -> np.ndarray:
+    assert response.status_code == 200, response.text
+    return np.asarray(response.json()["vectors"], dtype=np.float32)
+
+
+def test_model_info_says_random_weights(client):
+    info = client.get("/v1/model").json()
+    assert info["dim"] == 64 and info["device"] == "cpu" and info["dtype"] == "float32"
+    assert info["random_weights"] is True and len(info["fingerprint"]) == 16
+    assert client.get("/readyz").json()["random_weights"] is True
+    assert client.get("/healthz").status_code == 200
+
+
+def test_text_vectors_equal_the_reference(client, reference):
+    texts = ["a photo of a dog", "Una foto de un gato en la playa", "sunset " * 90]
+    response = client.post("/v1/embed/text", json={"texts": texts})
+    vectors = vectors_of(response)
+    body = response.json()
+    assert body["dim"] == 64 and body["random_weights"] is True
+    assert body["truncated"] == [False, False, True]
+    np.testing.assert_allclose(vectors, reference(texts=texts), atol=1e-4)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("transport", ["multipart", "json"])
+def test_image_vectors_equal_the_reference(client, reference, transport):
+    images = sample_images()
+    if transport == "multipart":
+        files = [("images", (f"{name}.bin", data, "application/octet-stream")) for name, data in images.items()
+                 if name != "exif"]
+        files.append(("images", ("exif.jpg", images["exif"], "image/jpeg")))
+        names = [name for name in images if name != "exif"] + ["exif"]
+        # Four is this app's per-request limit: send two requests.
+        vectors = np.concatenate([vectors_of(client.post("/v1/embed/image", files=files[:3])),
+                                  vectors_of(client.post("/v1/embed/image", files=files[3:]))])
+    else:
+        names = list(images)
+        encoded = [base64.b64encode(images[name]).decode() for name in names]
+        vectors = np.concatenate([vectors_of(client.post("/v1/embed/image", json={"images_base64": encoded[:4]})),
+                                  vectors_of(client.post("/v1/embed/image", json={"images_base64": encoded[4:]}))])
+    # What a person sees: the picture upright (EXIF applied).
+    pictures = [ImageOps.exif_transpose(Image.open(io.BytesIO(images[name]))) for name in names]
+    np.testing.assert_allclose(vectors, reference(images=pictures), atol=1e-4)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    # The rotation matters: the EXIF photo is not embedded like its unrotated pixels.
+    unrotated = reference(images=[Image.open(io.BytesIO(images["exif"])).convert("RGB")])[0]
+    assert not np.allclose(vectors[names.index("exif")], unrotated, atol=1e-3)
+
+
+def bad_images() -> dict[str, tuple[bytes, int, str]]:
+    whole = encode(Image.effect_noise((64, 64), 50).convert("RGB"), "JPEG")
+    return {
+        "not an image": (b"%PDF-1.4 not a picture", 422, "not_an_image"),
+        "truncated": (whole[: len(whole) // 2], 422, "truncated_image"),
+        "too many pixels": (encode(Image.new("1", (500, 500))), 422, "image_too_large"),
+        "file too big": (encode(Image.effect_noise((300, 300), 90).convert("RGB")), 413, "file_too_large"),
+    }
+
+
+@pytest.mark.parametrize("case", list(bad_images()))
+def test_each_bad_image_gets_a_4xx_naming_the_item_and_the_service_keeps_serving(client, case):
+    data, status, code = bad_images()[case]
+    good = sample_images()["rgb"]
+    response = client.post("/v1/embed/image", files=[("images", ("good.jpg", good, "image/jpeg")),
+                                                    ("images", ("bad.jpg", data, "image/jpeg"))])
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code and error["message"].startswith("Image 1 ")
+    assert "Traceback" not in response.text
+    assert client.post("/v1/embed/image", files=[("images", ("good.jpg", good, "image/jpeg"))]).status_code == 200
+
+
+@pytest.mark.parametrize(("request_kwargs", "status", "code", "words"), [
+    ({"json": {"images_base64": ["@@not base64@@"]}}, 422, "bad_base64", "base64"),
+    ({"json": {"images_base64": []}}, 422, "no_items", "at least one"),
+    ({"json": {"photos": []}}, 422, "invalid_request", "images_base64"),
+    ({"content": b"raw bytes", "headers": {"content-type": "image/jpeg"}}, 415, "unsupported_media_type",
+     "multipart"),
+    ({"files": [("images", ("x.png", b"x", "image/png"))] * 5}, 422, "too_many_items", "limit is 4"),
+    ({"data": {"images": "just text"}, "files": [("other", ("x.png", b"x", "image/png"))]}, 422, "not_an_image",
+     "as a file"),
+])
+def test_bad_image_requests(client, request_kwargs, status, code, words):
+    response = client.post("/v1/embed/image", **request_kwargs)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert code is None or error["code"] == code
+    assert words in error["message"]
+
+
+@pytest.mark.parametrize(("body", "code", "words"), [
+    ({"texts": ["fine", "   "]}, "empty_text", "Text 1 is empty"),
+    ({"texts": []}, "no_items", "at least one"),
+    ({"texts": ["x"] * 5}, "too_many_items", "limit is 4"),
+    ({"texts": ["x" * 3000]}, "text_too_long", "limit is 2,000"),
+    ({"texts": "not a list"}, "invalid_request", "texts"),
+    ({}, "invalid_request", "texts"),
+])
+def test_bad_text_requests(client, body, code, words):
+    response = client.post("/v1/embed/text", json=body)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == code and words in error["message"]
+    assert client.post("/v1/embed/text", json={"texts": ["still serving"]}).status_code == 200
+
+
+def test_per_item_mode_refuses_items_one_by_one(client):
+    images = sample_images()
+    bad = bad_images()
+    files = [("images", ("a.jpg", images["rgb"], "image/jpeg")),
+             ("images", ("b.pdf", bad["not an image"][0], "application/pdf")),
+             ("images", ("c.png", images["p"], "image/png")),
+             ("images", ("d.png", bad["file too big"][0], "image/png"))]
+    response = client.post("/v1/embed/image", params={"per_item": "true"}, files=files)
+    body = response.json()
+    assert response.status_code == 200, response.text
+    assert [v is None for v in body["vectors"]] == [False, True, False, True]
+    assert body["errors"][0] is None and body["errors"][2] is None
+    assert body["errors"][1]["code"] == "not_an_image" and body["errors"][1]["message"].startswith("Image 1 ")
+    assert body["errors"][3]["code"] == "file_too_large"
+    strict = vectors_of(client.post("/v1/embed/image", files=[files[0], files[2]]))
+    np.testing.assert_allclose(np.asarray([body["vectors"][0], body["vectors"][2]]), strict, atol=1e-6)
+    everything_bad = client.post("/v1/embed/image", params={"per_item": "true"}, files=[files[1]]).json()
+    assert everything_bad["vectors"] == [None] and everything_bad["errors"][0]["code"] == "not_an_image"
+
+
+def test_metrics_count_requests_items_and_refusals(client):
+    client.post("/v1/embed/text", json={"texts": ["one", "two"]})
+    client.post("/v1/embed/text", json={"texts": [""]})
+    text = client.get("/metrics").text
+    assert 'embedder_items_embedded_total{kind="text"}' in text
+    assert 'embedder_batch_size_count{kind="text"}' in text
+    assert 'embedder_requests_total{method="POST",route="/v1/embed/text",status="200"}' in text
+    assert 'embedder_items_rejected_total{code="empty_text"}' in text
+    assert "embedder_ready 1" in text
+
+
+def test_a_model_that_cannot_load_is_reported_by_readyz_and_refuses_work(tmp_path):
+    settings = EmbedderSettings(embedder_model=str(tmp_path / "no-such-model"))
+    with TestClient(create_app(settings)) as test_client:
+        app_service = test_client.app.state.embedder
+        test_client.portal.call(app_service.wait_loaded)
+        assert test_client.get("/healthz").status_code == 200
+        ready = test_client.get("/readyz")
+        assert ready.status_code == 503 and "Retry-After" in ready.headers
+        assert "could not be loaded" in ready.json()["error"]["message"]
+        refused = test_client.post("/v1/embed/text", json={"texts": ["hello"]})
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == "model_failed"

@@ -1,0 +1,101 @@
+"""JobStore against a real Redis: counting once per batch, states, capped failures, expiry."""
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+import redis
+
+from services.common.errors import DependencyUnavailable
+from services.common.jobs import MAX_FAILURES, JobStore
+
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+def jobs():
+    prefix = f"test-jobs-{uuid.uuid4().hex[:8]}:"
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        pytest.skip(f"no Redis at {REDIS_URL}")
+    store = JobStore(REDIS_URL, ttl_seconds=600, key_prefix=prefix)
+    yield store
+    for key in client.scan_iter(f"{prefix}*"):
+        client.delete(key)
+    store.close()
+
+
+def failure(i: int) -> dict:
+    return {"photo_id": f"p{i}", "url": f"http://x.test/{i}", "code": "http_404", "reason": "gone"}
+
+
+def test_a_job_goes_from_queued_to_running_to_done(jobs):
+    job_id = jobs.create()
+    assert jobs.get(job_id)["state"] == "queued"
+    jobs.add_batches(job_id, batches=2, photos=5)
+    assert jobs.finish_batch(job_id, "b1", succeeded=2, skipped=1, failures=[])
+    job = jobs.get(job_id)
+    assert (job["state"], job["batches_done"], job["batches_total"]) == ("running", 1, 2)
+    assert jobs.finish_batch(job_id, "b2", succeeded=1, skipped=0, failures=[failure(1)])
+    job = jobs.get(job_id)
+    assert job["state"] == "done"
+    assert (job["total"], job["succeeded"], job["skipped"], job["failed"]) == (5, 3, 1, 1)
+    assert job["failures"] == [failure(1)]
+    assert job["updated_at"] >= job["created_at"] > 0
+
+
+def test_a_retried_batch_counts_once(jobs):
+    job_id = jobs.create("my-job")
+    assert job_id == "my-job"
+    jobs.add_batches(job_id, 2, 4)
+    assert jobs.finish_batch(job_id, "b1", 2, 0, [])
+    assert not jobs.finish_batch(job_id, "b1", 2, 0, [])
+    job = jobs.get(job_id)
+    assert (job["succeeded"], job["batches_done"], job["state"]) == (2, 1, "running")
+
+
+def test_a_job_that_grows_is_not_done_until_the_new_batches_are(jobs):
+    job_id = jobs.create()
+    jobs.add_batches(job_id, 1, 2)
+    jobs.finish_batch(job_id, "b1", 2, 0, [])
+    assert jobs.get(job_id)["state"] == "done"
+    jobs.add_batches(job_id, 1, 2)
+    assert jobs.get(job_id)["state"] == "running"
+    jobs.finish_batch(job_id, "b2", 2, 0, [])
+    job = jobs.get(job_id)
+    assert (job["state"], job["total"], job["succeeded"]) == ("done", 4, 4)
+    # Creating an existing id again leaves it as it is.
+    jobs.create(job_id)
+    assert jobs.get(job_id)["succeeded"] == 4
+
+
+def test_failures_are_counted_in_full_but_listed_up_to_the_cap(jobs):
+    job_id = jobs.create()
+    jobs.add_batches(job_id, 2, 2 * MAX_FAILURES)
+    jobs.finish_batch(job_id, "b1", 0, 0, [failure(i) for i in range(MAX_FAILURES - 10)])
+    jobs.finish_batch(job_id, "b2", 0, 0, [failure(i) for i in range(MAX_FAILURES, 2 * MAX_FAILURES)])
+    job = jobs.get(job_id)
+    assert job["failed"] == 2 * MAX_FAILURES - 10
+    assert len(job["failures"]) == MAX_FAILURES
+    assert job["failures"][0]["photo_id"] == "p0"
+
+
+def test_keys_expire_and_unknown_jobs_are_none(jobs):
+    job_id = jobs.create()
+    jobs.add_batches(job_id, 1, 1)
+    jobs.finish_batch(job_id, "b1", 0, 0, [failure(0)])
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(f"{jobs._prefix}job:{job_id}*"))
+    assert len(keys) == 3 and all(0 < client.ttl(key) <= 600 for key in keys)
+    assert jobs.get("no-such-job") is None
+    assert jobs.ping()
+
+
+def test_an_unreachable_redis_is_a_dependency_error():
+    store = JobStore("redis://127.0.0.1:1/0")
+    assert not store.ping()
+    with pytest.raises(DependencyUnavailable, match="Redis"):
+        store.get("x")

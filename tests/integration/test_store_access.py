@@ -1,0 +1,252 @@
+"""PhotoStore against the real embedded store server (a subprocess on a free port, a temporary data folder).
+
+The same clickhouse-connect calls run against MyScale or ClickHouse; here they go through the embedded
+store that `make up` starts by default.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from services.common.schemas import PhotoRecord
+from services.common.store import InvalidFilter, ModelMismatch, PhotoStore, StoreError, StoreUnavailable
+from tests.support import free_port, wait_for_http
+
+ROOT = Path(__file__).resolve().parents[2]
+DIM = 512
+MODEL = "test/random-clip"
+COUNT = 500
+COUNTRIES = ("Spain", "France", "Japan", "Peru")
+
+
+@pytest.fixture(scope="module")
+def store_url(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("store-data")
+    port = free_port()
+    log_path = data_dir.parent / f"store-{port}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services.store", "--host", "127.0.0.1", "--port", str(port),
+             "--data-dir", str(data_dir)],
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        try:
+            wait_for_http(f"{url}/ping", timeout=60, process=process)
+        except (RuntimeError, TimeoutError) as error:
+            raise RuntimeError(f"{error}\n--- store log ---\n{log_path.read_text(errors='replace')}") from error
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def unit_vectors(count: int, seed: int) -> np.ndarray:
+    vectors = np.random.default_rng(seed).normal(size=(count, DIM)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def make_photo(i: int, **changes) -> PhotoRecord:
+    fields = dict(
+        photo_id=f"photo-{i:04d}",
+        photo_image_url=f"https://images.example/{i}.jpg",
+        photo_url=f"https://unsplash.example/photos/{i}",
+        photo_description=f"A {'sunny beach' if i % 5 == 0 else 'quiet street'} number {i}",
+        photographer_username=f"user{i % 7}",
+        photo_width=100 + i,
+        photo_height=200,
+        photo_aspect_ratio=round((100 + i) / 200, 3),
+        photo_location_country=COUNTRIES[i % len(COUNTRIES)],
+        photo_submitted_at=f"2020-01-{1 + i % 28:02d} 10:00:00",
+    )
+    fields.update(changes)
+    return PhotoRecord(**fields)
+
+
+@pytest.fixture(scope="module")
+def vectors() -> np.ndarray:
+    return unit_vectors(COUNT, seed=1)
+
+
+@pytest.fixture(scope="module")
+def filled(store_url, vectors):
+    """A table of COUNT photos with random unit vectors."""
+    photo_store = PhotoStore(store_url, table="filled")
+    photo_store.ensure_table(DIM, MODEL)
+    assert photo_store.insert_photos([make_photo(i) for i in range(COUNT)], vectors) == COUNT
+    yield photo_store
+    photo_store.close()
+
+
+def test_reads_before_the_first_ingest_find_nothing(store_url):
+    photo_store = PhotoStore(store_url, table="never_created")
+    assert photo_store.ping() is True
+    assert photo_store.table_info() is None
+    assert photo_store.count() == 0
+    assert photo_store.search(unit_vectors(1, 0)[0]) == []
+    assert photo_store.random_photo() is None
+    assert photo_store.get_photo("photo-0001") is None
+    assert photo_store.existing_ids(["photo-0001"]) == set()
+    photo_store.close()
+
+
+def test_ensure_table_is_idempotent_and_refuses_another_model(store_url):
+    photo_store = PhotoStore(store_url, table="models")
+    photo_store.ensure_table(DIM, MODEL)
+    photo_store.ensure_table(DIM, MODEL)
+    info = photo_store.table_info()
+    assert (info["model"], info["dim"]) == (MODEL, DIM)
+    # Another process sees the same record.
+    assert PhotoStore(store_url, table="models").table_info()["model"] == MODEL
+
+    for dim, model in ((DIM, "another/model"), (768, MODEL)):
+        with pytest.raises(ModelMismatch) as caught:
+            PhotoStore(store_url, table="models").ensure_table(dim, model)
+        assert caught.value.status_code == 409
+        assert MODEL in caught.value.message and "STORE_TABLE" in caught.value.message
+        assert "drop" in caught.value.message
+    # Vectors of another dimension never reach the table.
+    with pytest.raises(ModelMismatch):
+        photo_store.insert_photos([make_photo(1)], unit_vectors(1, 0)[:, :64])
+    assert photo_store.count() == 0
+    photo_store.close()
+
+
+def test_a_photo_searched_by_its_own_vector_comes_first(filled, vectors):
+    assert filled.count() == COUNT
+    for i in (0, 123, 499):
+        results = filled.search(vectors[i], top_k=5)
+        assert [r["rank"] for r in results] == [1, 2, 3, 4, 5]
+        assert results[0]["photo_id"] == f"photo-{i:04d}"
+        assert results[0]["score"] == pytest.approx(1.0, abs=1e-4)
+        scores = [r["score"] for r in results]
+        assert scores == sorted(scores, reverse=True)
+        assert results[0]["photo_image_url"] == f"https://images.example/{i}.jpg"
+        assert results[0]["photo_location_country"] == COUNTRIES[i % len(COUNTRIES)]
+        assert results[0]["photo_width"] == 100 + i
+
+
+def test_scores_are_cosine_similarities(filled, vectors):
+    query = vectors[10]
+    results = filled.search(query, top_k=20)
+    expected = vectors @ query
+    for result in results:
+        i = int(result["photo_id"].split("-")[1])
+        assert result["score"] == pytest.approx(float(expected[i]), abs=1e-4)
+    assert [r["photo_id"] for r in results][:5] == [f"photo-{i:04d}" for i in np.argsort(-expected)[:5]]
+
+
+def test_top_k_min_score_and_exclusion(filled, vectors):
+    assert len(filled.search(vectors[3], top_k=1)) == 1
+    assert len(filled.search(vectors[3], top_k=100)) == 100
+    assert len(filled.search(vectors[3], top_k=1000)) == COUNT
+    # Random 512-d unit vectors are nearly orthogonal: only the photo itself scores above 0.5.
+    assert [r["photo_id"] for r in filled.search(vectors[3], top_k=50, min_score=0.5)] == ["photo-0003"]
+    results = filled.search(vectors[3], top_k=10, min_score=0.0)
+    assert results and all(r["score"] >= 0.0 for r in results)
+    excluded = filled.search(vectors[3], top_k=10, exclude_photo_id="photo-0003")
+    assert len(excluded) == 10 and "photo-0003" not in {r["photo_id"] for r in excluded}
+
+
+def test_filters(filled, vectors):
+    query = vectors[42]
+    spain = filled.search(query, top_k=COUNT, filters={"photo_location_country": "Spain"})
+    assert len(spain) == COUNT // 4 and {r["photo_location_country"] for r in spain} == {"Spain"}
+
+    ranged = filled.search(query, top_k=COUNT, filters={"photo_width": {"gte": 150, "lt": 160}})
+    assert sorted(r["photo_width"] for r in ranged) == list(range(150, 160))
+
+    beaches = filled.search(query, top_k=COUNT, filters={"photo_description": {"contains": "SUNNY beach"}})
+    assert len(beaches) == COUNT // 5 and all("sunny beach" in r["photo_description"] for r in beaches)
+
+    both = filled.search(query, top_k=COUNT, filters={"photo_location_country": ["Japan", "Peru"],
+                                                      "photo_submitted_at": {"gte": "2020-01-27"}})
+    assert both and all(r["photo_location_country"] in ("Japan", "Peru") for r in both)
+    assert all(r["photo_submitted_at"] >= "2020-01-27" for r in both)
+
+    # A value that would break SQL built by string formatting is just text to match.
+    assert filled.search(query, filters={"photo_location_country": "Spain' OR 1=1 --"}) == []
+    with pytest.raises(InvalidFilter):
+        filled.search(query, filters={"photo_embed": [0.0]})
+
+
+def test_get_random_count_and_existing_ids(filled, vectors):
+    photo = filled.get_photo("photo-0007", with_vector=True)
+    assert photo["photo_image_url"] == "https://images.example/7.jpg"
+    assert photo["photographer_username"] == "user0"
+    assert photo["photo_aspect_ratio"] == pytest.approx(0.535)
+    assert np.allclose(photo["vector"], vectors[7], atol=1e-6)
+    assert "vector" not in filled.get_photo("photo-0007")
+    assert filled.get_photo("no-such-photo") is None
+
+    drawn = {filled.random_photo()["photo_id"] for _ in range(8)}
+    assert len(drawn) > 1 and all(p.startswith("photo-") for p in drawn)
+
+    assert filled.existing_ids(["photo-0001", "photo-0499", "photo-9999", "photo-0001"]) == {"photo-0001", "photo-0499"}
+    assert filled.existing_ids([]) == set()
+
+
+def test_writing_a_photo_twice_keeps_one_row_the_newest(store_url):
+    photo_store = PhotoStore(store_url, table="duplicates")
+    photo_store.ensure_table(DIM, MODEL)
+    first = unit_vectors(3, seed=2)
+    photo_store.insert_photos([make_photo(i) for i in range(3)], first)
+    time.sleep(0.01)  # inserted_at orders the versions; keep them apart
+    changed = make_photo(1, photo_description="rewritten")
+    photo_store.insert_photos([changed, make_photo(2)], unit_vectors(2, seed=3), ids=[11, 12])
+    assert photo_store.count() == 3
+    assert photo_store.get_photo("photo-0001")["photo_description"] == "rewritten"
+    results = photo_store.search(first[0], top_k=10)
+    assert sorted(r["photo_id"] for r in results) == ["photo-0000", "photo-0001", "photo-0002"]
+    photo_store.close()
+
+
+def test_concurrent_searches_from_several_threads(filled, vectors):
+    failures: list[BaseException] = []
+
+    def search_many(offset: int) -> None:
+        try:
+            for i in range(offset, offset + 5):
+                assert filled.search(vectors[i], top_k=3)[0]["photo_id"] == f"photo-{i:04d}"
+        except BaseException as error:  # noqa: BLE001 - reported by the main thread
+            failures.append(error)
+
+    threads = [threading.Thread(target=search_many, args=(n * 10,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not failures, failures
+
+
+def test_server_errors_carry_the_servers_message(store_url):
+    photo_store = PhotoStore(f"{store_url}/no_such_database", table="photos")
+    with pytest.raises(StoreError) as caught:
+        photo_store.ensure_table(DIM, MODEL)
+    assert not isinstance(caught.value, StoreUnavailable)
+    assert "no_such_database" in caught.value.message
+    assert "Traceback" not in caught.value.message
+    photo_store.close()
+
+
+def test_a_stopped_store_is_unavailable():
+    port = free_port()  # nothing listens here
+    photo_store = PhotoStore(f"http://reader:s3cret@127.0.0.1:{port}", connect_timeout=1)
+    assert photo_store.ping() is False
+    with pytest.raises(StoreUnavailable) as caught:
+        photo_store.search(unit_vectors(1, 0)[0])
+    assert f"http://reader:***@127.0.0.1:{port}" in caught.value.message
+    assert "s3cret" not in caught.value.message
+    assert caught.value.status_code == 503 and caught.value.retry_after
+    photo_store.close()

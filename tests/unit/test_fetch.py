@@ -1,0 +1,148 @@
+"""Safe fetching against a local HTTP server: images, 404s, HTML, size and time limits, blocked addresses."""
+from __future__ import annotations
+
+import asyncio
+import http.server
+import io
+import threading
+import time
+
+import pytest
+from PIL import Image
+
+from services.common.fetch import FetchError, FetchPolicy, fetch_bytes, fetch_bytes_async, fetch_many
+
+
+def _jpeg() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+JPEG = _jpeg()
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def _send(self, status, body=b"", content_type="image/jpeg", headers=None):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        port = self.server.server_address[1]
+        if self.path == "/img.jpg":
+            self._send(200, JPEG)
+        elif self.path == "/page.html":
+            self._send(200, b"<!doctype html><html><body>hello</body></html>", "text/html; charset=utf-8")
+        elif self.path == "/big.jpg":
+            # No Content-Length: the limit must hold while streaming.
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.end_headers()
+            try:
+                self.wfile.write(JPEG[:3] + b"\0" * 300_000)
+            except OSError:
+                pass
+        elif self.path == "/to-ip":
+            self._send(302, headers={"Location": f"http://127.0.0.1:{port}/img.jpg"})
+        elif self.path == "/relative":
+            self._send(301, headers={"Location": "/img.jpg"})
+        elif self.path == "/loop":
+            self._send(302, headers={"Location": "/loop"})
+        elif self.path == "/slow.jpg":
+            time.sleep(1.5)
+            self._send(200, JPEG)
+        else:
+            self._send(404, b"not here", "text/plain")
+
+
+@pytest.fixture(scope="module")
+def server():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd.server_address[1]
+    httpd.shutdown()
+
+
+def policy(**overrides) -> FetchPolicy:
+    options = {"allow_hosts": ("127.0.0.1",), "timeout_s": 5.0, "max_bytes": 100_000}
+    options.update(overrides)
+    return FetchPolicy(**options)
+
+
+def code_of(url: str, fetch_policy: FetchPolicy) -> tuple[str, str]:
+    with pytest.raises(FetchError) as info:
+        fetch_bytes(url, fetch_policy)
+    return info.value.code, str(info.value)
+
+
+def test_an_allowed_local_jpeg_is_downloaded(server):
+    assert fetch_bytes(f"http://127.0.0.1:{server}/img.jpg", policy()) == JPEG
+
+
+def test_loopback_is_refused_unless_allowed(server):
+    code, message = code_of(f"http://127.0.0.1:{server}/img.jpg", policy(allow_hosts=()))
+    assert code == "blocked_address" and "FETCH_ALLOW_HOSTS" in message
+    # A network in CIDR form allows it too.
+    assert fetch_bytes(f"http://127.0.0.1:{server}/img.jpg", policy(allow_hosts=("127.0.0.0/8",))) == JPEG
+
+
+def test_a_redirect_to_a_loopback_address_is_checked_again(server):
+    # The first hop is allowed by name; its redirect goes to an address that is not allowed.
+    code, message = code_of(f"http://localhost:{server}/to-ip", policy(allow_hosts=("localhost",)))
+    assert code == "blocked_address" and "127.0.0.1" in message
+    assert fetch_bytes(f"http://localhost:{server}/to-ip", policy(allow_hosts=("localhost", "127.0.0.1"))) == JPEG
+
+
+def test_relative_redirects_are_followed_and_loops_stop(server):
+    assert fetch_bytes(f"http://127.0.0.1:{server}/relative", policy()) == JPEG
+    code, _ = code_of(f"http://127.0.0.1:{server}/loop", policy(max_redirects=2))
+    assert code == "too_many_redirects"
+
+
+def test_404_html_too_large_and_bad_schemes_are_explained(server):
+    code, message = code_of(f"http://127.0.0.1:{server}/nothing.jpg", policy())
+    assert code == "http_404" and "404" in message
+    code, message = code_of(f"http://127.0.0.1:{server}/page.html", policy())
+    assert code == "not_an_image" and "text/html" in message
+    code, message = code_of(f"http://127.0.0.1:{server}/big.jpg", policy())
+    assert code == "too_large" and "100000" in message
+    assert code_of("file:///etc/passwd", policy())[0] == "unsupported_scheme"
+    assert code_of("http://169.254.169.254/latest/meta-data", policy())[0] == "blocked_address"
+    assert code_of("http://10.1.2.3/x.jpg", policy())[0] == "blocked_address"
+
+
+def test_a_slow_server_times_out(server):
+    started = time.monotonic()
+    code, message = code_of(f"http://127.0.0.1:{server}/slow.jpg", policy(timeout_s=0.3))
+    assert code == "timeout" and "0.3" in message
+    assert time.monotonic() - started < 1.4
+
+
+def test_fetch_many_returns_one_result_per_url_in_order(server):
+    base = f"http://127.0.0.1:{server}"
+    results = fetch_many([f"{base}/img.jpg", f"{base}/missing", f"{base}/page.html", f"{base}/img.jpg"],
+                         policy(), concurrency=4)
+    assert results[0] == JPEG and results[3] == JPEG
+    assert [r.code for r in results[1:3]] == ["http_404", "not_an_image"]
+    assert fetch_many([], policy()) == []
+
+
+def test_the_async_fetch_applies_the_same_rules(server):
+    base = f"http://127.0.0.1:{server}"
+    assert asyncio.run(fetch_bytes_async(f"{base}/img.jpg", policy())) == JPEG
+    with pytest.raises(FetchError) as info:
+        asyncio.run(fetch_bytes_async(f"http://localhost:{server}/to-ip", policy(allow_hosts=("localhost",))))
+    assert info.value.code == "blocked_address"
+    with pytest.raises(FetchError) as info:
+        asyncio.run(fetch_bytes_async(f"{base}/slow.jpg", policy(timeout_s=0.3)))
+    assert info.value.code == "timeout"

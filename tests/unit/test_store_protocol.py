@@ -1,0 +1,91 @@
+"""How the store server reads ClickHouse HTTP requests: parameters, insert heads, body encodings."""
+from __future__ import annotations
+
+import gzip
+import zlib
+
+import lz4.frame
+import pytest
+import zstandard
+
+from services.store.engine import Statement, StoreQueryError
+from services.store.protocol import UnsupportedEncoding, body_decoder, match_insert, split_params
+
+
+def test_parameters_split_into_settings_binds_and_transport():
+    params = split_params([
+        ("query", "SELECT {x:UInt8}"), ("database", "default"), ("session_id", "s1"), ("param_x", "7"),
+        ("max_threads", "2"), ("client_protocol_version", "54405"), ("wait_end_of_query", "1"),
+        ("enable_http_compression", "1"), ("query_id", "q1"),
+    ])
+    assert params.binds == {"x": "7"}
+    assert params.settings == {"max_threads": "2"}
+    assert params.transport["session_id"] == "s1"
+    assert "client_protocol_version" in params.transport
+
+
+def test_insert_head_is_found_and_data_starts_after_one_newline():
+    body = b"INSERT INTO photos (`id`, `vector`) FORMAT Native\n\x09\x02data"
+    head = match_insert(body)
+    assert head is not None
+    assert head.target == "photos (`id`, `vector`)"
+    assert head.format == "Native"
+    # 0x09 (a tab) is the first data byte here (nine columns) and must not be skipped.
+    assert body[head.data_offset:] == b"\x09\x02data"
+    assert head.sql_from_file("/dev/shm/x'y") == (
+        "INSERT INTO photos (`id`, `vector`) FROM INFILE '/dev/shm/x\\'y' FORMAT Native")
+
+
+@pytest.mark.parametrize("sql", [
+    b"INSERT INTO t VALUES (1, 'FORMAT Native')",
+    b"INSERT INTO t SELECT * FROM s FORMAT Native\n",
+    b"SELECT 1 FORMAT Native\n",
+    b"CREATE TABLE t (x UInt8) ENGINE Memory",
+])
+def test_statements_that_are_not_data_inserts(sql):
+    assert match_insert(sql) is None
+
+
+def test_statement_output_format_and_state():
+    assert Statement("SELECT 1\n FORMAT Native").output_format == "Native"
+    assert Statement("CREATE TABLE t (x UInt8) ENGINE Memory").output_format == "TabSeparated"
+    assert Statement("SELECT 1", default_format="JSON").output_format == "JSON"
+    assert Statement("  -- note\nSET max_threads = 1").is_stateful
+    assert Statement("use other").is_stateful
+    assert Statement("CREATE TEMPORARY TABLE t (x UInt8)").is_stateful
+    assert not Statement("SELECT 'SET x = 1'").is_stateful
+
+
+def decode_in_pieces(encoding: str, payload: bytes, piece: int = 7) -> bytes:
+    decoder = body_decoder(encoding)
+    out = [decoder.feed(payload[i:i + piece]) for i in range(0, len(payload), piece)]
+    out.append(decoder.finish())
+    return b"".join(out)
+
+
+BLOCKS = [b"first block " * 50, b"second block " * 40, b"third"]
+
+
+@pytest.mark.parametrize("encoding,compress", [
+    ("lz4", lz4.frame.compress),
+    ("zstd", lambda block: zstandard.ZstdCompressor().compress(block)),
+    ("gzip", gzip.compress),
+    ("deflate", zlib.compress),
+    ("identity", lambda block: block),
+])
+def test_concatenated_frames_decode_to_the_original_body(encoding, compress):
+    payload = b"".join(compress(block) for block in BLOCKS)
+    assert decode_in_pieces(encoding, payload) == b"".join(BLOCKS)
+
+
+def test_unknown_encoding_is_refused():
+    with pytest.raises(UnsupportedEncoding, match="compress"):
+        body_decoder("compress")
+
+
+def test_engine_errors_keep_the_server_text_and_code():
+    error = StoreQueryError.from_engine(RuntimeError("chdb: Code: 60. DB::Exception: Unknown table. (UNKNOWN_TABLE)"))
+    assert error.code == 60
+    assert error.message.startswith("Code: 60. DB::Exception: Unknown table")
+    unexpected = StoreQueryError.from_engine(RuntimeError("boom"))
+    assert unexpected.code == 1001 and "boom" in unexpected.message

@@ -1,0 +1,138 @@
+"""The store module's SQL, per dialect, without a server: shape, bound values, refusals."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from services.common import store
+from services.common.errors import BadRequest
+from services.common.schemas import METADATA_FIELDS
+from services.common.store import CLICKHOUSE, MYSCALE, InvalidFilter, PhotoStore
+
+# Values that must reach the server only as bound parameters.
+SECRET_VALUES = ["Sp'ain; DROP TABLE x", "needle-text", 1234.5, "photo-to-skip"]
+
+
+def _filters():
+    return {
+        "photo_location_country": "Sp'ain; DROP TABLE x",
+        "photo_width": {"gte": 1234.5, "lt": 9999},
+        "photo_description": {"contains": "needle-text"},
+        "photographer_username": ["alice", "bob"],
+    }
+
+
+@pytest.mark.parametrize("dialect, function", [(CLICKHOUSE, "cosineDistance"), (MYSCALE, "distance")])
+def test_search_sql_uses_the_dialects_distance_with_a_bound_vector(dialect, function):
+    sql, params = store.search_sql(dialect, "default", "photos")
+    assert f"{function}(photo_embed, {{q:Array(Float32)}}) AS dist" in sql
+    assert "FROM `default`.`photos` FINAL" in sql
+    assert sql.rstrip().endswith("LIMIT {k:UInt32}")
+    assert "ORDER BY dist ASC" in sql
+    assert "WHERE" not in sql
+    assert params == {}
+
+
+@pytest.mark.parametrize("dialect", [CLICKHOUSE, MYSCALE])
+def test_filter_values_never_appear_in_the_sql_text(dialect):
+    sql, params = store.search_sql(dialect, "default", "photos", filters=_filters(),
+                                   exclude_photo_id="photo-to-skip")
+    for value in SECRET_VALUES:
+        assert str(value) not in sql
+    assert "alice" not in sql and "9999" not in sql
+    values = list(params.values())
+    for value in ("Sp'ain; DROP TABLE x", 1234.5, 9999.0, "needle-text", "photo-to-skip", ["alice", "bob"]):
+        assert value in values
+    # Every placeholder in the text has a value, and every value a placeholder (q and k bound by the caller).
+    placeholders = set(re.findall(r"\{(\w+):", sql))
+    assert placeholders == set(params) | {"q", "k"}
+
+
+def test_filter_conditions_per_kind():
+    conditions, params = store.filter_sql(_filters())
+    assert "photo_location_country = {f0:String}" in conditions
+    assert "photo_width >= {f1:Float64}" in conditions
+    assert "photo_width < {f2:Float64}" in conditions
+    assert "positionCaseInsensitiveUTF8(photo_description, {f3:String}) > 0" in conditions
+    assert "photographer_username IN {f4:Array(String)}" in conditions
+    assert params["f1"] == 1234.5 and params["f4"] == ["alice", "bob"]
+
+
+@pytest.mark.parametrize("filters, words", [
+    ({"id": 3}, "Cannot filter on 'id'"),
+    ({"photo_embed": [1.0]}, "Cannot filter on 'photo_embed'"),
+    ({"photo_width; DROP": 1}, "Cannot filter on"),
+    ({"photo_width": {"between": 1}}, "Unknown filter operator 'between'"),
+    ({"photo_width": {"contains": "1"}}, "'contains' works on text columns"),
+    ({"photo_width": "wide"}, "needs a number"),
+    ({"photo_width": True}, "needs a number"),
+    ({"photo_location_city": 5}, "needs text"),
+    ({"photo_location_city": []}, "non-empty list"),
+    ({"photo_location_city": {}}, "has no operator"),
+])
+def test_bad_filters_are_refused_with_a_sentence(filters, words):
+    with pytest.raises(InvalidFilter) as caught:
+        store.filter_sql(filters)
+    assert words in caught.value.message
+    assert isinstance(caught.value, BadRequest) and caught.value.status_code == 422
+
+
+def test_table_ddl_has_the_seed_columns_metadata_and_the_length_constraint():
+    sql = store.create_table_sql("default", "photos", 512)
+    for column in ("id UInt64", "photo_id String", "photo_image_url String", "photo_embed Array(Float32)",
+                   "inserted_at DateTime64(3)"):
+        assert column in sql
+    for field in METADATA_FIELDS:
+        assert f"\n    {field} " in sql
+    assert "CONSTRAINT vector_len CHECK length(photo_embed) = 512" in sql
+    assert "ENGINE = ReplacingMergeTree(inserted_at)" in sql
+    assert sql.endswith("ORDER BY photo_id")
+
+
+def test_every_metadata_field_has_an_explicit_type():
+    assert set(store.METADATA_TYPES) == set(METADATA_FIELDS)
+
+
+@pytest.mark.parametrize("dim", [0, -1, "512", 1.5, True])
+def test_a_bad_dimension_is_refused(dim):
+    with pytest.raises(ValueError):
+        store.create_table_sql("default", "photos", dim)
+
+
+@pytest.mark.parametrize("name", ["photos; DROP TABLE x", "a`b", "", "1photos", "a.b"])
+def test_identifiers_are_validated(name):
+    with pytest.raises(ValueError):
+        store.quote_identifier(name)
+    with pytest.raises(ValueError):
+        PhotoStore("http://127.0.0.1:1", table=name)
+
+
+def test_reads_bind_their_values():
+    assert store.photo_sql("db", "t").endswith("WHERE photo_id = {photo_id:String} LIMIT 1")
+    assert "photo_embed" in store.photo_sql("db", "t", with_vector=True)
+    assert "IN {photo_ids:Array(String)}" in store.existing_ids_sql("db", "t")
+    assert "FINAL" in store.count_sql("db", "t") and "FINAL" in store.random_photo_sql("db", "t")
+
+
+def test_database_comes_from_the_url_and_the_password_stays_out_of_messages():
+    photo_store = PhotoStore("http://user:s3cret@127.0.0.1:1/images?compress=false", table="photos")
+    assert photo_store.database == "images"
+    assert "s3cret" not in photo_store.safe_url and "user:***@127.0.0.1:1" in photo_store.safe_url
+    assert PhotoStore("http://127.0.0.1:1").database == "default"
+    with pytest.raises(ValueError):
+        PhotoStore("redis://127.0.0.1:6379/0")
+
+
+def test_stable_ids_depend_only_on_the_photo_id():
+    assert store.stable_id("abc") == store.stable_id("abc")
+    assert store.stable_id("abc") != store.stable_id("abd")
+    assert 0 <= store.stable_id("abc") < 2**64
+
+
+def test_server_message_is_trimmed_to_the_servers_sentence():
+    raw = ("Received ClickHouse exception, code: 60, server response: Code: 60. DB::Exception: Table "
+           "default.nope does not exist. (UNKNOWN_TABLE) (version 26.9.1.1 (official build)) (for url http://x)")
+    assert store.server_message(Exception(raw)) == \
+        "Code: 60. DB::Exception: Table default.nope does not exist. (UNKNOWN_TABLE)"
+

@@ -1,0 +1,200 @@
+"""Unit tests of the search page's behaviour (ui/app.py), driven with a fake gateway client."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr  # noqa: E402
+import pytest  # noqa: E402
+
+from services.common.api_client import ApiError  # noqa: E402
+from ui.app import (  # noqa: E402
+    EMPTY_QUERY,
+    RANDOM_WEIGHTS_BANNER,
+    SearchPage,
+    build_app,
+    caption_for,
+    gallery_items,
+    stats_markdown,
+    wants_weight,
+)
+from ui.config import UISettings  # noqa: E402
+
+# gr.Warning outside a request falls back to `warnings.warn`; the status line is what is asserted.
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def result(n: int, **extra) -> dict:
+    return {"photo_id": f"p{n}", "photo_image_url": f"http://img.test/p{n}.jpg", "score": 0.5 - n / 100,
+            "rank": n + 1, **extra}
+
+
+class FakeClient:
+    """Records calls; answers like the gateway, or raises the error it is given."""
+
+    def __init__(self, random_weights: bool = False, error: ApiError | None = None):
+        self.random_weights = random_weights
+        self.error = error
+        self.calls: list[tuple[str, dict]] = []
+
+    def _answer(self, name: str, **kwargs):
+        self.calls.append((name, kwargs))
+        if self.error:
+            raise self.error
+
+    def stats(self):
+        self._answer("stats")
+        return {"photos": 1234, "model": {"name": "clip-test", "dim": 512}, "random_weights": self.random_weights}
+
+    def search(self, **query):
+        self._answer("search", **query)
+        results = [result(n, photo_description=f"photo {n}") for n in range(query.get("top_k", 10))]
+        return {"results": results, "took_ms": 12.3, "model": "clip-test", "random_weights": self.random_weights}
+
+    def random_photo(self):
+        self._answer("random_photo")
+        return result(7, photo_description="a red door", photographer_first_name="Ana",
+                      photo_url="https://unsplash.com/photos/p7")
+
+
+@pytest.fixture
+def image_file(tmp_path):
+    path = tmp_path / "query.jpg"
+    path.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg, the fake client does not care")
+    return str(path)
+
+
+def test_caption_prefers_description_then_ai_description_then_id():
+    assert caption_for(result(0, photo_description="A  dog\n on sand")) == "0.500 · A dog on sand"
+    assert caption_for(result(1, ai_description="a cat")) == "0.490 · a cat"
+    assert caption_for(result(2)) == "0.480 · p2"
+    long = caption_for(result(3, photo_description="word " * 50))
+    assert len(long) < 110 and long.endswith("…")
+
+
+def test_gallery_items_pair_urls_with_captions_and_skip_rows_without_url():
+    items = gallery_items([result(0), {"photo_id": "x", "score": 0.1}])
+    assert items == [("http://img.test/p0.jpg", "0.500 · p0")]
+
+
+def test_stats_line_names_count_and_model():
+    line = stats_markdown({"photos": 25000, "model": {"name": "openai/clip", "dim": 512}, "random_weights": True})
+    assert "25,000" in line and "openai/clip" in line and "512" in line and "random weights" in line
+    assert "not available" in stats_markdown(None)
+    assert "model unknown" in stats_markdown({"photos": 3, "model": None})
+
+
+def test_weight_only_matters_with_both_text_and_image():
+    assert wants_weight("dog", "/tmp/a.jpg")
+    assert not wants_weight("   ", "/tmp/a.jpg")
+    assert not wants_weight("dog", None)
+
+
+def test_text_search_fills_gallery_and_says_how_many():
+    client = FakeClient()
+    gallery, results, status, banner, stats = SearchPage(client).search("  red door ", None, 0.8, 12)
+    assert client.calls == [("search", {"text": "red door", "image": None, "weight": 0.5, "top_k": 12}),
+                            ("stats", {})]
+    assert len(gallery) == 12 and gallery[0] == ("http://img.test/p0.jpg", "0.500 · photo 0")
+    assert len(results) == 12
+    assert status.startswith("12 results for “red door” in 12 ms")
+    assert banner["visible"] is False
+    assert "1,234" in stats
+
+
+def test_text_and_image_search_sends_both_and_the_weight(image_file):
+    client = FakeClient()
+    SearchPage(client).search("dog", image_file, 0.8, 5)
+    query = client.calls[0][1]
+    assert query["text"] == "dog" and query["image"].startswith(b"\xff\xd8") and query["weight"] == 0.8
+
+
+def test_empty_query_asks_for_input_without_calling_the_gateway():
+    client = FakeClient()
+    *_, status, banner, _ = SearchPage(client).search("   ", None, 0.5, 12)
+    assert client.calls == []
+    assert EMPTY_QUERY in status
+
+
+def test_gateway_sentence_is_shown_not_a_traceback():
+    client = FakeClient(error=ApiError(422, "invalid_request", "top_k must be at most 100."))
+    _, _, status, banner, _ = SearchPage(client).search("dog", None, 0.5, 12)
+    assert "top\\_k must be at most 100." in status
+    assert banner["visible"] is False
+
+
+def test_unreachable_gateway_shows_the_banner_until_it_answers_again():
+    client = FakeClient(error=ApiError(0, "unreachable", "The gateway at http://127.0.0.1:1 did not answer."))
+    page = SearchPage(client)
+    banner, stats = page.load()
+    assert banner["visible"] is True and "cannot be reached" in banner["value"]
+    assert "not available" in stats
+    client.error = None
+    *_, banner, _ = page.search("dog", None, 0.5, 3)
+    assert banner["visible"] is False
+
+
+def test_random_weights_banner_comes_from_stats_and_searches():
+    page = SearchPage(FakeClient(random_weights=True))
+    banner, _ = page.load()
+    assert banner == {"__type__": "update", "value": RANDOM_WEIGHTS_BANNER, "visible": True}
+    assert "results are meaningless" in banner["value"]
+
+
+def test_random_photo_then_more_like_this_searches_by_its_id():
+    client = FakeClient()
+    page = SearchPage(client)
+    image, details, photo, status, _, box = page.random_photo()
+    assert '<img src="http://img.test/p7.jpg" alt="a red door"' in image
+    assert "a red door" in details and "Ana" in details and "https://unsplash.com/photos/p7" in details
+    assert box["visible"] is True
+    gallery, *_ = page.more_like_this(photo, 4)
+    assert client.calls[-2] == ("search", {"photo_id": "p7", "top_k": 4})
+    assert len(gallery) == 4
+
+
+def test_more_like_this_without_a_photo_says_what_to_do():
+    client = FakeClient()
+    *_, status, _, _ = SearchPage(client).more_like_this(None, 4)
+    assert client.calls == [] and "Random photo" in status
+
+
+def test_selecting_a_result_makes_it_the_chosen_photo():
+    page = SearchPage(FakeClient())
+    results = [result(0), result(1, photo_description="second")]
+    event = gr.SelectData(None, {"index": 1, "value": None, "selected": True})
+    image, details, photo, box = page.select_result(results, event)
+    assert photo["photo_id"] == "p1" and "second" in details and 'src="http://img.test/p1.jpg"' in image
+
+
+def test_photo_html_escapes_what_the_gateway_sends():
+    from ui.app import photo_html
+
+    tag = photo_html({"photo_image_url": 'http://x.test/a.jpg"onerror="alert(1)', "photo_description": "<b>"})
+    assert '"onerror' not in tag and "&quot;onerror" in tag and "&lt;b&gt;" in tag
+    assert "<img" not in photo_html({"photo_image_url": "javascript:alert(1)"})
+
+
+def test_page_has_the_controls_tests_and_users_rely_on():
+    app = build_app(UISettings(api_url="http://127.0.0.1:1", _env_file=None), client=FakeClient())
+    ids = {block.elem_id for block in app.blocks.values()}
+    assert {"query-text", "query-image", "search-button", "random-button", "results-gallery", "banner",
+            "status", "stats", "top-k", "weight", "more-button"} <= ids
+    top_k = next(b for b in app.blocks.values() if b.elem_id == "top-k")
+    assert (top_k.minimum, top_k.maximum, top_k.value) == (1, 50, 12)
+
+
+def test_settings_read_ui_prefix_and_shared_api_url(monkeypatch):
+    monkeypatch.setenv("UI_PORT", "7999")
+    monkeypatch.setenv("API_URL", "http://gateway:8000/")
+    monkeypatch.setenv("UI_API_KEY", "k1")
+    settings = UISettings(_env_file=None)
+    assert (settings.port, settings.api_url, settings.api_key) == (7999, "http://gateway:8000", "k1")
+
+
+def test_an_unexpected_failure_becomes_a_sentence_not_a_traceback(caplog):
+    client = FakeClient(error=RuntimeError("boom"))  # type: ignore[arg-type]
+    *_, status, banner, _ = SearchPage(client).search("dog", None, 0.5, 3)
+    assert "Something went wrong" in status and "boom" not in status and "Traceback" not in status
+    assert "unexpected error in the UI" in caplog.text

@@ -1,0 +1,302 @@
+"""The Gradio search page: text and/or image queries, a results gallery, random photos.
+
+The page talks to the gateway only, through `ApiClient`, over HTTP. Every handler catches the
+client's `ApiError` and shows the gateway's own sentence (a toast plus the status line), so a
+person never sees a traceback. Handlers live on `SearchPage`, a plain class that unit tests drive
+with a fake client; `build_app` only lays the page out and wires events to it.
+"""
+from __future__ import annotations
+
+import html
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from services.common.api_client import ApiClient, ApiError
+from ui.config import UISettings, get_settings
+
+log = logging.getLogger(__name__)
+
+TOP_K_MAX = 50
+CAPTION_CHARS = 90
+# How long the stats line may be reused before asking the gateway again.
+STATS_TTL_S = 30.0
+
+RANDOM_WEIGHTS_BANNER = (
+    "⚠️ **This demo runs a model with random weights: results are meaningless.** "
+    "Point `EMBEDDER_MODEL` at a real CLIP checkpoint to get real search results."
+)
+UNREACHABLE_BANNER = "⚠️ **The search service cannot be reached.** {message}"
+EMPTY_QUERY = "Type a few words or upload an image, then press Search."
+UNEXPECTED = "Something went wrong in the page itself; it has been logged. Please try again."
+
+CSS = """
+#banner { background: #fff4ce; border: 1px solid #e0b400; border-radius: 8px; padding: 10px 14px; }
+#banner p { margin: 0; color: #5c4400; font-size: 1.05em; }
+#stats { color: var(--body-text-color-subdued); font-size: 0.9em; }
+#status p { margin: 0; }
+"""
+
+
+def caption_for(result: dict[str, Any]) -> str:
+    """What a person reads under a result: its score, then the best description there is."""
+    words = (result.get("photo_description") or result.get("ai_description") or "").strip()
+    words = " ".join(words.split()) or str(result.get("photo_id", ""))
+    if len(words) > CAPTION_CHARS:
+        words = words[: CAPTION_CHARS - 1].rstrip() + "…"
+    score = result.get("score")
+    return f"{score:.3f} · {words}" if isinstance(score, (int, float)) else words
+
+
+def gallery_items(results: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The gallery shows image URLs directly: the browser loads them, the UI server never does."""
+    return [(r["photo_image_url"], caption_for(r)) for r in results if r.get("photo_image_url")]
+
+
+def photo_html(photo: dict[str, Any]) -> str:
+    """An <img> the browser loads itself: gr.Image would make the UI server download the URL."""
+    url = str(photo.get("photo_image_url") or "")
+    if not url.startswith(("http://", "https://")):
+        return "<p>This photo has no image address.</p>"
+    alt = photo.get("photo_description") or photo.get("ai_description") or photo.get("photo_id") or "photo"
+    return (f'<img src="{html.escape(url, quote=True)}" alt="{html.escape(str(alt), quote=True)}" '
+            'style="max-width:100%; max-height:260px; border-radius:8px; display:block; margin:auto;">')
+
+
+def stats_markdown(stats: dict[str, Any] | None) -> str:
+    if not stats:
+        return "Index statistics are not available right now."
+    photos = stats.get("photos")
+    model = stats.get("model") or {}
+    name = model.get("name") if isinstance(model, dict) else None
+    parts = [f"**{photos:,}** photos indexed" if isinstance(photos, int) else "photos indexed: unknown"]
+    if name:
+        dim = model.get("dim")
+        parts.append(f"model `{name}`" + (f" ({dim}-d)" if dim else ""))
+    else:
+        parts.append("model unknown (the embedder did not answer)")
+    if stats.get("random_weights"):
+        parts.append("random weights")
+    return " · ".join(parts)
+
+
+def wants_weight(text: str | None, image: str | None) -> bool:
+    """The image-vs-text weight matters only when the query has both."""
+    return bool(text and text.strip()) and bool(image)
+
+
+def _markdown_text(sentence: str) -> str:
+    # The gateway's sentences are plain text; keep Markdown from reading `*`/`_` in ids as emphasis.
+    for char in ("\\", "*", "_", "`", "[", "]", "<", ">"):
+        sentence = sentence.replace(char, "\\" + char)
+    return sentence
+
+
+class SearchPage:
+    """The page's behaviour, independent of Gradio's layout. Returns values and `gr.update`s."""
+
+    def __init__(self, client: Any):
+        self.client = client
+        self._lock = threading.Lock()
+        # Server-wide facts, shared by every browser session: random weights is a property of the
+        # gateway's model, not of a visitor.
+        self._random_weights: bool | None = None
+        self._unreachable: str | None = None
+        self._stats: dict[str, Any] | None = None
+        self._stats_at = 0.0
+
+    # -- shared state -------------------------------------------------------------------------
+
+    def banner(self) -> dict:
+        """A visible banner while the API is unreachable or its model has random weights."""
+        with self._lock:
+            if self._unreachable:
+                text = UNREACHABLE_BANNER.format(message=_markdown_text(self._unreachable))
+            elif self._random_weights:
+                text = RANDOM_WEIGHTS_BANNER
+            else:
+                text = ""
+        return gr.update(value=text, visible=bool(text))
+
+    def _reached(self, random_weights: bool | None = None) -> None:
+        with self._lock:
+            self._unreachable = None
+            if random_weights is not None:
+                self._random_weights = bool(random_weights)
+
+    def _failed(self, error: Exception) -> str:
+        """Turn any failure into the sentence to show; remember an unreachable gateway."""
+        if isinstance(error, ApiError):
+            message = error.message or f"The search service answered with status {error.status}."
+            # Status 0 is the client's "no answer at all"; a 5xx is an answer, with its own sentence.
+            if error.status == 0:
+                with self._lock:
+                    self._unreachable = message
+                    self._stats_at = 0.0
+            else:
+                with self._lock:
+                    self._unreachable = None
+            log.info("gateway error %s %s: %s", error.status, error.code, message)
+            return message
+        log.exception("unexpected error in the UI", exc_info=error)
+        return UNEXPECTED
+
+    def _warn(self, message: str) -> str:
+        gr.Warning(message)
+        return f"⚠️ {_markdown_text(message)}"
+
+    def stats_line(self, refresh: bool = False) -> str:
+        now = time.monotonic()
+        if refresh or self._stats is None or now - self._stats_at > STATS_TTL_S:
+            try:
+                stats = self.client.stats()
+            except Exception as error:  # noqa: BLE001 - every failure becomes a sentence
+                self._failed(error)
+                return stats_markdown(None)
+            self._reached(stats.get("random_weights"))
+            with self._lock:
+                self._stats, self._stats_at = stats, now
+        return stats_markdown(self._stats)
+
+    # -- events ---------------------------------------------------------------------------------
+
+    def load(self) -> tuple[dict, str]:
+        """On page load: the banner and the stats line."""
+        line = self.stats_line(refresh=True)
+        return self.banner(), line
+
+    def query_changed(self, text: str | None, image: str | None) -> dict:
+        return gr.update(visible=wants_weight(text, image))
+
+    def search(self, text: str | None, image: str | None, weight: float, top_k: float):
+        """Search by text, an uploaded image, or both. Outputs: gallery, results, status, banner, stats."""
+        text = (text or "").strip()
+        if not text and not image:
+            return gr.update(), gr.update(), self._warn(EMPTY_QUERY), self.banner(), gr.update()
+        try:
+            image_bytes = Path(image).read_bytes() if image else None
+        except OSError:
+            return (gr.update(), gr.update(), self._warn("The uploaded image could not be read; please upload it again."),
+                    self.banner(), gr.update())
+        return self._run_search(
+            text=text or None,
+            image=image_bytes,
+            weight=float(weight) if wants_weight(text, image) else 0.5,
+            top_k=int(top_k),
+            what=_describe_query(text, bool(image_bytes)),
+        )
+
+    def more_like_this(self, photo: dict | None, top_k: float):
+        """Search by the shown photo's id: the gateway reuses its stored vector."""
+        if not photo or not photo.get("photo_id"):
+            return (gr.update(), gr.update(), self._warn("Pick a photo first: press Random photo or click a result."),
+                    self.banner(), gr.update())
+        return self._run_search(photo_id=photo["photo_id"], top_k=int(top_k),
+                                what=f"photos like {photo['photo_id']}")
+
+    def _run_search(self, *, what: str, **query: Any):
+        try:
+            answer = self.client.search(**query)
+        except Exception as error:  # noqa: BLE001 - every failure becomes a sentence
+            status = self._warn(self._failed(error))
+            return gr.update(), gr.update(), status, self.banner(), gr.update()
+        self._reached(answer.get("random_weights"))
+        results = list(answer.get("results") or [])
+        took = answer.get("took_ms")
+        timing = f" in {took:.0f} ms" if isinstance(took, (int, float)) else ""
+        if results:
+            status = f"{len(results)} result{'s' if len(results) != 1 else ''} for {_markdown_text(what)}{timing}."
+        else:
+            status = f"No photos found for {_markdown_text(what)}. Is anything indexed yet?"
+        return gallery_items(results), results, status, self.banner(), self.stats_line()
+
+    def random_photo(self):
+        """Show a random photo. Outputs: photo image, photo details, chosen photo, status, banner, button."""
+        try:
+            photo = self.client.random_photo()
+        except Exception as error:  # noqa: BLE001 - every failure becomes a sentence
+            status = self._warn(self._failed(error))
+            return gr.update(), gr.update(), gr.update(), status, self.banner(), gr.update()
+        self._reached()
+        return (*self._show_photo(photo), "Random photo: press **More like this** to search with it.",
+                self.banner(), gr.update(visible=True))
+
+    def select_result(self, results: list[dict] | None, event: gr.SelectData):
+        """Clicking a result makes it the chosen photo, ready for "More like this"."""
+        index = event.index if isinstance(event.index, int) else None
+        if not results or index is None or not 0 <= index < len(results):
+            return gr.update(), gr.update(), gr.update(), gr.update()
+        return (*self._show_photo(results[index]), gr.update(visible=True))
+
+    @staticmethod
+    def _show_photo(photo: dict) -> tuple[Any, str, dict]:
+        words = (photo.get("photo_description") or photo.get("ai_description") or "").strip()
+        lines = [f"**{_markdown_text(words)}**" if words else f"**{_markdown_text(str(photo.get('photo_id')))}**"]
+        who = " ".join(p for p in (photo.get("photographer_first_name"), photo.get("photographer_last_name")) if p)
+        if who:
+            lines.append(f"by {_markdown_text(who)}")
+        if photo.get("photo_url", "").startswith(("http://", "https://")):
+            lines.append(f"[open on Unsplash]({photo['photo_url']})")
+        lines.append(f"id `{photo.get('photo_id')}`")
+        return photo_html(photo), " · ".join(lines), photo
+
+
+def _describe_query(text: str, has_image: bool) -> str:
+    if text and has_image:
+        return f"“{text}” and your image"
+    return f"“{text}”" if text else "your image"
+
+
+def build_app(settings: UISettings | None = None, client: Any = None) -> gr.Blocks:
+    """Lay the page out and wire it to a `SearchPage` that uses `client` (an `ApiClient` by default)."""
+    settings = settings or get_settings()
+    if client is None:
+        client = ApiClient(settings.api_url, api_key=settings.api_key, timeout=settings.api_timeout)
+    page = SearchPage(client)
+
+    with gr.Blocks(title=settings.title, analytics_enabled=False, delete_cache=(3600, 3600)) as app:
+        gr.Markdown(f"# {settings.title}\nSearch photos by words, by an example image, or both.",
+                    elem_id="title")
+        banner = gr.Markdown("", visible=False, elem_id="banner")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=2, min_width=300):
+                query_text = gr.Textbox(label="Describe the photo", placeholder="e.g. a dog running on the beach",
+                                        lines=1, max_lines=1, elem_id="query-text", autofocus=True)
+                query_image = gr.Image(label="…or search with an image", type="filepath", image_mode=None,
+                                       sources=["upload", "clipboard"], height=220, elem_id="query-image")
+                weight = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Image vs text",
+                                   info="Share of the image in a query with both: 0 = text only, 1 = image only.",
+                                   visible=False, elem_id="weight")
+                top_k = gr.Slider(1, TOP_K_MAX, value=settings.top_k_default, step=1, label="Results",
+                                  elem_id="top-k")
+                with gr.Row():
+                    search_button = gr.Button("Search", variant="primary", elem_id="search-button")
+                    random_button = gr.Button("Random photo", elem_id="random-button")
+                with gr.Group(visible=False) as photo_box:
+                    photo_image = gr.HTML(elem_id="chosen-photo", js_on_load=None)
+                    photo_details = gr.Markdown(elem_id="chosen-details", padding=True)
+                    more_button = gr.Button("More like this", elem_id="more-button")
+            with gr.Column(scale=5):
+                status = gr.Markdown("Type a query or upload an image to start.", elem_id="status")
+                gallery = gr.Gallery(label="Results", columns=4, height="fit-content", object_fit="cover",
+                                     interactive=False, allow_preview=True, elem_id="results-gallery")
+        stats = gr.Markdown("", elem_id="stats")
+        results_state = gr.State([])
+        photo_state = gr.State(None)
+
+        search_outputs = [gallery, results_state, status, banner, stats]
+        app.load(page.load, outputs=[banner, stats])
+        for changed in (query_text.change, query_image.change):
+            changed(page.query_changed, inputs=[query_text, query_image], outputs=weight, queue=False)
+        gr.on([search_button.click, query_text.submit], page.search,
+              inputs=[query_text, query_image, weight, top_k], outputs=search_outputs)
+        more_button.click(page.more_like_this, inputs=[photo_state, top_k], outputs=search_outputs)
+        random_button.click(page.random_photo,
+                            outputs=[photo_image, photo_details, photo_state, status, banner, photo_box])
+        gallery.select(page.select_result, inputs=results_state,
+                       outputs=[photo_image, photo_details, photo_state, photo_box])
+    return app

@@ -1,0 +1,28 @@
+"""Settings of the Gradio UI (env prefix `UI_`; the gateway's address is the shared `API_URL`)."""
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from services.common.config import CommonSettings
+
+
+class UISettings(CommonSettings):
+    model_config = SettingsConfigDict(env_prefix="UI_", env_file=".env", extra="ignore", populate_by_name=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(7860, ge=1, le=65535)
+    # Sent as X-API-Key when the gateway is configured to require keys for reads.
+    api_key: str | None = None
+    # Seconds to wait for the gateway; a search embeds a query and scans the store, so allow some time.
+    api_timeout: float = Field(30.0, gt=0)
+    title: str = "Image search"
+    top_k_default: int = Field(12, ge=1, le=50)
+    log_level: str = "INFO"
+
+
+@lru_cache
+def get_settings() -> UISettings:
+    return UISettings()
