@@ -11,9 +11,10 @@ LIMIT ?= 1000
 DIR ?= data/models/clip-random
 SIZE ?= tiny
 PYTEST_ARGS ?=
+ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup up down status logs demo demo-offline ingest test test-unit test-integration test-e2e random-model clean
+.PHONY: help setup up down status logs demo demo-offline ingest lint test test-unit test-integration test-e2e random-model clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -50,14 +51,17 @@ demo: setup ## set up, start everything, ingest 1,000 photos (a random model and
 demo-offline: setup ## the demo without trying the internet: random-weight model, generated sample photos
 	$(PY) -m tools.demo --offline --limit $(LIMIT)
 
-ingest: setup ## enqueue photos: make ingest SOURCE=photos.tsv|dataset.zip|urls.txt|folder LIMIT=1000
+ingest: setup ## enqueue photos: make ingest SOURCE=photos.tsv|dataset.zip|urls.txt|folder LIMIT=1000 [ARGS=...]
 	@test -n "$(SOURCE)" || { echo "usage: make ingest SOURCE=path/to/photos.tsv [LIMIT=1000]"; exit 2; }
-	$(PY) -m services.worker.ingest "$(SOURCE)" --limit $(LIMIT)
+	$(PY) -m services.worker.ingest "$(SOURCE)" --limit $(LIMIT) $(ARGS)
 
 random-model: setup ## write a CLIP with random weights: make random-model DIR=... SIZE=tiny|b32
 	$(PY) -m tools.random_model "$(DIR)" --size $(SIZE)
 
-test: setup ## run every test: unit, integration (real Redis and store), end to end (every service, a real browser)
+lint: setup ## static checks (ruff)
+	$(PY) -m ruff check services ui tools tests bench
+
+test: setup lint ## lint, then every test: unit, integration (real Redis and store), end to end (every service, a real browser)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: setup ## unit tests only (no network)

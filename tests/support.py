@@ -4,12 +4,13 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 
 def free_port() -> int:
@@ -51,11 +52,44 @@ def redis_server(workdir: Path) -> Iterator[str]:
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                     break
-            except OSError:
+            except OSError as error:
                 if time.monotonic() > deadline:
-                    raise RuntimeError("redis-server did not start")
+                    raise RuntimeError("redis-server did not start") from error
                 time.sleep(0.05)
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@contextmanager
+def service_process(args: list[str], ready_url: str | None, log_path: Path, env: dict[str, str] | None = None,
+                    timeout: float = 120.0) -> Iterator[subprocess.Popen]:
+    """Run a service as its own process (`python` + args, from the project root) until the block ends.
+
+    Waits for `ready_url` to answer; if the process dies or never answers, the error carries its log.
+    """
+    root = Path(__file__).resolve().parents[1]
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([sys.executable, *args], cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        if ready_url:
+            try:
+                wait_for_http(ready_url, timeout=timeout, process=process)
+            except (RuntimeError, TimeoutError) as error:
+                raise RuntimeError(f"{error}\n--- {log_path} ---\n{log_path.read_text(errors='replace')[-4000:]}") from error
+        yield process
+    finally:
+        stop_process(process)
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 15.0) -> None:
+    """SIGTERM, then SIGKILL if the process has not exited within `timeout`."""
+    if process.poll() is None:
+        process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

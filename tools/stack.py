@@ -246,7 +246,7 @@ class Stack:
     def stop(self, timeout: float = 15) -> None:
         """SIGTERM every process group we started (newest first), then SIGKILL what lingers."""
         pids = self._known_pids()
-        for name, pid in reversed(pids):
+        for _, pid in reversed(pids):
             _signal_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         for name, pid in reversed(pids):

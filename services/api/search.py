@@ -17,8 +17,14 @@ from typing import Any
 import numpy as np
 
 from services.api.deps import Services, blocking
-from services.common.errors import (BadRequest, DependencyFailed, DependencyTimeout, NotFound,
-                                    PayloadTooLarge, ServiceError)
+from services.common.errors import (
+    BadRequest,
+    DependencyFailed,
+    DependencyTimeout,
+    NotFound,
+    PayloadTooLarge,
+    ServiceError,
+)
 from services.common.schemas import METADATA_FIELDS
 from services.common.vectors import combine, normalize
 

@@ -190,7 +190,7 @@ class EmbedderClient(_Base):
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> "EmbedderClient":
+    def __enter__(self) -> EmbedderClient:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -248,7 +248,7 @@ class AsyncEmbedderClient(_Base):
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def __aenter__(self) -> "AsyncEmbedderClient":
+    async def __aenter__(self) -> AsyncEmbedderClient:
         return self
 
     async def __aexit__(self, *exc) -> None:

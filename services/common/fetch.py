@@ -267,7 +267,7 @@ async def fetch_bytes_async(url: str, policy: FetchPolicy, client: httpx.AsyncCl
             return await fetch_bytes_async(url, policy, own)
     try:
         return await asyncio.wait_for(_fetch_async(url, policy, client), timeout=policy.timeout_s)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise _timeout(url, policy) from None
 
 

@@ -28,8 +28,9 @@ import hashlib
 import logging
 import re
 import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 from urllib.parse import unquote, urlparse, urlunparse
 
 import numpy as np

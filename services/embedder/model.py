@@ -89,7 +89,7 @@ class ClipModel:
         self.image_size = int(model.config.vision_config.image_size)
 
     @classmethod
-    def load(cls, name: str, device: str = "auto", dtype: str = "auto", threads: int = 0) -> "ClipModel":
+    def load(cls, name: str, device: str = "auto", dtype: str = "auto", threads: int = 0) -> ClipModel:
         started = time.perf_counter()
         torch.set_num_threads(threads or available_cores())
         device = resolve_device(device)

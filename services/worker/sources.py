@@ -22,8 +22,8 @@ import logging
 import os
 import sys
 import zipfile
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterable, Iterator
 from urllib.parse import quote, urlsplit
 
 from services.common.schemas import PhotoRecord

@@ -6,7 +6,6 @@ Unsplash-format TSV, and ingested with the real `ingest` command.
 from __future__ import annotations
 
 import csv
-import os
 import subprocess
 import sys
 from dataclasses import dataclass

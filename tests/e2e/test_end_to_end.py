@@ -11,7 +11,7 @@ import re
 import httpx
 import pytest
 
-from tests.e2e.conftest import API_KEY, SAMPLE_COUNT
+from tests.e2e.conftest import SAMPLE_COUNT
 
 pytestmark = pytest.mark.e2e
 

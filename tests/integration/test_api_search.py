@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import io
 import os
-import subprocess
-import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +17,7 @@ from services.common.api_client import ApiClient, ApiError
 from services.common.embedder_client import EmbedderClient
 from services.common.schemas import PhotoRecord
 from services.common.store import PhotoStore
-from tests.support import free_port, redis_server, wait_for_http
+from tests.support import free_port, redis_server, service_process
 from tools.sample_data import draw_photo, serve
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,22 +29,8 @@ TABLE = "photos_api_test"
 @contextmanager
 def service(name: str, args: list[str], env: dict[str, str], log_dir: Path, ready_url: str):
     """One service as a subprocess; its log is shown if it fails to come up."""
-    log_path = log_dir / f"{name}.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        try:
-            wait_for_http(ready_url, timeout=120, process=process)
-        except (RuntimeError, TimeoutError) as error:
-            raise RuntimeError(f"{name}: {error}\n--- log ---\n{log_path.read_text(errors='replace')}") from error
+    with service_process(args, ready_url, log_dir / f"{name}.log", env=env):
         yield
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @dataclass

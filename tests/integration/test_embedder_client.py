@@ -6,8 +6,6 @@ import asyncio
 import io
 import os
 import socket
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -23,8 +21,7 @@ from services.common.embedder_client import (
     EmbedderUnavailable,
     EmbedItemError,
 )
-from tests.conftest import ROOT
-from tests.support import free_port, wait_for_http
+from tests.support import free_port, service_process
 
 
 def jpeg(color, size=(80, 60)) -> bytes:
@@ -40,23 +37,10 @@ def embedder_url(tiny_model_dir, tmp_path_factory):
     env = {**os.environ, "EMBEDDER_MODEL": str(tiny_model_dir), "HF_HUB_OFFLINE": "1",
            # A generous gathering window makes batching of concurrent requests certain on a busy machine.
            "EMBEDDER_MAX_WAIT_MS": "150", "EMBEDDER_MAX_BATCH": "32", "EMBEDDER_TORCH_THREADS": "1"}
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "services.embedder.main:create_app",
-             "--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(url + "/readyz", timeout=120, process=process)
+    with service_process(["-m", "uvicorn", "--factory", "services.embedder.main:create_app",
+                          "--host", "127.0.0.1", "--port", str(port)], url + "/readyz", log_path, env=env):
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        if process.returncode not in (0, -15):
-            print(log_path.read_text()[-3000:])
 
 
 def test_model_info_and_vectors(embedder_url):
@@ -100,7 +84,7 @@ def test_a_server_that_never_answers_times_out():
     with socket.socket() as silent:  # accepts connections (kernel backlog) but never replies
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
-        url = "http://127.0.0.1:%d" % silent.getsockname()[1]
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
         with EmbedderClient(url, timeout=0.5) as client:
             with pytest.raises(EmbedderTimeout) as timed_out:
                 client.embed_texts(["hello"])

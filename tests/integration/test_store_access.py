@@ -5,8 +5,6 @@ store that `make up` starts by default.
 """
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -16,7 +14,7 @@ import pytest
 
 from services.common.schemas import PhotoRecord
 from services.common.store import InvalidFilter, ModelMismatch, PhotoStore, StoreError, StoreUnavailable
-from tests.support import free_port, wait_for_http
+from tests.support import free_port, service_process
 
 ROOT = Path(__file__).resolve().parents[2]
 DIM = 512
@@ -29,27 +27,11 @@ COUNTRIES = ("Spain", "France", "Japan", "Peru")
 def store_url(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("store-data")
     port = free_port()
-    log_path = data_dir.parent / f"store-{port}.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "services.store", "--host", "127.0.0.1", "--port", str(port),
-             "--data-dir", str(data_dir)],
-            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-        )
     url = f"http://127.0.0.1:{port}"
-    try:
-        try:
-            wait_for_http(f"{url}/ping", timeout=60, process=process)
-        except (RuntimeError, TimeoutError) as error:
-            raise RuntimeError(f"{error}\n--- store log ---\n{log_path.read_text(errors='replace')}") from error
+    with service_process(["-m", "services.store", "--host", "127.0.0.1", "--port", str(port),
+                          "--data-dir", str(data_dir)], f"{url}/ping", data_dir.parent / f"store-{port}.log",
+                         timeout=60):
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def unit_vectors(count: int, seed: int) -> np.ndarray:

@@ -24,10 +24,13 @@ def test_docker_compose_config_accepts_the_file(tmp_path):
     binary = shutil.which("docker-compose")
     if binary is None:
         pytest.fail("docker-compose is not installed (Debian: apt-get install docker-compose); .ci/run installs it")
-    result = subprocess.run([binary, "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
+    # A copy, away from the project's .env (compose reads the .env beside the file).
+    compose = tmp_path / "docker-compose.yml"
+    shutil.copy(ROOT / "docker-compose.yml", compose)
+    result = subprocess.run([binary, "-f", str(compose), "config", "-q"],
                             env={"API_KEYS": "k", "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    missing_key = subprocess.run([binary, "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
+    missing_key = subprocess.run([binary, "-f", str(compose), "config", "-q"],
                                  env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True, cwd=tmp_path)
     assert missing_key.returncode != 0 and "API_KEYS" in missing_key.stderr
 

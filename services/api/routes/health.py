@@ -24,7 +24,7 @@ async def healthz() -> dict[str, str]:
 async def _check(name: str, probe, timeout_s: float) -> tuple[str, str]:
     try:
         ok = await asyncio.wait_for(probe(), timeout_s)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return name, f"no answer within {timeout_s:g} s"
     except Exception as exc:
         return name, getattr(exc, "message", None) or str(exc) or type(exc).__name__
