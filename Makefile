@@ -14,10 +14,10 @@ PYTEST_ARGS ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup up down status logs demo demo-offline ingest lint test test-unit test-integration test-e2e random-model clean
+.PHONY: help setup up down status logs demo demo-offline ingest lint test test-unit test-integration test-e2e random-model conformance bench bench-embedder bench-store clean
 
 help: ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is needed (set PYTHON=/path/to/python3.11)"; exit 1; }
@@ -72,6 +72,17 @@ test-integration: setup ## integration tests (real Redis, real embedded store)
 
 test-e2e: setup ## end-to-end tests (every service its own process, headless Chromium)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest tests/e2e $(PYTEST_ARGS)
+
+conformance: setup ## the store conformance suite; against your server: make conformance STORE=https://user:pw@host:8443/default
+	HF_HUB_OFFLINE=1 $(if $(STORE),CONFORMANCE_STORE_URL=$(STORE)) $(PY) -m pytest tests/conformance $(PYTEST_ARGS)
+
+bench-embedder: setup ## embedder throughput vs the seed's one-image loop (b32 random weights); DEVICE=cpu|cuda, QUICK=1
+	$(PY) -m bench.embedder $(if $(DEVICE),--device $(DEVICE)) $(if $(QUICK),--quick)
+
+bench-store: setup ## vector search: insert rate, index build, latency, recall@10 at 25k and 200k rows (SIZE=1000000 runs that size instead)
+	$(PY) -m bench.store $(if $(filter-out tiny b32,$(SIZE)),--sizes $(SIZE)) $(if $(QUICK),--quick)
+
+bench: bench-embedder bench-store ## every benchmark; figures go to bench/results/
 
 clean: down ## stop services and delete data/, logs/, run/ (keeps the venv)
 	rm -rf data logs run test-output

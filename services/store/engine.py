@@ -14,6 +14,11 @@ So the engine keeps:
 
 A stateful statement without a session runs on a throwaway handle, so a `SET` never leaks
 into another client.
+
+Reads (`SELECT`, `WITH ... SELECT`) are streamed: `start` returns a
+`ResultStream` that pulls one block at a time from chDB (`send_query`), so a large result never
+sits in memory whole. The stream owns its handle (and, in a session, the session's lock) until it
+is finished or closed; each `next_chunk` call blocks and must not overlap another on the same stream.
 """
 from __future__ import annotations
 
@@ -36,6 +41,8 @@ _LEADING_COMMENTS_RE = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.DO
 _TRAILING_FORMAT_RE = re.compile(r"\bFORMAT\s+(\w+)\s*;?\s*$", re.IGNORECASE)
 _SETTING_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ERROR_CODE_RE = re.compile(r"Code:\s*(\d+)")
+# chDB streams SELECTs only (DESCRIBE, SHOW, EXPLAIN: "Streaming query is not supported").
+_READ_RE = re.compile(r"^\(*\s*(?:SELECT|WITH)\b", re.IGNORECASE)
 
 DEFAULT_FORMAT = "TabSeparated"
 # ClickHouse error codes used by the server itself.
@@ -93,12 +100,118 @@ class Statement:
         head = _LEADING_COMMENTS_RE.sub("", self.sql, count=1)
         return bool(_STATEFUL_RE.match(head))
 
+    @property
+    def is_read(self) -> bool:
+        """A query whose result can be streamed block by block."""
+        head = _LEADING_COMMENTS_RE.sub("", self.sql, count=1)
+        return bool(_READ_RE.match(head)) and " INTO OUTFILE " not in self.sql.upper()
+
 
 @dataclass
 class Outcome:
     body: bytes
     output_format: str
     summary: dict[str, str]
+
+
+class ResultStream:
+    """A read's result, pulled from chDB one block at a time.
+
+    Uses chDB's low-level streaming calls rather than `StreamingResult`, whose iterator stops at
+    the first block without rows and so loses the header-only block of an empty JSON result.
+    """
+
+    def __init__(self, handle: _Handle, c_result, output_format: str, release, started: float,
+                 describe: tuple[str, dict[str, str]] | None = None):
+        self._describe = describe  # (SQL without its FORMAT, bound values), to name an empty result's columns
+        self._handle = handle
+        self._c_result = c_result
+        self._release = release  # called once with True (handle reusable) or False (discard it)
+        self.output_format = output_format
+        self.started = started
+        self.rows = 0
+        self.bytes = 0
+        self._finished = False
+        self._closed = False
+
+    def next_chunk(self) -> bytes | None:
+        """The next block's bytes, or None at the end (blocking)."""
+        if self._finished:
+            return None
+        try:
+            while True:
+                result = self._handle.connection._conn.streaming_fetch_result(self._c_result)
+                data = result.bytes() if result is not None else None
+                rows = int(result.rows_read()) if result is not None else 0
+                if not data:
+                    if result is None or rows == 0:
+                        header = self._empty_native_header() if self.bytes == 0 else None
+                        self._finish(reusable=True)
+                        if header:
+                            self.bytes += len(header)
+                        return header
+                    continue
+                self.rows += rows
+                self.bytes += len(data)
+                return data
+        except Exception as exc:
+            self._finish(reusable=True)
+            raise StoreQueryError.from_engine(exc) from None
+
+    def _empty_native_header(self) -> bytes | None:
+        """ClickHouse answers an empty Native result with a block of column names and types and
+        no rows (clients take the columns from it); chDB sends nothing, so build that block."""
+        if self.output_format != "Native" or self._describe is None:
+            return None
+        sql, params = self._describe
+        try:
+            rows = self._handle.run(f"DESCRIBE ({sql})", "JSONCompact", params).bytes()
+        except StoreQueryError:
+            return None
+        columns = [(row[0], row[1]) for row in json.loads(rows or b'{"data": []}')["data"]]
+        return native_header(columns)
+
+    def summary(self) -> dict[str, str]:
+        return {"read_rows": str(self.rows), "read_bytes": str(self.bytes), "written_rows": "0",
+                "written_bytes": "0", "total_rows_to_read": str(self.rows), "result_rows": str(self.rows),
+                "result_bytes": str(self.bytes),
+                "elapsed_ns": str(int((time.perf_counter() - self.started) * 1e9))}
+
+    def close(self) -> None:
+        """Cancel the query if it has not finished and give the handle back (idempotent)."""
+        if self._finished:
+            return
+        reusable = True
+        try:
+            self._handle.connection._conn.streaming_cancel_query(self._c_result)
+        except Exception:  # a handle whose query could not be cancelled is not reused
+            log.warning("cancelling a streamed query failed", exc_info=True)
+            reusable = False
+        self._finish(reusable)
+
+    def _finish(self, reusable: bool) -> None:
+        if not self._finished:
+            self._finished = True
+            self._release(reusable)
+
+
+def _varuint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def native_header(columns: list[tuple[str, str]]) -> bytes:
+    """A Native block with these (name, type) columns and no rows."""
+    out = bytearray(_varuint(len(columns)) + _varuint(0))
+    for name, type_name in columns:
+        for text in (name.encode(), type_name.encode()):
+            out += _varuint(len(text)) + text
+    return bytes(out)
 
 
 def quote_literal(value: str) -> str:
@@ -129,6 +242,14 @@ class _Handle:
             return self.connection.query(sql, fmt, params=params or {})
         except Exception as exc:  # chDB raises a bare RuntimeError subclass with the server text
             raise StoreQueryError.from_engine(exc) from None
+
+    def stream(self, sql: str, fmt: str, params: dict[str, str] | None, release, started: float) -> ResultStream:
+        try:
+            c_result = self.connection._conn.send_query(sql, fmt, params=params or {})
+        except Exception as exc:
+            raise StoreQueryError.from_engine(exc) from None
+        describe = (_TRAILING_FORMAT_RE.sub("", sql).rstrip().rstrip(";"), params or {})
+        return ResultStream(self, c_result, fmt, release, started, describe)
 
     def close(self) -> None:
         try:
@@ -231,10 +352,28 @@ class StoreEngine:
     # -- running statements ------------------------------------------------------------------
 
     def execute(self, statement: Statement) -> Outcome:
-        """Run one statement (blocking; call it off the event loop)."""
+        """Run one statement to the end, its whole result in memory (blocking)."""
+        outcome = self.start(statement)
+        if isinstance(outcome, Outcome):
+            return outcome
+        chunks = []
+        try:
+            while (chunk := outcome.next_chunk()) is not None:
+                chunks.append(chunk)
+        finally:
+            outcome.close()
+        return Outcome(b"".join(chunks), outcome.output_format, outcome.summary())
+
+    def start(self, statement: Statement) -> Outcome | ResultStream:
+        """Run one statement (blocking; call it off the event loop): a read comes back as a
+        `ResultStream` that the caller must drain or close, anything else as an `Outcome`."""
         _check_setting_names(statement.settings)
         started = time.perf_counter()
         session = self._session_for(statement)
+        if statement.is_read and not statement.is_stateful:
+            if session is not None:
+                return self._stream_in_session(session, statement, started)
+            return self._stream_pooled(statement, started)
         if session is not None:
             result = self._run_in_session(session, statement)
         elif statement.is_stateful:
@@ -257,6 +396,44 @@ class StoreEngine:
             raise
         self._give_back(handle)
         return result
+
+    def _stream_pooled(self, statement: Statement, started: float) -> ResultStream:
+        key = (tuple(sorted(statement.settings.items())), statement.database or "default")
+        handle = self._take_idle(key) or self._open_handle(key, statement.settings, statement.database)
+
+        def release(reusable: bool) -> None:
+            if reusable:
+                self._give_back(handle)
+            else:
+                handle.close()
+
+        try:
+            return handle.stream(statement.sql, statement.output_format, statement.params, release, started)
+        except StoreQueryError:
+            self._give_back(handle)
+            raise
+        except BaseException:
+            handle.close()
+            raise
+
+    def _stream_in_session(self, session: _Session, statement: Statement, started: float) -> ResultStream:
+        # The session's lock is held until the stream ends: its handle runs one query at a time.
+        session.lock.acquire()
+        session.last_used = time.monotonic()
+
+        def release(_: bool) -> None:
+            session.last_used = time.monotonic()
+            session.lock.release()
+            if statement.close_session:
+                self._end_session(statement.session_id)
+
+        try:
+            session.use_database(statement.database or session.database)
+            session.apply_overlay(statement.settings)
+            return session.handle.stream(statement.sql, statement.output_format, statement.params, release, started)
+        except BaseException:
+            release(True)
+            raise
 
     def _run_throwaway(self, statement: Statement):
         handle = self._open_handle((), statement.settings, statement.database)

@@ -13,16 +13,25 @@ Implemented:
   lz4 / zstd / gzip / deflate / br: the body is decoded as it arrives into a spool file (tmpfs
   where there is one) and loaded with `INSERT ... FROM INFILE ... FORMAT X`.
 - Sessions (`session_id`, `session_timeout`, `close_session`): see engine.py.
-- Responses: the result bytes uncompressed, with `X-ClickHouse-Format`, `X-ClickHouse-Summary`,
+- Responses: the result bytes with `X-ClickHouse-Format`, `X-ClickHouse-Summary`,
   `X-ClickHouse-Query-Id`, `X-ClickHouse-Timezone`; errors are non-2xx with
   `X-ClickHouse-Exception-Code` and the body `Code: N. DB::Exception: ...`, which
   clickhouse-connect raises as `DatabaseError`.
+- Reads are streamed: blocks are pulled from chDB one at a time and sent with chunked transfer
+  encoding, so the server holds a block or two of a large result, never all of it (uvicorn's flow
+  control stops the pulling while the client is slow). A result that ends within the first MiB
+  goes out as one plain response. An error after the first bytes were sent is written into the
+  body in ClickHouse's 25.11 form (`__exception__`, the `X-ClickHouse-Exception-Tag` tag, the
+  message), which clickhouse-connect raises as `DatabaseError`.
+- Response compression, as ClickHouse does it: only when the request has
+  `enable_http_compression=1` and an `Accept-Encoding` of lz4, zstd, gzip or deflate (the client's
+  order wins); one frame/stream over the whole body, flushed per block.
 - Optional credentials: basic auth, `X-ClickHouse-User`/`X-ClickHouse-Key`, or `user`/`password`
   URL parameters.
 
-Not implemented: response compression, ClickHouse's native block compression (`compress=1`,
-`decompress=1`), progress headers while a query runs, streaming of large results (each result
-is built in memory), query cancellation, external data tables, readonly GET semantics.
+Not implemented: ClickHouse's native block compression (`compress=1`, `decompress=1`), progress
+headers while a query runs, `wait_end_of_query` buffering, external data tables, readonly GET
+semantics. A client that goes away mid-result cancels the query.
 """
 from __future__ import annotations
 
@@ -32,26 +41,39 @@ import hmac
 import json
 import logging
 import os
+import secrets
 import tempfile
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+import zlib
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from services.store.config import StoreSettings
-from services.store.engine import BAD_ARGUMENTS, STD_EXCEPTION, Statement, StoreEngine, StoreQueryError
+from services.store.engine import (
+    BAD_ARGUMENTS,
+    STD_EXCEPTION,
+    Outcome,
+    ResultStream,
+    Statement,
+    StoreEngine,
+    StoreQueryError,
+)
 from services.store.protocol import InsertHead, UnsupportedEncoding, body_decoder, match_insert, split_params
 
 log = logging.getLogger(__name__)
 
 # Enough decoded bytes to see an insert's first line; more than any INSERT head needs.
 _HEAD_BYTES = 64 * 1024
+# A result that ends within this many bytes is sent as one response with a Content-Length.
+_STREAM_AFTER_BYTES = 1024 * 1024
 AUTHENTICATION_FAILED = 516
 
 # ClickHouse answers these codes with 4xx; the rest are 500. clickhouse-connect raises
@@ -82,6 +104,103 @@ _CONTENT_TYPES = {
 
 class BodyTooLarge(Exception):
     pass
+
+
+class _Lz4Encoder:
+    def __init__(self):
+        import lz4.frame
+
+        # One frame over the whole body: clickhouse-connect reads it with one LZ4FrameDecompressor.
+        self._compressor = lz4.frame.LZ4FrameCompressor(auto_flush=True)
+        self._started = False
+
+    def encode(self, data: bytes) -> bytes:
+        head = b""
+        if not self._started:
+            head, self._started = self._compressor.begin(), True
+        return head + self._compressor.compress(data)
+
+    def finish(self) -> bytes:
+        head = b"" if self._started else self._compressor.begin()
+        return head + self._compressor.flush()
+
+
+class _ZstdEncoder:
+    def __init__(self):
+        import zstandard
+
+        self._compressor = zstandard.ZstdCompressor(level=1).compressobj()
+        self._flush_block = zstandard.COMPRESSOBJ_FLUSH_BLOCK
+
+    def encode(self, data: bytes) -> bytes:
+        return self._compressor.compress(data) + self._compressor.flush(self._flush_block)
+
+    def finish(self) -> bytes:
+        return self._compressor.flush()
+
+
+class _ZlibEncoder:
+    def __init__(self, wbits: int):
+        self._compressor = zlib.compressobj(1, zlib.DEFLATED, wbits)
+
+    def encode(self, data: bytes) -> bytes:
+        return self._compressor.compress(data) + self._compressor.flush(zlib.Z_SYNC_FLUSH)
+
+    def finish(self) -> bytes:
+        return self._compressor.flush()
+
+
+_ENCODERS: dict[str, Callable[[], object]] = {
+    "lz4": _Lz4Encoder,
+    "zstd": _ZstdEncoder,
+    "gzip": lambda: _ZlibEncoder(zlib.MAX_WBITS | 16),
+    "deflate": lambda: _ZlibEncoder(zlib.MAX_WBITS),
+}
+
+
+def response_encoding(accept_encoding: str | None, enable_http_compression: str | None) -> str | None:
+    """The Content-Encoding to answer with: ClickHouse compresses a response only when asked twice,
+    by `enable_http_compression=1` and by `Accept-Encoding`."""
+    if enable_http_compression not in ("1", "true"):
+        return None
+    for item in (accept_encoding or "").split(","):
+        name, _, quality = item.strip().lower().partition(";")
+        if name in _ENCODERS and quality.replace(" ", "") not in ("q=0", "q=0.0"):
+            return name
+    return None
+
+
+def exception_block(tag: str, message: str) -> bytes:
+    """An error written into a result that has already begun, as ClickHouse 25.11+ writes it."""
+    text = message.rstrip("\n").encode() + b"\n"
+    return (b"__exception__\r\n" + tag.encode() + b"\r\n" + text + str(len(text)).encode() + b" "
+            + tag.encode() + b"\r\n__exception__\r\n")
+
+
+class _Puller:
+    """Pulls a ResultStream's blocks on the engine threads, one call at a time, and closes it
+    after any pull still running (a cancelled await does not stop the thread under it)."""
+
+    def __init__(self, stream: ResultStream, executor: ThreadPoolExecutor):
+        self.stream = stream
+        self._executor = executor
+        self._pending: Future | None = None
+
+    async def next(self) -> bytes | None:
+        self._pending = self._executor.submit(self.stream.next_chunk)
+        return await asyncio.wrap_future(self._pending)
+
+    def close_soon(self) -> None:
+        def close(*_: object) -> None:
+            try:
+                self._executor.submit(self.stream.close)
+            except RuntimeError:  # the executor is shut down: the server is stopping
+                self.stream.close()
+
+        if self._pending is not None and not self._pending.done():
+            self._pending.add_done_callback(close)
+        else:
+            close()
 
 
 def _error_response(error: StoreQueryError, query_id: str, status: int | None = None) -> Response:
@@ -238,7 +357,7 @@ def create_app(settings: StoreSettings, engine: StoreEngine) -> Starlette:
                 close_session=transport.get("close_session") in ("1", "true"),
                 default_format=transport.get("default_format") or None,
             )
-            outcome = await asyncio.get_running_loop().run_in_executor(executor, engine.execute, statement)
+            outcome = await asyncio.get_running_loop().run_in_executor(executor, engine.start, statement)
         except StoreQueryError as error:
             return _error_response(error, query_id)
         except ClientDisconnect:
@@ -262,17 +381,74 @@ def create_app(settings: StoreSettings, engine: StoreEngine) -> Starlette:
         finally:
             if spooled is not None:
                 spooled.discard()
-        return Response(
-            outcome.body,
-            headers={
-                "Content-Type": _CONTENT_TYPES.get(outcome.output_format, "application/octet-stream"),
-                "X-ClickHouse-Format": outcome.output_format,
-                "X-ClickHouse-Summary": json.dumps(outcome.summary, separators=(",", ":")),
-                "X-ClickHouse-Query-Id": query_id,
-                "X-ClickHouse-Timezone": engine.timezone,
-                "X-ClickHouse-Server-Display-Name": "imagesearch-store",
-            },
-        )
+        encoding = response_encoding(request.headers.get("accept-encoding"),
+                                     request.query_params.get("enable_http_compression"))
+        if isinstance(outcome, Outcome):
+            return _whole_response(outcome.body, outcome.output_format, outcome.summary, query_id, encoding)
+        return await _result_response(outcome, query_id, encoding)
+
+    def _headers(output_format: str, summary: dict[str, str], query_id: str, encoding: str | None) -> dict[str, str]:
+        headers = {
+            "Content-Type": _CONTENT_TYPES.get(output_format, "application/octet-stream"),
+            "X-ClickHouse-Format": output_format,
+            "X-ClickHouse-Summary": json.dumps(summary, separators=(",", ":")),
+            "X-ClickHouse-Query-Id": query_id,
+            "X-ClickHouse-Timezone": engine.timezone,
+            "X-ClickHouse-Server-Display-Name": "imagesearch-store",
+        }
+        if encoding:
+            headers["Content-Encoding"] = encoding
+        return headers
+
+    def _whole_response(body: bytes, output_format: str, summary: dict[str, str], query_id: str,
+                        encoding: str | None) -> Response:
+        if encoding:
+            encoder = _ENCODERS[encoding]()
+            body = encoder.encode(body) + encoder.finish()
+        return Response(body, headers=_headers(output_format, summary, query_id, encoding))
+
+    async def _result_response(stream: ResultStream, query_id: str, encoding: str | None) -> Response:
+        """A small result as one response; a large one streamed block by block."""
+        puller = _Puller(stream, executor)
+        buffered: list[bytes] = []
+        size = 0
+        try:
+            while size < _STREAM_AFTER_BYTES:
+                chunk = await puller.next()
+                if chunk is None:
+                    return _whole_response(b"".join(buffered), stream.output_format, stream.summary(), query_id,
+                                           encoding)
+                buffered.append(chunk)
+                size += len(chunk)
+        except StoreQueryError as error:
+            return _error_response(error, query_id)
+        except BaseException:
+            puller.close_soon()
+            raise
+
+        tag = secrets.token_hex(8)
+        headers = _headers(stream.output_format, stream.summary(), query_id, encoding)
+        headers["X-ClickHouse-Exception-Tag"] = tag
+
+        async def body() -> AsyncIterator[bytes]:
+            encoder = _ENCODERS[encoding]() if encoding else None
+            encode = encoder.encode if encoder else (lambda data: data)
+            try:
+                for chunk in buffered:
+                    yield encode(chunk)
+                buffered.clear()
+                try:
+                    while (chunk := await puller.next()) is not None:
+                        yield encode(chunk)
+                except StoreQueryError as error:
+                    log.info("query %s failed after its result began: %s", query_id, error.message.splitlines()[0])
+                    yield encode(exception_block(tag, error.message))
+                if encoder:
+                    yield encoder.finish()
+            finally:
+                puller.close_soon()
+
+        return StreamingResponse(body(), headers=headers)
 
     @asynccontextmanager
     async def lifespan(_: Starlette):

@@ -273,3 +273,175 @@ def test_concurrent_clients_get_their_own_answers(store, photos, vectors):
     indexes = list(range(0, 2000, 125))
     with ThreadPoolExecutor(max_workers=4) as pool:
         assert list(pool.map(nearest, indexes)) == [f"photo-{i}" for i in indexes]
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_large_result_is_streamed_with_bounded_server_memory(store):
+    """300k rows of 64 floats (77 MiB as Native): read three ways while the server's peak RSS
+    stays well under the size of the result (the whole result in memory cost ~350 MiB more)."""
+    writer = store.client()
+    writer.command("CREATE TABLE big (id UInt32, photo_id String, vector Array(Float32)) ENGINE = MergeTree ORDER BY id")
+    writer.command("INSERT INTO big SELECT number, toString(number), arrayMap(i -> toFloat32(number + i), range(64)) "
+                   "FROM numbers(300000)")
+    try:
+        Path(f"/proc/{store.process.pid}/clear_refs").write_text("5")  # resets the peak RSS
+    except OSError:
+        pytest.skip("cannot reset the server's peak RSS here")
+    before = peak_rss_mib(store.process.pid)
+
+    received = 0
+    with writer.raw_stream("SELECT * FROM big ORDER BY id", fmt="Native") as stream:
+        for chunk in stream:
+            received += len(chunk)
+    assert received > 75 * 2**20
+    array = writer.query_np("SELECT id, vector[64] AS last FROM big ORDER BY id")
+    assert array.shape == (300000,) and int(array[-1][0]) == 299999 and float(array[-1][1]) == 299999 + 63
+    frame = writer.query_df("SELECT id, photo_id FROM big ORDER BY id")
+    assert len(frame) == 300000 and frame["photo_id"].iloc[123456] == "123456"
+    growth = peak_rss_mib(store.process.pid) - before
+    print(f"server peak RSS growth while serving 300k-row results: {growth:.0f} MiB")
+    assert growth < 120, f"the server's peak RSS grew by {growth:.0f} MiB for a 77 MiB result"
+    writer.command("DROP TABLE big")
+    writer.close()
+
+
+def test_error_after_the_result_began_raises_database_error(store, client):
+    with pytest.raises(DatabaseError, match="boom"):
+        client.query("SELECT throwIf(number = 250000, 'boom') AS x FROM numbers(300000)")
+    assert client.command("SELECT 3") == 3  # the handle went back to the pool in a usable state
+
+
+def test_client_leaving_mid_result_cancels_the_query(store):
+    reader = store.client()
+    with reader.raw_stream("SELECT number, toString(number) FROM numbers(50000000)", fmt="TabSeparated") as stream:
+        first = next(iter(stream))
+    assert first.startswith(b"0\t0\n")
+    reader.close()
+    checker = store.client()
+    deadline = time.monotonic() + 20
+    while checker.command("SELECT count() FROM system.processes WHERE query LIKE '%numbers(50000000)%' "
+                          "AND query NOT LIKE '%system.processes%'") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert time.monotonic() < deadline, "the abandoned query kept running"
+    assert checker.command("SELECT 4") == 4
+    checker.close()
+
+
+def test_response_compression_when_the_client_asks(store):
+    import lz4.frame
+
+    url = f"http://127.0.0.1:{store.port}/"
+    sql = "SELECT number FROM numbers(300000)"
+    asked = httpx.get(url, params={"query": sql, "enable_http_compression": "1"},
+                      headers={"Accept-Encoding": "lz4"})
+    assert asked.headers["content-encoding"] == "lz4"
+    assert asked.headers["transfer-encoding"] == "chunked"  # 2 MiB of TSV: streamed
+    plain = lz4.frame.decompress(asked.content)
+    assert plain.count(b"\n") == 300000 and plain.endswith(b"299999\n")
+    assert len(asked.content) < len(plain)
+    small = httpx.get(url, params={"query": "SELECT 42", "enable_http_compression": "1"},
+                      headers={"Accept-Encoding": "gzip"})
+    assert small.headers["content-encoding"] == "gzip" and small.text == "42\n"  # httpx decodes gzip
+    unasked = httpx.get(url, params={"query": "SELECT 42"}, headers={"Accept-Encoding": "lz4"})
+    assert "content-encoding" not in unasked.headers and unasked.text == "42\n"
+
+
+def test_concurrent_writers_and_readers_lose_nothing(store):
+    """Four writers insert distinct rows in small batches while two readers count and search;
+    every row is there at the end, exactly once, and no reader ever sees the count go down."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    setup = store.client()
+    setup.command("CREATE TABLE busy (id UInt32, writer UInt8, vector Array(Float32)) ENGINE = MergeTree ORDER BY id")
+    writers, batches, rows = 4, 12, 250
+    done = False
+
+    def write(writer_id: int) -> int:
+        client = store.client(compress=["lz4", "zstd", "gzip", False][writer_id])
+        rng = np.random.default_rng(writer_id)
+        try:
+            for batch in range(batches):
+                start = (writer_id * batches + batch) * rows
+                data = [[start + i, writer_id, rng.random(8, dtype=np.float32).tolist()] for i in range(rows)]
+                client.insert("busy", data, column_names=["id", "writer", "vector"])
+            return batches * rows
+        finally:
+            client.close()
+
+    def read(_: int) -> int:
+        client = store.client()
+        seen = [0]
+        try:
+            while not done:
+                count = client.command("SELECT count() FROM busy")
+                assert count >= seen[-1]
+                seen.append(count)
+                client.query("SELECT id FROM busy ORDER BY cosineDistance(vector, {q:Array(Float32)}) LIMIT 5",
+                             parameters={"q": [0.5] * 8})
+            return len(seen)
+        finally:
+            client.close()
+
+    with ThreadPoolExecutor(max_workers=writers + 2) as pool:
+        readers = [pool.submit(read, i) for i in range(2)]
+        written = sum(pool.map(write, range(writers)))
+        done = True
+        reads = sum(reader.result() for reader in readers)
+    total = writers * batches * rows
+    assert written == total and reads > 2
+    assert setup.query("SELECT count(), uniqExact(id), min(id), max(id) FROM busy").result_rows == [
+        (total, total, 0, total - 1)]
+    assert setup.query("SELECT writer, count() FROM busy GROUP BY writer ORDER BY writer").result_rows == [
+        (w, batches * rows) for w in range(writers)]
+    setup.command("DROP TABLE busy")
+    setup.close()
+
+
+def test_rows_acknowledged_before_sigterm_survive_a_restart(tmp_path):
+    """Inserts run until the server is told to stop: every insert that was acknowledged is there
+    after a restart (graceful shutdown lets running requests finish, then closes chDB)."""
+    import threading
+
+    server = StoreProcess(tmp_path / "data", tmp_path / "store.log").start()
+    setup = server.client()
+    setup.command("CREATE TABLE flushed (id UInt32, batch UInt32) ENGINE = MergeTree ORDER BY id")
+    setup.close()
+    acknowledged: list[int] = []
+    stop = threading.Event()
+
+    def keep_inserting() -> None:
+        client = server.client()
+        batch = 0
+        while not stop.is_set():
+            try:
+                client.insert("flushed", [[batch * 1000 + i, batch] for i in range(1000)], column_names=["id", "batch"])
+            except Exception:  # noqa: BLE001 - the server went away mid-request: not acknowledged
+                return
+            acknowledged.append(batch)
+            batch += 1
+
+    thread = threading.Thread(target=keep_inserting)
+    thread.start()
+    while len(acknowledged) < 5:
+        time.sleep(0.02)
+    assert server.stop(signal.SIGTERM) == 0
+    stop.set()
+    thread.join(timeout=30)
+
+    server.start()
+    try:
+        reader = server.client()
+        batches = {row[0] for row in reader.query("SELECT DISTINCT batch FROM flushed").result_rows}
+        assert set(acknowledged) <= batches
+        # At most the one insert in flight at the signal may be there without its acknowledgement.
+        assert len(batches - set(acknowledged)) <= 1
+        assert reader.command("SELECT count() FROM flushed") == 1000 * len(batches)
+        reader.close()
+    finally:
+        server.stop()

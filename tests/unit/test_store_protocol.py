@@ -89,3 +89,60 @@ def test_engine_errors_keep_the_server_text_and_code():
     assert error.message.startswith("Code: 60. DB::Exception: Unknown table")
     unexpected = StoreQueryError.from_engine(RuntimeError("boom"))
     assert unexpected.code == 1001 and "boom" in unexpected.message
+
+
+def test_reads_are_streamed_and_everything_else_is_not():
+    assert Statement("SELECT 1").is_read
+    assert Statement("-- c\n  with x AS (SELECT 1) SELECT * FROM x").is_read
+    assert Statement("(SELECT 1) UNION ALL (SELECT 2)").is_read
+    assert not Statement("SHOW TABLES").is_read and not Statement("DESCRIBE TABLE t").is_read  # chDB refuses
+    assert not Statement("INSERT INTO t SELECT * FROM s").is_read
+    assert not Statement("CREATE TABLE t ENGINE Memory AS SELECT 1").is_read
+    assert not Statement("SELECT 1 INTO OUTFILE '/tmp/x'").is_read
+    assert not Statement("SET max_threads = 1").is_read
+
+
+def test_response_is_compressed_only_when_asked_twice_and_in_the_clients_order():
+    from services.store.server import response_encoding
+
+    assert response_encoding("lz4,zstd,br,gzip,deflate", "1") == "lz4"
+    assert response_encoding("br, zstd;q=0.9, gzip", "1") == "zstd"
+    assert response_encoding("gzip;q=0, deflate", "1") == "deflate"
+    assert response_encoding("lz4", None) is None  # ClickHouse needs enable_http_compression=1 too
+    assert response_encoding("br", "1") is None
+    assert response_encoding(None, "1") is None
+
+
+@pytest.mark.parametrize("encoding,decompress", [
+    ("lz4", lz4.frame.decompress),
+    ("zstd", lambda data: zstandard.ZstdDecompressor().decompressobj().decompress(data)),
+    ("gzip", gzip.decompress),
+    ("deflate", zlib.decompress),
+])
+def test_streamed_response_is_one_stream_that_decodes_block_by_block(encoding, decompress):
+    from services.store.server import _ENCODERS
+
+    encoder = _ENCODERS[encoding]()
+    pieces = [encoder.encode(block) for block in BLOCKS]
+    assert all(pieces[1:])  # every block is flushed as it goes, not held back to the end
+    assert decompress(b"".join(pieces) + encoder.finish()) == b"".join(BLOCKS)
+    empty = _ENCODERS[encoding]()
+    assert decompress(empty.finish()) == b""
+
+
+def test_error_inside_a_begun_result_uses_clickhouse_exception_tag_form():
+    transform = pytest.importorskip("clickhouse_connect.driver.transform")
+    from services.store.server import exception_block
+
+    block = exception_block("abc123", "Code: 395. DB::Exception: boom. (FUNCTION_THROW_IF_VALUE_IS_NON_ZERO)")
+    assert block.startswith(b"__exception__\r\nabc123\r\n")
+    assert block.endswith(b" abc123\r\n__exception__\r\n")
+    assert "Code: 395" in transform.extract_exception_with_tag(b"partial rows" + block, "abc123")
+
+
+def test_native_header_block_for_an_empty_result():
+    from services.store.engine import native_header
+
+    assert native_header([("id", "UInt32"), ("v", "Array(Float32)")]) == (
+        b"\x02\x00" + b"\x02id" + b"\x06UInt32" + b"\x01v" + b"\x0eArray(Float32)")
+    assert native_header([("x" * 200, "String")]).startswith(b"\x01\x00\xc8\x01")
