@@ -4,6 +4,19 @@ The only module of the service that imports torch and transformers. `ClipModel.e
 `ClipModel.embed_images` run a whole micro-batch in one forward pass; the batcher calls them from a
 single worker thread, so the tokenizer (not thread-safe) and the model are used by one thread at a
 time. `preprocess_images` is thread-safe and runs in the decoding pool.
+
+Precision: "auto" is float16 on CUDA; on the CPU it is bfloat16 only where the CPU has AMX tiles
+(`amx_bf16`), else float32. Measured with the ViT-B/32 shapes at batch 32: on an AMX CPU bf16 ran
+about 5x faster than fp32 (144 vs 28 images/s); on a 2-core AVX2 CPU without AMX bf16 ran about 6x
+slower (1 vs 6.5 images/s), because torch then emulates it. bf16 vectors agree with fp32 to a cosine
+similarity of at least 0.999 (tested).
+
+Fast preprocessing (`fast_preprocess`, on by default) does CLIPProcessor's resize and crop with the
+same Pillow calls but skips its numpy round trips; for pictures more elongated than 4:1 it resizes
+only the part the crop keeps (Pillow's `box`), so a 50000x1 picture costs no more than a square one
+instead of gigabytes. Pixels are identical up to 4:1 and within one 8-bit level beyond; vectors
+match CLIPProcessor within 1e-4 (tested). Checkpoints whose processor config it does not recognise
+fall back to the processor itself.
 """
 from __future__ import annotations
 
@@ -16,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from transformers import CLIPModel, CLIPProcessor
 
 log = logging.getLogger(__name__)
@@ -40,10 +54,31 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def resolve_dtype(dtype: str, device: str) -> torch.dtype:
+def cpu_has_amx(cpuinfo: str | None = None, capability: str | None = None) -> bool:
+    """Whether the CPU has AMX bf16 tiles, the only CPUs where bf16 beats fp32 (see the module doc).
+
+    Reads the `amx_bf16` flag of /proc/cpuinfo and torch's own CPU capability ("AMX" in it, as on
+    builds that report e.g. "AVX512_AMX"); the arguments replace both, for tests."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    if capability is None:
+        try:
+            capability = str(torch.backends.cpu.get_cpu_capability())
+        except Exception:  # an old torch or an odd platform: rely on cpuinfo alone
+            capability = ""
+    flags = {flag for line in cpuinfo.splitlines() if line.startswith("flags") for flag in line.split()}
+    return "amx_bf16" in flags or "AMX" in capability.upper()
+
+
+def resolve_dtype(dtype: str, device: str, amx: bool | None = None) -> torch.dtype:
     if dtype == "auto":
-        # Half precision doubles throughput on a GPU; on a CPU it is slower and less exact.
-        return torch.float16 if device.startswith("cuda") else torch.float32
+        if device.startswith("cuda"):
+            return torch.float16
+        # bf16 on a CPU pays only with AMX; elsewhere it is emulated and several times slower.
+        return torch.bfloat16 if (cpu_has_amx() if amx is None else amx) else torch.float32
     return _DTYPES[dtype]
 
 
@@ -74,7 +109,7 @@ class ClipModel:
     """A loaded CLIP checkpoint: `dim`, `info()`, and batched, normalised embedding."""
 
     def __init__(self, name: str, model: CLIPModel, processor: CLIPProcessor, device: str,
-                 dtype: torch.dtype, fingerprint: str, random_weights: bool):
+                 dtype: torch.dtype, fingerprint: str, random_weights: bool, fast_preprocess: bool = True):
         self.name = name
         self.model = model
         self.processor = processor
@@ -87,16 +122,21 @@ class ClipModel:
         self.dim = int(model.config.projection_dim)
         self.max_tokens = int(model.config.text_config.max_position_embeddings)
         self.image_size = int(model.config.vision_config.image_size)
+        self._cuda = str(device).startswith("cuda")
+        self._fast = _FastPreprocess.from_processor(self.image_processor) if fast_preprocess else None
 
     @classmethod
-    def load(cls, name: str, device: str = "auto", dtype: str = "auto", threads: int = 0) -> ClipModel:
+    def load(cls, name: str, device: str = "auto", dtype: str = "auto", threads: int = 0,
+             fast_preprocess: bool = True) -> ClipModel:
         started = time.perf_counter()
         torch.set_num_threads(threads or available_cores())
         device = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, device)
         folder = Path(name)
         local = folder.is_dir()
-        model = CLIPModel.from_pretrained(name, dtype=torch_dtype)
+        # SDPA: fused (flash / memory-efficient) attention kernels on CUDA; on the CPU it is the
+        # same maths as the eager path, so the reference test holds either way.
+        model = CLIPModel.from_pretrained(name, dtype=torch_dtype, attn_implementation="sdpa")
         model = model.to(device).eval()
         processor = CLIPProcessor.from_pretrained(name)
         if local:
@@ -105,7 +145,8 @@ class ClipModel:
         else:
             fingerprint = _fingerprint_state(model)
         random_weights = local and (folder / RANDOM_WEIGHTS_MARKER).exists()
-        loaded = cls(name, model, processor, device, torch_dtype, fingerprint, random_weights)
+        loaded = cls(name, model, processor, device, torch_dtype, fingerprint, random_weights,
+                     fast_preprocess=fast_preprocess)
         log.info("loaded %s on %s (%s, dim %d, fingerprint %s%s) in %.1fs", name, device,
                  str(torch_dtype).removeprefix("torch."), loaded.dim, fingerprint,
                  ", RANDOM WEIGHTS: results are meaningless" if random_weights else "",
@@ -122,21 +163,30 @@ class ClipModel:
             "random_weights": self.random_weights,
             "image_size": self.image_size,
             "max_text_tokens": self.max_tokens,
+            "fast_preprocess": self._fast is not None,
         }
 
     # -- images ---------------------------------------------------------------------------------
 
     def preprocess_images(self, images: list) -> torch.Tensor:
         """Resize, crop and normalise RGB PIL images into pixel values (CPU, float32). Thread-safe."""
+        if self._fast is not None:
+            return torch.from_numpy(np.stack([self._fast(image) for image in images]))
         return self.image_processor(images=images, return_tensors="pt")["pixel_values"]
 
     @torch.inference_mode()
     def embed_images(self, pixel_batches: list[torch.Tensor]) -> list[np.ndarray]:
         """One forward pass over the given pixel values (one tensor per image); unit vectors out."""
         pixels = torch.cat([p.reshape(-1, *p.shape[-3:]) for p in pixel_batches])
-        pixels = pixels.to(self.device, dtype=self.dtype, non_blocking=True)
-        features = self.model.get_image_features(pixel_values=pixels).pooler_output
+        features = self.model.get_image_features(pixel_values=self._to_device(pixels, self.dtype)).pooler_output
         return list(self._normalised(features))
+
+    def _to_device(self, tensor: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        if not self._cuda:
+            return tensor if dtype is None else tensor.to(dtype)
+        # Pinned host memory lets the copy run asynchronously; the one host sync per batch is the
+        # final `.cpu()` of the vectors.
+        return tensor.pin_memory().to(self.device, dtype=dtype, non_blocking=True)
 
     # -- texts ----------------------------------------------------------------------------------
 
@@ -146,7 +196,7 @@ class ClipModel:
         lengths = [len(ids) for ids in self.tokenizer(texts, truncation=False, verbose=False)["input_ids"]]
         tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens,
                                 return_tensors="pt")
-        tokens = {key: value.to(self.device) for key, value in tokens.items()}
+        tokens = {key: self._to_device(value) for key, value in tokens.items()}
         features = self.model.get_text_features(**tokens).pooler_output
         vectors = self._normalised(features)
         return [TextResult(vector, length > self.max_tokens) for vector, length in zip(vectors, lengths)]
@@ -157,3 +207,73 @@ class ClipModel:
         features = features.float()
         features = features / features.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         return features.cpu().numpy().astype(np.float32, copy=False)
+
+
+class _FastPreprocess:
+    """CLIPProcessor's resize-shortest-edge + centre-crop + normalise, without its float copies.
+
+    The processor turns the picture into numpy, back into Pillow, resizes the whole of it (bicubic,
+    shortest edge to `shortest`), crops the centre `crop` and rescales and normalises in float64.
+    Here: the same Pillow resize and crop (bit-identical pixels) and one fused float32 multiply-add.
+    For pictures more elongated than 4:1, Pillow's `resize(..., box=...)` evaluates the same filter
+    at the same source positions for the kept region only; the pixels then agree within one 8-bit
+    level (Pillow's fixed-point rounding), and the work stays that of a square picture.
+    """
+
+    def __init__(self, shortest: int, crop_height: int, crop_width: int, resample: int,
+                 scale: float, mean, std):
+        self.shortest = shortest
+        self.crop_height = crop_height
+        self.crop_width = crop_width
+        self.resample = resample
+        # Up to 4:1, resize the whole picture exactly as the processor does; beyond, only the box.
+        self.exact_area_limit = 4 * shortest * shortest
+        # (x * scale - mean) / std == x * a + b, computed once.
+        mean = np.asarray(mean, dtype=np.float64)
+        std = np.asarray(std, dtype=np.float64)
+        self._a = (scale / std).astype(np.float32)
+        self._b = (-mean / std).astype(np.float32)
+
+    @classmethod
+    def from_processor(cls, processor) -> _FastPreprocess | None:
+        """The fast path for this processor's settings, or None when they are not the CLIP recipe."""
+        size = dict(getattr(processor, "size", None) or {})
+        crop = dict(getattr(processor, "crop_size", None) or {})
+        recipe = (getattr(processor, "do_resize", False) and getattr(processor, "do_center_crop", False)
+                  and getattr(processor, "do_rescale", False) and getattr(processor, "do_normalize", False)
+                  and set(k for k, v in size.items() if v) == {"shortest_edge"}
+                  and crop.get("height") and crop.get("width")
+                  and crop["height"] <= size["shortest_edge"] and crop["width"] <= size["shortest_edge"])
+        if not recipe:
+            log.info("the image processor's settings are not CLIP's usual recipe; using it as it is")
+            return None
+        return cls(int(size["shortest_edge"]), int(crop["height"]), int(crop["width"]),
+                   int(processor.resample if processor.resample is not None else Image.Resampling.BICUBIC),
+                   float(processor.rescale_factor), processor.image_mean, processor.image_std)
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        width, height = image.size
+        # transformers' get_resize_output_image_size with default_to_square=False.
+        if width <= height:
+            new_width, new_height = self.shortest, int(self.shortest * height / width)
+        else:
+            new_width, new_height = int(self.shortest * width / height), self.shortest
+        # transformers' centre crop on the resized picture.
+        top = (new_height - self.crop_height) // 2
+        left = (new_width - self.crop_width) // 2
+        if new_width * new_height <= self.exact_area_limit:
+            # The processor's own steps, minus its float copies of the whole picture: bit-identical.
+            resized = image.resize((new_width, new_height), self.resample)
+            cropped = resized.crop((left, top, left + self.crop_width, top + self.crop_height))
+        else:
+            # Very elongated: resizing everything would cost up to gigabytes (a 1x50000 PNG becomes
+            # 224x11 million pixels). Resize only the kept box.
+            x_scale, y_scale = width / new_width, height / new_height
+            box = (left * x_scale, top * y_scale, (left + self.crop_width) * x_scale,
+                   (top + self.crop_height) * y_scale)
+            cropped = image.resize((self.crop_width, self.crop_height), self.resample, box=box)
+        pixels = np.asarray(cropped, dtype=np.float32)  # H, W, C
+        pixels = pixels * self._a + self._b
+        return np.ascontiguousarray(pixels.transpose(2, 0, 1))

@@ -40,3 +40,4 @@ class ModelInfo(BaseModel):
     random_weights: bool
     image_size: int
     max_text_tokens: int
+    fast_preprocess: bool = False

@@ -23,10 +23,11 @@ log = logging.getLogger(__name__)
 
 
 class EmbedderService:
-    def __init__(self, settings: EmbedderSettings):
+    def __init__(self, settings: EmbedderSettings, model: ClipModel | None = None):
+        """`model`, when given, is used as loaded (benchmarks share one across services)."""
         self.settings = settings
         self.metrics = Metrics()
-        self.model: ClipModel | None = None
+        self.model: ClipModel | None = model
         self.load_error: str | None = None
         self.batcher = MicroBatcher(self._run_batch, max_batch=settings.max_batch,
                                     max_wait_ms=settings.max_wait_ms, max_queue=settings.max_queue,
@@ -42,14 +43,16 @@ class EmbedderService:
         self._decoder = ThreadPoolExecutor(max_workers=self.settings.decode_threads or available_cores(),
                                            thread_name_prefix="decode")
         await self.batcher.start()
-        self._load_task = asyncio.create_task(self._load(), name="load-model")
+        if self.model is None:
+            self._load_task = asyncio.create_task(self._load(), name="load-model")
 
     async def _load(self) -> None:
         settings = self.settings
         log.info("loading %s", settings.embedder_model)
         try:
             self.model = await asyncio.to_thread(ClipModel.load, settings.embedder_model, settings.device,
-                                                 settings.dtype, settings.torch_threads)
+                                                 settings.dtype, settings.torch_threads,
+                                                 settings.fast_preprocess)
         except Exception as exc:  # reported by /readyz; the process stays up to say why
             log.exception("could not load the model %s", settings.embedder_model)
             self.load_error = f"The model {settings.embedder_model!r} could not be loaded: {exc}"
@@ -135,7 +138,8 @@ class EmbedderService:
     def _prepare_image(self, model: ClipModel, image: bytes | str):
         data = decode_base64(image) if isinstance(image, str) else image
         picture = decode_image(data, max_bytes=self.settings.max_image_bytes,
-                               max_pixels=self.settings.max_image_pixels)
+                               max_pixels=self.settings.max_image_pixels,
+                               draft_size=model.image_size if self.settings.jpeg_draft else 0)
         return model.preprocess_images([picture])
 
     # -- helpers --------------------------------------------------------------------------------

@@ -1,0 +1,137 @@
+"""services/embedder/model.py: precision chosen from the CPU, the fast preprocessing path equal to
+CLIPProcessor, and reduced precision within a stated tolerance of float32."""
+from __future__ import annotations
+
+import io
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import CLIPProcessor
+
+from services.embedder.images import decode_image
+from services.embedder.model import ClipModel, _FastPreprocess, cpu_has_amx, resolve_dtype
+
+# bf16 keeps 8 bits of mantissa: vectors stay this close to float32 ones (per vector, cosine).
+BF16_MIN_COSINE = 0.999
+# JPEG draft decoding (DCT scaling) is not the reference's bicubic resize: pixels differ a little.
+DRAFT_MIN_COSINE = 0.99
+
+SAPPHIRE_RAPIDS = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f amx_bf16 amx_tile amx_int8\n"
+ZEN3 = "processor\t: 0\nflags\t\t: fpu sse avx2 fma\n"
+
+
+def test_amx_is_detected_from_cpuinfo_or_torch_capability():
+    assert cpu_has_amx(SAPPHIRE_RAPIDS, "AVX512") is True
+    assert cpu_has_amx(ZEN3, "AVX2") is False
+    assert cpu_has_amx("", "AVX512_AMX") is True
+    assert cpu_has_amx("", "") is False
+    # This machine: the answer is whatever its flags say, without error.
+    assert isinstance(cpu_has_amx(), bool)
+
+
+def test_auto_precision_is_bf16_only_on_amx_cpus_and_fp16_on_cuda():
+    assert resolve_dtype("auto", "cpu", amx=True) == torch.bfloat16
+    assert resolve_dtype("auto", "cpu", amx=False) == torch.float32
+    assert resolve_dtype("auto", "cuda", amx=False) == torch.float16
+    assert resolve_dtype("auto", "cuda:1", amx=True) == torch.float16
+    assert resolve_dtype("bfloat16", "cpu", amx=False) == torch.bfloat16
+    assert resolve_dtype("float32", "cpu", amx=True) == torch.float32
+
+
+def varied_pictures() -> dict[str, Image.Image]:
+    rng = np.random.default_rng(7)
+
+    def noise(width: int, height: int) -> Image.Image:
+        return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+    return {"landscape": noise(200, 150), "portrait": noise(150, 200), "square": noise(64, 64),
+            "one pixel": noise(1, 1), "wide 100:1": noise(1000, 10), "tall 1:60": noise(5, 300),
+            "odd": noise(641, 479), "small": noise(13, 9), "big": noise(1600, 1200)}
+
+
+@pytest.mark.parametrize("size", ["tiny", "b32"])
+def test_fast_preprocessing_equals_clip_processor(tiny_model_dir, size):
+    from tools.random_model import CLIP_CONFIG_DIR
+
+    folder = tiny_model_dir if size == "tiny" else CLIP_CONFIG_DIR
+    processor = CLIPProcessor.from_pretrained(folder).image_processor
+    fast = _FastPreprocess.from_processor(processor)
+    assert fast is not None
+    for name, picture in varied_pictures().items():
+        expected = processor(images=[picture], return_tensors="np")["pixel_values"][0]
+        got = fast(picture)
+        assert got.shape == expected.shape and got.dtype == np.float32, name
+        difference = np.abs(got - expected)
+        width, height = picture.size
+        if max(width, height) <= 4 * min(width, height):
+            # The processor's own resize and crop: only float rounding differs.
+            assert difference.max() < 1e-5, name
+        else:
+            # Box resize: at most one 8-bit level (1/255/std = 0.015) in a few pixels.
+            assert difference.max() <= 0.016, name
+            assert difference.mean() < 1e-3, name
+
+
+def test_a_very_elongated_picture_costs_no_more_than_a_square_one(tiny_model_dir):
+    processor = CLIPProcessor.from_pretrained(tiny_model_dir).image_processor
+    fast = _FastPreprocess.from_processor(processor)
+    # The processor would resize this to 64x3.2 million pixels before cropping.
+    line = Image.linear_gradient("L").resize((1, 50_000)).convert("RGB")
+    started = time.perf_counter()
+    pixels = fast(line)
+    assert pixels.shape == (3, 64, 64) and time.perf_counter() - started < 0.5
+
+
+def test_unusual_processor_settings_fall_back_to_the_processor(tiny_model_dir):
+    processor = CLIPProcessor.from_pretrained(tiny_model_dir).image_processor
+    processor.do_center_crop = False
+    assert _FastPreprocess.from_processor(processor) is None
+
+
+def photos() -> list[Image.Image]:
+    rng = np.random.default_rng(3)
+    pictures = []
+    for index in range(6):
+        base = Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).resize((256, 192))
+        base.paste((255 * (index % 2), 40 * index, 200), (0, 0, 90, 192))
+        pictures.append(base)
+    return pictures
+
+
+def cosine(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    return np.sum(first * second, axis=1) / (np.linalg.norm(first, axis=1) * np.linalg.norm(second, axis=1))
+
+
+def test_bf16_on_the_cpu_stays_within_the_stated_tolerance_of_fp32(tiny_model_dir):
+    full = ClipModel.load(str(tiny_model_dir), device="cpu", dtype="float32")
+    half = ClipModel.load(str(tiny_model_dir), device="cpu", dtype="bfloat16")
+    assert half.info()["dtype"] == "bfloat16" and half.fingerprint == full.fingerprint
+    pixels = [full.preprocess_images([picture]) for picture in photos()]
+    reference = np.stack(full.embed_images(pixels))
+    reduced = np.stack(half.embed_images(pixels))
+    assert reduced.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(reduced, axis=1), 1.0, atol=1e-5)
+    assert cosine(reference, reduced).min() >= BF16_MIN_COSINE
+    texts = ["a photo of a dog", "una playa al atardecer", "sunset " * 90]
+    text_reference = np.stack([r.vector for r in full.embed_texts(texts)])
+    text_reduced = np.stack([r.vector for r in half.embed_texts(texts)])
+    assert cosine(text_reference, text_reduced).min() >= BF16_MIN_COSINE
+
+
+def test_jpeg_draft_decoding_stays_within_its_stated_tolerance(tiny_model_dir):
+    model = ClipModel.load(str(tiny_model_dir), device="cpu", dtype="float32")
+    limits = {"max_bytes": 10_000_000, "max_pixels": 10_000_000}
+    encoded = []
+    for picture in photos():
+        buffer = io.BytesIO()
+        picture.resize((1024, 768), Image.Resampling.BICUBIC).save(buffer, "JPEG", quality=90)
+        encoded.append(buffer.getvalue())
+    drafted = [decode_image(data, **limits, draft_size=model.image_size) for data in encoded]
+    # 1024x768 against a 64-pixel model: the decoder scaled by 8, never below the model's input size.
+    assert all(picture.size == (128, 96) for picture in drafted)
+    exact = np.stack(model.embed_images([model.preprocess_images([decode_image(d, **limits)]) for d in encoded]))
+    fast = np.stack(model.embed_images([model.preprocess_images([picture]) for picture in drafted]))
+    assert cosine(exact, fast).min() >= DRAFT_MIN_COSINE
