@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from services.common.schemas import METADATA_FIELDS, PhotoRecord
 
 TOP_K_MAX = 100
+OFFSET_MAX = 1000
 INGEST_MAX_PHOTOS = 5000
 BATCH_SIZE_MAX = 256
 
@@ -31,6 +32,10 @@ class SearchRequest(BaseModel):
                                            "0 = text only, 1 = image only, 0.5 = the mean (the seed's rule).")
     top_k: int = Field(10, description=f"How many results, 1 to {TOP_K_MAX}.")
     min_score: float | None = Field(None, description="Drop results whose cosine similarity is below this.")
+    offset: int = Field(0, description=f"Skip this many results: the next page starts at offset + top_k "
+                                       f"(0 to {OFFSET_MAX}).")
+    collapse: float | None = Field(None, description="Fold near-duplicates: drop a result whose cosine similarity "
+                                                     "to a better result is at least this (e.g. 0.95; 0 to 1).")
     filters: dict[str, Any] | None = Field(
         None, description="Metadata filters: {\"photo_location_country\": \"Spain\"} (equal), a list "
                           "(any of), or operators {\"photo_width\": {\"gte\": 1000}} (eq, ne, gt, gte, lt, "
@@ -48,6 +53,20 @@ class SearchRequest(BaseModel):
     def _top_k_range(cls, value: int) -> int:
         if not 1 <= value <= TOP_K_MAX:
             raise ValueError(f"top_k must be between 1 and {TOP_K_MAX}")
+        return value
+
+    @field_validator("offset")
+    @classmethod
+    def _offset_range(cls, value: int) -> int:
+        if not 0 <= value <= OFFSET_MAX:
+            raise ValueError(f"offset must be between 0 and {OFFSET_MAX}")
+        return value
+
+    @field_validator("collapse")
+    @classmethod
+    def _collapse_range(cls, value: float | None) -> float | None:
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise ValueError("collapse must be between 0 and 1 (a cosine similarity)")
         return value
 
     @field_validator("min_score")
@@ -112,6 +131,7 @@ class SearchResult(Photo):
 class SearchResponse(BaseModel):
     results: list[SearchResult]
     took_ms: float
+    offset: int = Field(0, description="How many results this page skipped; ranks count from the first page.")
     model: str | None = Field(description="The embedder model that made the query vector.")
     random_weights: bool = Field(description="True when that model has random weights: results are meaningless.")
     notice: str | None = Field(None, description="A sentence to show the user, e.g. about random weights.")

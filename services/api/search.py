@@ -47,6 +47,8 @@ class SearchQuery:
     top_k: int = 10
     min_score: float | None = None
     filters: dict[str, Any] | None = None
+    offset: int = 0
+    collapse: float | None = None
 
 
 def decode_base64_image(text: str, max_bytes: int) -> bytes:
@@ -158,11 +160,12 @@ async def run_search(services: Services, query: SearchQuery) -> dict[str, Any]:
     rows = await _search_store(services, vector, query, model_info)
     random_weights = bool(model_info.get("random_weights", False))
     took_ms = (time.perf_counter() - started) * 1000.0
-    log.info("search text=%s image=%s photo_id=%s top_k=%d -> %d results in %.1f ms",
-             bool(query.text), bool(image), query.photo_id, query.top_k, len(rows), took_ms)
+    log.info("search text=%s image=%s photo_id=%s top_k=%d offset=%d -> %d results in %.1f ms",
+             bool(query.text), bool(image), query.photo_id, query.top_k, query.offset, len(rows), took_ms)
     return {
-        "results": [shape_result(row, rank) for rank, row in enumerate(rows, start=1)],
+        "results": [shape_result(row, rank) for rank, row in enumerate(rows, start=query.offset + 1)],
         "took_ms": round(took_ms, 2),
+        "offset": query.offset,
         "model": model_info.get("name"),
         "random_weights": random_weights,
         "notice": RANDOM_WEIGHTS_NOTICE if random_weights else None,
@@ -176,9 +179,16 @@ async def _search_store(services: Services, vector: np.ndarray, query: SearchQue
         # Nothing ingested yet: an empty answer, not an error.
         return []
     _check_same_model(table, model_info, vector)
+    # Pagination and collapsing are passed only when asked for, so a store without them still serves
+    # plain queries.
+    options: dict[str, Any] = {}
+    if query.offset:
+        options["offset"] = query.offset
+    if query.collapse is not None:
+        options["collapse"] = query.collapse
     try:
         return await blocking(services.store.search, vector, top_k=query.top_k, min_score=query.min_score,
-                              filters=query.filters)
+                              filters=query.filters, **options)
     except ServiceError:
         raise
     except (TypeError, ValueError) as exc:

@@ -2,22 +2,42 @@
 
 One URL (`STORE_URL`, a clickhouse-connect DSN such as `http://user:pass@host:8123/database`) picks the
 server: the embedded store (`services/store/`), MyScale or ClickHouse. All three speak the ClickHouse
-HTTP interface, so the same client code reaches them; what differs is the SQL dialect of vector search,
-which is decided once, by asking the server (`Dialect`, `detect_dialect`).
+HTTP interface, so the same client code reaches them; what differs is the SQL dialect of vector search
+and of its index, which is decided once, by asking the server (`Dialect`, `dialect_for`).
 
 The table keeps the seed's columns (`id`, `photo_id`, `photo_image_url`, `photo_embed` with a length
 constraint) plus the Unsplash metadata of `METADATA_FIELDS` and `inserted_at`. Which model made the
 vectors is recorded in a small `<table>_meta` table (model name, dimension): a table holds the vectors
-of one model only, and `ensure_table` refuses another one with `ModelMismatch`.
+of one model only, and `ensure_table` refuses another one with `ModelMismatch`, whose message says how
+to re-index.
 
-Duplicates: the engine is `ReplacingMergeTree(inserted_at) ORDER BY photo_id`, so writing the same
-photo twice (a retried ingest task) leaves two rows until a background merge keeps the newest. Every
-read here uses `FINAL`, so readers always see one row per photo_id, merged or not. FINAL costs a merge
-at read time, which at the seed's scale (tens of thousands of rows, exact search) is small; the worker
-also skips photo_ids that are already stored, so duplicates stay rare.
+Vector index. ClickHouse (and the embedded store): `vector_similarity('hnsw', 'cosineDistance', dim)`,
+added to a filled table and then materialised (`build_index`); MyScale: `ADD VECTOR INDEX ... TYPE
+MSTG` (or `STORE_INDEX_TYPE`, e.g. SCANN on open-source MyScaleDB), status from `system.vector_indices`.
+Building costs about 1,350 rows/s on 2 cores and merges rebuild it, so the index is built after bulk
+ingestion, not kept during it (`bench/store.py` measures both). Search is exact (a full scan, which
+is the exact answer) while the table has fewer than `exact_below` rows, and indexed above it; the
+search width (`hnsw_candidate_list_size_for_search`) is a setting. The index only answers queries
+shaped `ORDER BY <distance> LIMIT k` with k <= `max_limit_for_vector_search_queries`: we keep that
+shape (no tie-breaker column in the ORDER BY; ties are ordered here) and raise the limit per query.
 
-Every value reaches the server as a bound parameter (`{name:Type}`); only identifiers (validated
-against a strict pattern) and the vector dimension (an int) are written into SQL text.
+Duplicates. The engine is `ReplacingMergeTree(inserted_at) ORDER BY photo_id`: writing a photo twice
+(a retried ingest task) leaves two rows until a background merge keeps the newest. Point reads (get
+by id, count, random) use `FINAL`, so they see one row per photo_id. The search path does not: it
+over-fetches a few rows and keeps the first (closest) row of each photo_id here. Both versions of a
+photo come from the same image and model (the table refuses other models), so their vectors are the
+same and which one wins does not change the answer; metadata may be the older version's until the
+merge. Why not FINAL on the search path: on chDB 26.9 a FINAL search still uses the index (checked with
+`EXPLAIN indexes = 1`; `use_skip_indexes_if_final` is on there), but that setting's default and its
+exact mode differ between ClickHouse versions, and MyScale does not document FINAL with its vector
+search; the plain `ORDER BY distance LIMIT k` shape is the one every server answers from the index.
+Duplicates are rare anyway: the worker skips photo_ids that are already stored. Also found there: a
+tie-breaking column in the ORDER BY (`ORDER BY dist, photo_id`) silently turns the index off, so ties
+are ordered here. Deletes are lightweight `DELETE FROM` (gone for every reader at once).
+
+Every value reaches the server as a bound parameter (`{name:Type}`) or a query setting; only
+identifiers (validated against a strict pattern) and integers (the vector dimension) are written into
+SQL text.
 
 Thread safety: clickhouse-connect clients must not run concurrent queries in one session, so each
 thread gets its own client (no session id; they share the driver's connection pool).
@@ -26,8 +46,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -107,6 +129,23 @@ class InvalidFilter(BadRequest):
 # --- dialects -------------------------------------------------------------------------------------
 
 
+INDEX_NAME = "photo_embed_index"
+# Defaults chosen from bench/results/store-*.json (bench/store.py, 2 shared cores): an exact top-10 took
+# about 70 ms at 25,000 rows and 0.8-1 s at 200,000, the indexed one 26-40 ms at both. Below 50,000 rows
+# the exact scan is fast enough and exact; above it the index answers. Width 256 (ClickHouse's default)
+# kept recall@10 at 0.99 on clustered, CLIP-like vectors at 25x the exact speed at 200,000 rows; 64 was
+# as good there, but uniform vectors need more (0.987 at 256 at 25,000 rows), so 256 leaves a margin.
+DEFAULT_EXACT_BELOW = 50_000
+DEFAULT_SEARCH_WIDTH = 256
+# Deepest result a search may reach (offset + top_k).
+MAX_RESULTS = 10_000
+# ClickHouse refuses vector-index queries whose LIMIT is above this setting (default 1000); we raise it
+# per query instead of refusing, since a deep page is the caller's choice and still correct.
+_CLICKHOUSE_DEFAULT_VECTOR_LIMIT = 1000
+# The index states, in MyScale's words (system.vector_indices); ClickHouse's are mapped onto them.
+INDEX_ABSENT, INDEX_NOT_BUILT, INDEX_IN_PROGRESS, INDEX_BUILT = "Absent", "NotBuilt", "InProgress", "Built"
+
+
 @dataclass(frozen=True)
 class Dialect:
     """What differs between servers; the one place that switches on the kind of server."""
@@ -116,12 +155,77 @@ class Dialect:
     # `distance()` takes its metric from the table's vector index (MSTG, metric_type=Cosine).
     distance_function: str
 
+    @property
+    def is_myscale(self) -> bool:
+        return self.name == "myscale"
+
     def distance(self, column: str, param: str) -> str:
         return f"{self.distance_function}({column}, {{{param}:Array(Float32)}})"
+
+    # -- the vector index ------------------------------------------------------------------------
+
+    def add_index_sql(self, database: str, table: str, dim: int, index_type: str = "MSTG") -> str:
+        ref, name = table_ref(database, table), quote_identifier(INDEX_NAME)
+        if self.is_myscale:
+            kind = quote_identifier(index_type).strip("`")  # a bare word such as MSTG, SCANN, HNSWFLAT
+            return f"ALTER TABLE {ref} ADD VECTOR INDEX {name} photo_embed TYPE {kind}('metric_type=Cosine')"
+        dim = _check_dim(dim)
+        return (f"ALTER TABLE {ref} ADD INDEX IF NOT EXISTS {name} photo_embed "
+                f"TYPE vector_similarity('hnsw', 'cosineDistance', {dim})")
+
+    def build_index_sql(self, database: str, table: str) -> str | None:
+        """What builds the index over rows that were there before it (None: adding it is enough)."""
+        if self.is_myscale:
+            return None  # MyScale builds in the background; wait_index_sql waits for it
+        return f"ALTER TABLE {table_ref(database, table)} MATERIALIZE INDEX {quote_identifier(INDEX_NAME)}"
+
+    def wait_index_sql(self, database: str, table: str) -> str | None:
+        if self.is_myscale:
+            return f"SYSTEM WAIT BUILDING VECTOR INDICES {table_ref(database, table)}"
+        return None  # MATERIALIZE INDEX with mutations_sync=2 returns when it is done
+
+    def drop_index_sql(self, database: str, table: str) -> str:
+        ref, name = table_ref(database, table), quote_identifier(INDEX_NAME)
+        if self.is_myscale:
+            return f"ALTER TABLE {ref} DROP VECTOR INDEX {name}"
+        return f"ALTER TABLE {ref} DROP INDEX IF EXISTS {name}"
+
+    def index_status_sql(self) -> str:
+        """The index's row, binding db, table and name: MyScale (type, status, fail reason); ClickHouse
+        (type, bytes built), whose state PhotoStore.index_status completes from system.mutations."""
+        if self.is_myscale:
+            return ("SELECT type, status, latest_fail_reason FROM system.vector_indices "
+                    "WHERE database = {db:String} AND table = {table:String} AND name = {name:String}")
+        return ("SELECT type, data_compressed_bytes FROM system.data_skipping_indices "
+                "WHERE database = {db:String} AND table = {table:String} AND name = {name:String}")
+
+
+    # -- search settings -------------------------------------------------------------------------
+
+    def search_settings(self, limit: int, *, exact: bool, width: int | None) -> dict[str, Any]:
+        """Query settings of one search: exact or indexed, the search width, the top-k limit."""
+        if self.is_myscale:
+            # MyScale's search parameters live in the index definition; with an index it is indexed.
+            return {}
+        settings: dict[str, Any] = {}
+        if limit > _CLICKHOUSE_DEFAULT_VECTOR_LIMIT:
+            settings["max_limit_for_vector_search_queries"] = int(limit)
+        if exact:
+            settings["use_skip_indexes"] = 0  # no index: a full scan, the exact answer
+        elif width:
+            settings["hnsw_candidate_list_size_for_search"] = int(width)
+        return settings
+
+
+def index_mutations_sql() -> str:
+    """ClickHouse: unfinished mutations that build the index, and the latest failure's reason."""
+    return ("SELECT countIf(NOT is_done), argMax(latest_fail_reason, create_time) FROM system.mutations "
+            "WHERE database = {db:String} AND table = {table:String} AND position(command, {name:String}) > 0")
 
 
 CLICKHOUSE = Dialect(name="clickhouse", distance_function="cosineDistance")
 MYSCALE = Dialect(name="myscale", distance_function="distance")
+
 
 def dialect_for(has_vector_indices: bool) -> Dialect:
     # MyScale is the ClickHouse fork with its own vector indices, listed in system.vector_indices.
@@ -186,24 +290,24 @@ def read_meta_sql(database: str, table: str) -> str:
 
 
 def search_sql(dialect: Dialect, database: str, table: str, *, filters: Mapping[str, Any] | None = None,
-               exclude_photo_id: str | None = None) -> tuple[str, dict[str, Any]]:
+               exclude_photo_id: str | None = None, with_vector: bool = False) -> tuple[str, dict[str, Any]]:
     """SELECT of the nearest photos; returns (sql, params without `q` and `k`, which the caller binds).
 
-    `min_score` is applied by the caller to the rows that come back: they arrive best first, so
-    keeping those at or above it is the same answer as a WHERE on the score, and leaves the ORDER BY
-    distance LIMIT k shape that vector indexes recognise untouched.
+    The shape is exactly `ORDER BY dist LIMIT k`, which is what vector indexes recognise: no FINAL
+    (duplicates are folded by the caller), no tie-breaking column (ties are ordered by the caller), and
+    `min_score` applied by the caller to the rows, which arrive best first.
     """
     where, params = filter_sql(filters)
     if exclude_photo_id is not None:
         where.append("photo_id != {exclude_photo_id:String}")
         params["exclude_photo_id"] = exclude_photo_id
     distance = dialect.distance("photo_embed", "q")
+    columns = [*PHOTO_COLUMNS, *(["photo_embed"] if with_vector else [])]
     sql = (
-        f"SELECT {', '.join(PHOTO_COLUMNS)}, {distance} AS dist\n"
-        f"FROM {table_ref(database, table)} FINAL\n"
+        f"SELECT {', '.join(columns)}, {distance} AS dist\n"
+        f"FROM {table_ref(database, table)}\n"
         + (f"WHERE {' AND '.join(where)}\n" if where else "")
-        # photo_id breaks ties so equal scores come back in a stable order.
-        + "ORDER BY dist ASC, photo_id ASC\nLIMIT {k:UInt32}"
+        + "ORDER BY dist ASC\nLIMIT {k:UInt32}"
     )
     return sql, params
 
@@ -291,6 +395,16 @@ def count_sql(database: str, table: str) -> str:
     return f"SELECT count() FROM {table_ref(database, table)} FINAL"
 
 
+def row_count_sql(database: str, table: str) -> str:
+    # Without FINAL: rows on disk, read from part metadata; what decides exact or indexed search.
+    return f"SELECT count() FROM {table_ref(database, table)}"
+
+
+def delete_sql(database: str, table: str) -> str:
+    # A lightweight delete: rows vanish from every reader at once, the disk space goes at the next merge.
+    return f"DELETE FROM {table_ref(database, table)} WHERE photo_id IN {{photo_ids:Array(String)}}"
+
+
 def existing_ids_sql(database: str, table: str) -> str:
     # No FINAL: a duplicate row still proves the photo is stored, and DISTINCT folds it.
     return (f"SELECT DISTINCT photo_id FROM {table_ref(database, table)} "
@@ -300,6 +414,38 @@ def existing_ids_sql(database: str, table: str) -> str:
 def stable_id(photo_id: str) -> int:
     """A 64-bit id that depends only on photo_id, so re-ingesting a photo gives it the same id."""
     return int.from_bytes(hashlib.blake2b(photo_id.encode("utf-8"), digest_size=8).digest(), "big")
+
+
+def _check_count(name: str, value: Any, least: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not least <= value <= MAX_RESULTS:
+        raise BadRequest(f"{name} must be a whole number from {least} to {MAX_RESULTS}, not {value!r}.")
+    return int(value)
+
+
+def _int_option(value: int | None, env: str, default: int) -> int:
+    if value is None:
+        text = os.environ.get(env, "").strip()
+        try:
+            value = int(text) if text else default
+        except ValueError:
+            raise ValueError(f"{env} must be a whole number, not {text!r}.") from None
+    if isinstance(value, bool) or int(value) < 0:
+        raise ValueError(f"{env} must be a whole number of 0 or more, not {value!r}.")
+    return int(value)
+
+
+def collapse_near_duplicates(vectors: np.ndarray, threshold: float) -> list[int]:
+    """Indices of the rows to keep, best first: a row goes if its cosine similarity to a row already
+    kept is `threshold` or more (the same photo uploaded twice, bursts of nearly identical shots)."""
+    kept: list[int] = []
+    if len(vectors) == 0:
+        return kept
+    unit = np.asarray(vectors, dtype=np.float32)
+    unit = unit / np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
+    for i in range(len(unit)):
+        if not kept or float(np.max(unit[kept] @ unit[i])) < threshold:
+            kept.append(i)
+    return kept
 
 
 def _check_dim(dim: Any) -> int:
@@ -337,7 +483,8 @@ def server_message(error: Exception) -> str:
 class PhotoStore:
     """Photos and their vectors in one table of a ClickHouse-compatible server."""
 
-    def __init__(self, url: str, table: str = "photos", *, connect_timeout: float = 5, query_timeout: float = 30):
+    def __init__(self, url: str, table: str = "photos", *, connect_timeout: float = 5, query_timeout: float = 30,
+                 exact_below: int | None = None, search_width: int | None = None, index_type: str | None = None):
         self.url = url.strip().rstrip("/")
         self.safe_url = redact_url(self.url)
         parsed = urlparse(self.url)
@@ -357,6 +504,12 @@ class PhotoStore:
         self._dialect: Dialect | None = None
         self._server_version: str | None = None
         self._info: dict[str, Any] | None = None
+        # Search options; the environment gives the defaults (bench/store.py chose them, see DEFAULT_*).
+        self.exact_below = _int_option(exact_below, "STORE_EXACT_BELOW", DEFAULT_EXACT_BELOW)
+        self.search_width = _int_option(search_width, "STORE_SEARCH_WIDTH", DEFAULT_SEARCH_WIDTH)
+        self.index_type = index_type or os.environ.get("STORE_INDEX_TYPE") or "MSTG"
+        quote_identifier(self.index_type)
+        self._rows_seen: tuple[float, int] | None = None  # (monotonic time, rows) of the last row count
 
     # -- connection ------------------------------------------------------------------------------
 
@@ -408,15 +561,17 @@ class PhotoStore:
             return result
         return StoreError(f"The photo store {action} failed: {type(error).__name__}: {error}")
 
-    def _query(self, action: str, sql: str, params: dict[str, Any] | None = None):
+    def _query(self, action: str, sql: str, params: dict[str, Any] | None = None,
+               settings: dict[str, Any] | None = None):
         try:
-            return self._client().query(sql, parameters=params or {})
+            return self._client().query(sql, parameters=params or {}, settings=settings or None)
         except Exception as error:  # noqa: BLE001
             raise self._translate(error, action) from error
 
-    def _command(self, action: str, sql: str, params: dict[str, Any] | None = None):
+    def _command(self, action: str, sql: str, params: dict[str, Any] | None = None,
+                 settings: dict[str, Any] | None = None):
         try:
-            return self._client().command(sql, parameters=params or {})
+            return self._client().command(sql, parameters=params or {}, settings=settings or None)
         except Exception as error:  # noqa: BLE001
             raise self._translate(error, action) from error
 
@@ -456,8 +611,8 @@ class PhotoStore:
         if not rows:
             raise ModelMismatch(
                 f"The table {self.database}.{self.table} exists but has no record of the model that made its "
-                f"vectors ({self.database}.{meta_table_name(self.table)} is missing or empty). Drop it to "
-                "re-index, or set STORE_TABLE to another name."
+                f"vectors ({self.database}.{meta_table_name(self.table)} is missing or empty). "
+                + self._reindex_hint()
             )
         info = {"model": str(rows[0][0]), "dim": int(rows[0][1]), "table": self.table,
                 "database": self.database, "dialect": self.dialect.name}
@@ -482,14 +637,19 @@ class PhotoStore:
             raise ModelMismatch(
                 f"The table {self.database}.{self.table} holds {info['dim']}-dimensional vectors of model "
                 f"{info['model']!r}, not {dim}-dimensional vectors of {model!r}; vectors of two models never "
-                f"mix. To re-index with the new model, drop {self.database}.{self.table} and "
-                f"{self.database}.{meta_table_name(self.table)}, or set STORE_TABLE to another table name."
+                f"mix. " + self._reindex_hint()
             )
         # Also after a crash between recording the model and creating the table.
         self._command("table creation", create_table_sql(self.database, self.table, dim))
         self._info = {"model": model, "dim": dim, "table": self.table, "database": self.database,
                       "dialect": self.dialect.name}
         logger.info("store table %s.%s ready for %s (%d dims)", self.database, self.table, model, dim)
+
+    def _reindex_hint(self) -> str:
+        meta = f"{self.database}.{meta_table_name(self.table)}"
+        return (f"To re-index with the new model: set STORE_TABLE to a new table name (or drop "
+                f"{self.database}.{self.table} and {meta}) for the gateway and the workers, restart them, and "
+                "run the ingestion again (make ingest); the photos are embedded afresh from their URLs.")
 
     def _known_dim(self) -> int | None:
         if self._info is None:
@@ -523,7 +683,7 @@ class PhotoStore:
         if matrix.shape[1] != dim:
             raise ModelMismatch(
                 f"The table {self.database}.{self.table} holds {dim}-dimensional vectors; these have "
-                f"{matrix.shape[1]}. Drop the table to re-index, or set STORE_TABLE to another name."
+                f"{matrix.shape[1]}. " + self._reindex_hint()
             )
         if ids is not None and len(ids) != len(records):
             raise ValueError(f"Expected {len(records)} ids, got {len(ids)}.")
@@ -544,42 +704,176 @@ class PhotoStore:
     # -- reads -----------------------------------------------------------------------------------
 
     def search(self, vector: np.ndarray, top_k: int = 10, min_score: float | None = None,
-               filters: dict[str, Any] | None = None, exclude_photo_id: str | None = None) -> list[dict[str, Any]]:
+               filters: dict[str, Any] | None = None, exclude_photo_id: str | None = None, *,
+               offset: int = 0, collapse: float | None = None, exact: bool | None = None,
+               search_width: int | None = None) -> list[dict[str, Any]]:
         """Nearest photos by cosine distance; each dict has photo_id, photo_image_url, score (cosine similarity),
-        rank (1-based) and the metadata fields. No table yet: no results."""
+        rank (1-based, counting from the first page) and the metadata fields. No table yet: no results.
+
+        `offset` skips that many results (pagination). `collapse` (a cosine similarity, e.g. 0.98) drops a
+        result that close to a better one. `exact` forces a full scan (True) or the index (False); by
+        default the search is exact below `exact_below` rows. `search_width` overrides the index's
+        candidate list size for this query."""
         query = np.asarray(vector, dtype=np.float32).reshape(-1)
         if query.size == 0 or not np.all(np.isfinite(query)):
             raise BadRequest("The query vector must be a non-empty list of finite numbers.")
-        if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or not 1 <= top_k <= 10000:
-            raise BadRequest(f"top_k must be an integer from 1 to 10000, not {top_k!r}.")
+        top_k, offset = _check_count("top_k", top_k, 1), _check_count("offset", offset, 0)
+        if top_k + offset > MAX_RESULTS:
+            raise BadRequest(f"offset + top_k must be at most {MAX_RESULTS}, not {offset + top_k}.")
+        if collapse is not None and (isinstance(collapse, bool) or not -1.0 <= float(collapse) <= 1.0):
+            raise BadRequest(f"collapse must be a cosine similarity between -1 and 1, not {collapse!r}.")
+        if search_width is not None:
+            search_width = _check_count("search_width", search_width, 1)
         sql, params = search_sql(self.dialect, self.database, self.table, filters=filters,
-                                 exclude_photo_id=exclude_photo_id)
+                                 exclude_photo_id=exclude_photo_id, with_vector=collapse is not None)
         dim = self._known_dim()
         if dim is None:
             return []
         if query.size != dim:
             raise ModelMismatch(
                 f"The query vector has {query.size} dimensions but the table {self.database}.{self.table} holds "
-                f"{dim}-dimensional vectors: the embedder and the table use different models."
-            )
-        params.update(q=query.tolist(), k=int(top_k))
-        try:
-            result = self._query("search", sql, params)
-        except StoreError as error:
-            if self._is_unknown_table(error):
-                self._info = None
-                return []
-            raise
+                f"{dim}-dimensional vectors: the embedder and the table use different models. Search with "
+                f"the model that made the table, or re-index with this one into a new table (STORE_TABLE).")
+        if exact is None:
+            exact = self._row_count() < self.exact_below
+        wanted = offset + top_k
+        # Over-fetch: duplicate versions of a photo (until a merge) and collapsed neighbours take places.
+        fetch = min(MAX_RESULTS, wanted * (3 if collapse is not None else 1) + max(4, wanted // 10))
+        params["q"] = query.tolist()
+        while True:
+            params["k"] = fetch
+            settings = self.dialect.search_settings(fetch, exact=exact, width=search_width or self.search_width)
+            try:
+                rows = self._query("search", sql, params, settings).result_rows
+            except StoreError as error:
+                if self._is_unknown_table(error):
+                    self._info = None
+                    return []
+                raise
+            photos = self._search_rows(rows, with_vector=collapse is not None)
+            if collapse is not None:
+                keep = collapse_near_duplicates(np.array([p.pop("vector") for p in photos], dtype=np.float32)
+                                                if photos else np.zeros((0, dim), np.float32), float(collapse))
+                photos = [photos[i] for i in keep]
+            if len(photos) >= wanted or len(rows) < fetch or fetch >= MAX_RESULTS:
+                break
+            fetch = min(MAX_RESULTS, fetch * 2)
         results = []
-        for row in result.result_rows:
-            photo = dict(zip(PHOTO_COLUMNS, row[:-1]))
-            score = 1.0 - float(row[-1])
-            if min_score is not None and score < min_score:
-                break  # rows arrive best first: the rest score lower still
-            photo["score"] = score
+        for photo in photos[:wanted]:
+            if min_score is not None and photo["score"] < min_score:
+                break  # best first: the rest score lower still
             photo["rank"] = len(results) + 1
             results.append(photo)
-        return results
+        return results[offset:]
+
+    @staticmethod
+    def _search_rows(rows: Sequence[Sequence[Any]], with_vector: bool) -> list[dict[str, Any]]:
+        """Rows as photos, best first, one per photo_id; equal scores in photo_id order."""
+        ordered = sorted(rows, key=lambda row: (float(row[-1]), row[0]))
+        photos: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for row in ordered:
+            if row[0] in seen:
+                continue  # an older version of a photo written twice, not merged yet
+            seen.add(row[0])
+            photo = dict(zip(PHOTO_COLUMNS, row))
+            if with_vector:
+                photo["vector"] = row[len(PHOTO_COLUMNS)]
+            photo["score"] = 1.0 - float(row[-1])
+            photos.append(photo)
+        return photos
+
+    def more_like(self, photo_id: str, top_k: int = 10, **options: Any) -> list[dict[str, Any]] | None:
+        """Photos like a stored one, by its stored vector (no re-embedding); the photo itself is left out.
+        None when there is no such photo."""
+        photo = self.get_photo(photo_id, with_vector=True)
+        if photo is None:
+            return None
+        return self.search(np.asarray(photo["vector"], dtype=np.float32), top_k=top_k,
+                           exclude_photo_id=photo_id, **options)
+
+    def explain_search(self, vector: np.ndarray, top_k: int = 10, *, exact: bool = False,
+                       filters: dict[str, Any] | None = None) -> str:
+        """The server's `EXPLAIN indexes = 1` of a search: shows whether the vector index is used."""
+        sql, params = search_sql(self.dialect, self.database, self.table, filters=filters)
+        params.update(q=np.asarray(vector, dtype=np.float32).reshape(-1).tolist(), k=int(top_k))
+        settings = self.dialect.search_settings(int(top_k), exact=exact, width=self.search_width)
+        rows = self._query("explain", "EXPLAIN indexes = 1 " + sql, params, settings).result_rows
+        return "\n".join(str(row[0]) for row in rows)
+
+    def _row_count(self) -> int:
+        """Rows on disk (duplicates included), remembered for 30 s: what decides exact or indexed search."""
+        now = time.monotonic()
+        if self._rows_seen is None or now - self._rows_seen[0] > 30:
+            rows = self._read_rows("row count", row_count_sql(self.database, self.table))
+            self._rows_seen = (now, int(rows[0][0]) if rows else 0)
+        return self._rows_seen[1]
+
+    # -- the vector index ------------------------------------------------------------------------
+
+    def build_index(self, wait: bool = True) -> dict[str, Any]:
+        """Add the vector index (if missing) and build it over the rows already stored; with `wait`, return
+        when it is built. Run it after bulk ingestion: rows inserted later are indexed as they arrive."""
+        dim = self._known_dim()
+        if dim is None:
+            raise StoreError(f"The table {self.database}.{self.table} does not exist yet: ingest photos first.")
+        dialect = self.dialect
+        if self.index_status()["status"] == INDEX_ABSENT:
+            self._command("index creation", dialect.add_index_sql(self.database, self.table, dim, self.index_type))
+        build = dialect.build_index_sql(self.database, self.table)
+        if build:
+            # mutations_sync=2 waits for the mutation; without it the build goes on in the background.
+            settings = {"mutations_sync": 2} if wait else {}
+            self._command("index build", build, settings=settings)
+        wait_sql = dialect.wait_index_sql(self.database, self.table)
+        if wait and wait_sql:
+            self._command("index build", wait_sql)
+        status = self.index_status()
+        if wait and status["status"] != INDEX_BUILT:
+            raise StoreError(f"The vector index of {self.database}.{self.table} did not build: "
+                             f"{status.get('fail_reason') or status['status']}.")
+        return status
+
+    def index_status(self) -> dict[str, Any]:
+        """{"status": Absent | NotBuilt | InProgress | Built, "type": ..., "fail_reason": ...}."""
+        params = {"db": self.database, "table": self.table, "name": INDEX_NAME}
+        rows = self._read_rows("index status", self.dialect.index_status_sql(), params)
+        if not rows:
+            return {"status": INDEX_ABSENT, "type": None, "fail_reason": None, "name": INDEX_NAME}
+        if self.dialect.is_myscale:
+            kind, status, reason = rows[0]
+            return {"status": str(status), "type": str(kind), "fail_reason": reason or None, "name": INDEX_NAME}
+        kind, built_bytes = rows[0]
+        running, reason = self._query("index status", index_mutations_sql(), params).result_rows[0]
+        if running:
+            status = INDEX_IN_PROGRESS
+        elif not built_bytes and self._row_count_now() > 0:
+            status = INDEX_NOT_BUILT  # added over stored rows and never materialised
+        else:
+            status = INDEX_BUILT
+        return {"status": status, "type": str(kind), "fail_reason": reason or None, "name": INDEX_NAME}
+
+    def _row_count_now(self) -> int:
+        self._rows_seen = None
+        return self._row_count()
+
+    def drop_index(self) -> None:
+        """Remove the vector index; searches are then exact scans."""
+        if self.index_status()["status"] != INDEX_ABSENT:
+            self._command("index removal", self.dialect.drop_index_sql(self.database, self.table))
+
+    # -- deletes ---------------------------------------------------------------------------------
+
+    def delete_photos(self, photo_ids: Sequence[str]) -> int:
+        """Delete photos by photo_id (every stored version); returns how many of them were stored."""
+        wanted = list(dict.fromkeys(str(p) for p in photo_ids))
+        if not wanted:
+            return 0
+        present = self.existing_ids(wanted)
+        if present:
+            self._command("delete", delete_sql(self.database, self.table), {"photo_ids": sorted(present)})
+            self._rows_seen = None
+        return len(present)
 
     def get_photo(self, photo_id: str, with_vector: bool = False) -> dict[str, Any] | None:
         rows = self._read_rows("photo lookup", photo_sql(self.database, self.table, with_vector),
@@ -641,3 +935,41 @@ class PhotoStore:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
+
+
+# --- command line: the vector index after bulk ingestion --------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m services.common.store index build|status|drop`: manage the vector index of STORE_TABLE
+    at STORE_URL. Build it after a bulk ingestion; rows ingested later are indexed as they arrive."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog="python -m services.common.store", description=main.__doc__)
+    parser.add_argument("what", choices=["index"])
+    parser.add_argument("action", choices=["build", "status", "drop"])
+    parser.add_argument("--url", default=os.environ.get("STORE_URL", "http://127.0.0.1:8123"))
+    parser.add_argument("--table", default=os.environ.get("STORE_TABLE", "photos"))
+    parser.add_argument("--no-wait", action="store_true", help="start the build and return")
+    args = parser.parse_args(argv)
+    with PhotoStore(args.url, args.table, query_timeout=24 * 3600) as photo_store:
+        try:
+            if args.action == "build":
+                began = time.perf_counter()
+                status = photo_store.build_index(wait=not args.no_wait)
+                status["seconds"] = round(time.perf_counter() - began, 1)
+            elif args.action == "drop":
+                photo_store.drop_index()
+                status = photo_store.index_status()
+            else:
+                status = photo_store.index_status()
+        except (StoreError, BadRequest) as error:
+            print(error.message)
+            return 1
+    print(json.dumps(status))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

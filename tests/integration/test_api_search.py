@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from services.common.api_client import ApiClient, ApiError
@@ -144,6 +145,23 @@ def test_filters_reach_the_store(api):
     results = api.search(text="anything", top_k=COUNT, filters={"photo_location_country": "Spain"})["results"]
     assert len(results) == COUNT // 2
     assert {r["photo_location_country"] for r in results} == {"Spain"}
+
+
+def test_pages_and_collapse_through_the_real_store(gateway):
+    def search(**fields):
+        response = httpx.post(f"{gateway.url}/v1/search", json={"photo_id": "photo-4", **fields}, timeout=30)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    everything = search(top_k=COUNT)["results"]
+    second = search(top_k=3, offset=3)
+    assert [r["photo_id"] for r in second["results"]] == [r["photo_id"] for r in everything[3:6]]
+    assert [r["rank"] for r in second["results"]] == [4, 5, 6] and second["offset"] == 3
+    # Collapsing at similarity 1.0 folds only identical vectors: every photo still comes back once.
+    assert [r["photo_id"] for r in search(top_k=COUNT, collapse=1.0)["results"]] == [r["photo_id"] for r in everything]
+    # At 0, a result stays only if it points away from every better one: fewer, the best still first.
+    collapsed = search(top_k=COUNT, collapse=0.0)["results"]
+    assert collapsed[0]["photo_id"] == "photo-4" and len(collapsed) < len(everything)
 
 
 def test_photos_by_id_and_at_random(api, gateway):

@@ -97,7 +97,7 @@ def test_ensure_table_is_idempotent_and_refuses_another_model(store_url):
             PhotoStore(store_url, table="models").ensure_table(dim, model)
         assert caught.value.status_code == 409
         assert MODEL in caught.value.message and "STORE_TABLE" in caught.value.message
-        assert "drop" in caught.value.message
+        assert "drop" in caught.value.message and "make ingest" in caught.value.message
     # Vectors of another dimension never reach the table.
     with pytest.raises(ModelMismatch):
         photo_store.insert_photos([make_photo(1)], unit_vectors(1, 0)[:, :64])
@@ -231,4 +231,128 @@ def test_a_stopped_store_is_unavailable():
     assert f"http://reader:***@127.0.0.1:{port}" in caught.value.message
     assert "s3cret" not in caught.value.message
     assert caught.value.status_code == 503 and caught.value.retry_after
+    photo_store.close()
+
+
+@pytest.fixture(scope="module")
+def indexed(store_url, vectors):
+    """The same photos in a table with a built vector index, always searched through it (exact_below=0)."""
+    photo_store = PhotoStore(store_url, table="indexed", exact_below=0)
+    photo_store.ensure_table(DIM, MODEL)
+    photo_store.insert_photos([make_photo(i) for i in range(COUNT)], vectors)
+    yield photo_store
+    photo_store.close()
+
+
+def test_the_vector_index_is_built_used_and_dropped(indexed, vectors):
+    assert indexed.index_status()["status"] == "Absent"
+    assert "photo_embed_index" not in indexed.explain_search(vectors[0])
+    status = indexed.build_index(wait=True)
+    assert status["status"] == "Built" and status["type"] == "vector_similarity"
+    assert indexed.build_index(wait=True)["status"] == "Built"  # idempotent
+
+    # The search query's own shape is answered by the index; the exact setting turns it off.
+    assert "photo_embed_index" in indexed.explain_search(vectors[0], filters={"photo_location_country": "Spain"})
+    assert "photo_embed_index" in indexed.explain_search(vectors[0])
+    assert "photo_embed_index" not in indexed.explain_search(vectors[0], exact=True)
+
+    for i in (0, 250, 499):
+        fast = indexed.search(vectors[i], top_k=10)
+        slow = indexed.search(vectors[i], top_k=10, exact=True)
+        assert fast[0]["photo_id"] == f"photo-{i:04d}"
+        # 500 rows: HNSW finds the true neighbours.
+        assert len({r["photo_id"] for r in fast} & {r["photo_id"] for r in slow}) >= 9
+    assert len(indexed.search(vectors[1], top_k=20, search_width=16)) == 20
+    # Deeper than max_limit_for_vector_search_queries (1000): the limit is raised for the query.
+    assert len(indexed.search(vectors[1], top_k=1000, offset=100)) == COUNT - 100
+
+    # Rows inserted after the build are indexed as they arrive.
+    extra = unit_vectors(3, seed=9)
+    indexed.insert_photos([make_photo(1000 + i) for i in range(3)], extra)
+    assert indexed.index_status()["status"] == "Built"
+    assert indexed.search(extra[2], top_k=1)[0]["photo_id"] == "photo-1002"
+    indexed.drop_index()
+    assert indexed.index_status()["status"] == "Absent"
+    assert indexed.search(extra[2], top_k=1)[0]["photo_id"] == "photo-1002"
+    indexed.drop_index()  # nothing to drop: no error
+
+
+def test_pages_follow_each_other(filled, vectors):
+    everything = filled.search(vectors[5], top_k=30)
+    pages = [filled.search(vectors[5], top_k=10, offset=offset) for offset in (0, 10, 20)]
+    assert [r["photo_id"] for page in pages for r in page] == [r["photo_id"] for r in everything]
+    assert [r["rank"] for r in pages[1]] == list(range(11, 21))
+    assert filled.search(vectors[5], top_k=10, offset=COUNT - 4)[-1]["rank"] == COUNT
+    assert filled.search(vectors[5], top_k=10, offset=COUNT) == []
+
+
+def test_collapse_drops_near_duplicates_of_better_results(store_url):
+    photo_store = PhotoStore(store_url, table="bursts")
+    photo_store.ensure_table(DIM, MODEL)
+    base = unit_vectors(4, seed=21)
+    rng = np.random.default_rng(22)
+    # Photo 0 has two near copies (a burst of shots); photos 1-3 are distinct.
+    copies = base[0] + rng.normal(scale=0.005, size=(2, DIM)).astype(np.float32)
+    vectors = np.vstack([base, copies / np.linalg.norm(copies, axis=1, keepdims=True)])
+    photo_store.insert_photos([make_photo(i) for i in range(6)], vectors)
+    plain = [r["photo_id"] for r in photo_store.search(base[0], top_k=6)]
+    assert set(plain[:3]) == {"photo-0000", "photo-0004", "photo-0005"}
+    collapsed = photo_store.search(base[0], top_k=6, collapse=0.95)
+    assert [r["photo_id"] for r in collapsed][0] == "photo-0000"
+    assert {r["photo_id"] for r in collapsed} == {"photo-0000", "photo-0001", "photo-0002", "photo-0003"}
+    assert [r["rank"] for r in collapsed] == [1, 2, 3, 4]
+    assert "vector" not in collapsed[0]
+    photo_store.close()
+
+
+def test_more_like_this_uses_the_stored_vector(filled, vectors):
+    similar = filled.more_like("photo-0042", top_k=5)
+    expected = [r["photo_id"] for r in filled.search(vectors[42], top_k=6)][1:]
+    assert [r["photo_id"] for r in similar] == expected
+    assert filled.more_like("no-such-photo") is None
+
+
+def test_deleted_photos_are_gone_for_every_reader(store_url):
+    photo_store = PhotoStore(store_url, table="deletes")
+    photo_store.ensure_table(DIM, MODEL)
+    vectors = unit_vectors(5, seed=31)
+    photo_store.insert_photos([make_photo(i) for i in range(5)], vectors)
+    photo_store.insert_photos([make_photo(1)], vectors[1:2])  # a second version of photo 1
+    assert photo_store.delete_photos(["photo-0001", "photo-0003", "photo-0404", "photo-0001"]) == 2
+    assert photo_store.count() == 3
+    assert photo_store.get_photo("photo-0001") is None
+    assert "photo-0001" not in {r["photo_id"] for r in photo_store.search(vectors[1], top_k=5)}
+    assert photo_store.existing_ids(["photo-0001", "photo-0002"]) == {"photo-0002"}
+    assert photo_store.delete_photos([]) == 0
+    photo_store.close()
+
+
+def test_duplicate_versions_take_one_place_in_the_results(store_url):
+    photo_store = PhotoStore(store_url, table="versions")
+    photo_store.ensure_table(DIM, MODEL)
+    vectors = unit_vectors(12, seed=41)
+    photo_store.insert_photos([make_photo(i) for i in range(12)], vectors)
+    for _ in range(3):  # a retried task, three times over, before any merge
+        photo_store.insert_photos([make_photo(i) for i in range(3)], vectors[:3])
+    results = photo_store.search(vectors[0], top_k=10)
+    ids = [r["photo_id"] for r in results]
+    assert len(ids) == 10 == len(set(ids)) and ids[0] == "photo-0000"
+    assert [r["photo_id"] for r in photo_store.search(vectors[0], top_k=5, offset=5)] == ids[5:10]
+    photo_store.close()
+
+
+def test_the_index_command_line(store_url, capsys):
+    from services.common.store import main
+
+    photo_store = PhotoStore(store_url, table="cli")
+    photo_store.ensure_table(DIM, MODEL)
+    photo_store.insert_photos([make_photo(i) for i in range(20)], unit_vectors(20, seed=51))
+    assert main(["index", "status", "--url", store_url, "--table", "cli"]) == 0
+    assert '"status": "Absent"' in capsys.readouterr().out
+    assert main(["index", "build", "--url", store_url, "--table", "cli"]) == 0
+    assert '"status": "Built"' in capsys.readouterr().out
+    assert main(["index", "drop", "--url", store_url, "--table", "cli"]) == 0
+    assert '"status": "Absent"' in capsys.readouterr().out
+    assert main(["index", "build", "--url", store_url, "--table", "never_made"]) == 1
+    assert "ingest photos first" in capsys.readouterr().out
     photo_store.close()

@@ -90,17 +90,26 @@ class FakeStore:
         self._up()
         return {"model": "fake-clip", "dim": DIM} if self.photos else None
 
-    def search(self, vector, top_k=10, min_score=None, filters=None, exclude_photo_id=None):
+    def search(self, vector, top_k=10, min_score=None, filters=None, exclude_photo_id=None, offset=0,
+               collapse=None):
         self._up()
         self.queries.append(np.asarray(vector))
+        self.options = {"offset": offset, "collapse": collapse}
         rows = []
         for record, stored in self.photos.values():
             if filters and any(record.get(k) != v for k, v in filters.items()):
                 continue
             score = float(np.dot(stored, vector))
             if min_score is None or score >= min_score:
-                rows.append({**record, "score": score})
-        return sorted(rows, key=lambda row: -row["score"])[:top_k]
+                rows.append({**record, "score": score, "vector": stored})
+        rows.sort(key=lambda row: -row["score"])
+        if collapse is not None:
+            kept = []
+            for row in rows:
+                if all(float(np.dot(row["vector"], other["vector"])) < collapse for other in kept):
+                    kept.append(row)
+            rows = kept
+        return [{k: v for k, v in row.items() if k != "vector"} for row in rows][offset:offset + top_k]
 
     def get_photo(self, photo_id, with_vector=False):
         self._up()
@@ -262,6 +271,27 @@ def test_filters_and_min_score_narrow_results(client):
     assert {r["photo_id"] for r in form["results"]} == {"green", "blue", "dog"}
 
 
+def test_pages_follow_each_other_and_ranks_count_from_the_first(client):
+    everything = client.post("/v1/search", json={"photo_id": "dog", "top_k": 4}).json()["results"]
+    first = client.post("/v1/search", json={"photo_id": "dog", "top_k": 2}).json()
+    second = client.post("/v1/search", json={"photo_id": "dog", "top_k": 2, "offset": 2}).json()
+    assert [r["photo_id"] for r in first["results"] + second["results"]] == [r["photo_id"] for r in everything]
+    assert [r["rank"] for r in second["results"]] == [3, 4] and second["offset"] == 2
+    form = client.post("/v1/search", data={"photo_id": "dog", "top_k": "2", "offset": "2"}).json()
+    assert form["results"] == second["results"]
+
+
+def test_collapse_reaches_the_store_and_folds_near_duplicates(client, fakes):
+    fakes.store.add("dog-again", fakes.store.photos["dog"][1] + 0.01)
+    plain = [r["photo_id"] for r in client.post("/v1/search", json={"photo_id": "dog", "top_k": 3}).json()["results"]]
+    assert plain[:2] == ["dog", "dog-again"]
+    body = client.post("/v1/search", json={"photo_id": "dog", "top_k": 3, "collapse": 0.95}).json()
+    assert [r["photo_id"] for r in body["results"]][0] == "dog" and "dog-again" not in str(body["results"])
+    assert fakes.store.options == {"offset": 0, "collapse": 0.95}
+    client.post("/v1/search", data={"text": "x", "collapse": "0.9"})
+    assert fakes.store.options["collapse"] == 0.9
+
+
 def test_empty_store_gives_no_results_not_an_error(fakes):
     fakes.store.photos.clear()
     with TestClient(create_app(make_settings(), services=fakes.services())) as client:
@@ -290,6 +320,9 @@ def test_empty_multipart_query_is_the_same_422(client):
     ("weight", 1.5, "weight must be between 0 and 1"),
     ("weight", -0.1, "weight must be between 0 and 1"),
     ("min_score", 2, "min_score must be between -1 and 1"),
+    ("offset", -1, "offset must be between 0 and 1000"),
+    ("offset", 1001, "offset must be between 0 and 1000"),
+    ("collapse", 1.5, "collapse must be between 0 and 1"),
     ("filters", {"password": "x"}, "filters may only name metadata fields"),
     ("colour", "red", "colour is not a search field"),
 ])

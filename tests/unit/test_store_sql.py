@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 
 from services.common import store
@@ -27,11 +28,99 @@ def _filters():
 def test_search_sql_uses_the_dialects_distance_with_a_bound_vector(dialect, function):
     sql, params = store.search_sql(dialect, "default", "photos")
     assert f"{function}(photo_embed, {{q:Array(Float32)}}) AS dist" in sql
-    assert "FROM `default`.`photos` FINAL" in sql
-    assert sql.rstrip().endswith("LIMIT {k:UInt32}")
-    assert "ORDER BY dist ASC" in sql
-    assert "WHERE" not in sql
+    # The shape vector indexes recognise: no FINAL, nothing but the distance in the ORDER BY.
+    assert "FROM `default`.`photos`\n" in sql and "FINAL" not in sql
+    assert sql.rstrip().endswith("ORDER BY dist ASC\nLIMIT {k:UInt32}")
+    assert "WHERE" not in sql and "photo_embed," not in sql.split("AS dist")[0].split(function)[0]
     assert params == {}
+
+
+def test_search_sql_can_return_the_vectors_for_collapsing():
+    sql, _ = store.search_sql(CLICKHOUSE, "default", "photos", with_vector=True)
+    assert ", photo_embed, cosineDistance(" in sql
+
+
+def test_clickhouse_index_sql():
+    add = CLICKHOUSE.add_index_sql("db", "photos", 512)
+    assert add == ("ALTER TABLE `db`.`photos` ADD INDEX IF NOT EXISTS `photo_embed_index` photo_embed "
+                   "TYPE vector_similarity('hnsw', 'cosineDistance', 512)")
+    assert CLICKHOUSE.build_index_sql("db", "photos") == \
+        "ALTER TABLE `db`.`photos` MATERIALIZE INDEX `photo_embed_index`"
+    assert CLICKHOUSE.wait_index_sql("db", "photos") is None
+    assert CLICKHOUSE.drop_index_sql("db", "photos") == "ALTER TABLE `db`.`photos` DROP INDEX IF EXISTS `photo_embed_index`"
+    assert "system.data_skipping_indices" in CLICKHOUSE.index_status_sql()
+    assert set(re.findall(r"\{(\w+):", CLICKHOUSE.index_status_sql())) == {"db", "table", "name"}
+    assert set(re.findall(r"\{(\w+):", store.index_mutations_sql())) == {"db", "table", "name"}
+    with pytest.raises(ValueError):
+        CLICKHOUSE.add_index_sql("db", "photos", "512")
+
+
+@pytest.mark.parametrize("index_type", ["MSTG", "SCANN", "HNSWFLAT"])
+def test_myscale_index_sql(index_type):
+    add = MYSCALE.add_index_sql("db", "photos", 512, index_type)
+    assert add == (f"ALTER TABLE `db`.`photos` ADD VECTOR INDEX `photo_embed_index` photo_embed "
+                   f"TYPE {index_type}('metric_type=Cosine')")
+    assert MYSCALE.build_index_sql("db", "photos") is None
+    assert MYSCALE.wait_index_sql("db", "photos") == "SYSTEM WAIT BUILDING VECTOR INDICES `db`.`photos`"
+    assert MYSCALE.drop_index_sql("db", "photos") == "ALTER TABLE `db`.`photos` DROP VECTOR INDEX `photo_embed_index`"
+    status = MYSCALE.index_status_sql()
+    assert "FROM system.vector_indices" in status and "latest_fail_reason" in status and "status" in status
+    assert set(re.findall(r"\{(\w+):", status)) == {"db", "table", "name"}
+
+
+def test_an_index_type_that_is_not_a_word_is_refused():
+    with pytest.raises(ValueError):
+        MYSCALE.add_index_sql("db", "photos", 512, "MSTG('x'); DROP TABLE y")
+    with pytest.raises(ValueError):
+        PhotoStore("http://127.0.0.1:1", index_type="MSTG()")
+
+
+def test_search_settings_choose_exact_or_indexed_and_lift_the_limit():
+    assert CLICKHOUSE.search_settings(10, exact=True, width=64) == {"use_skip_indexes": 0}
+    assert CLICKHOUSE.search_settings(10, exact=False, width=64) == {"hnsw_candidate_list_size_for_search": 64}
+    assert CLICKHOUSE.search_settings(10, exact=False, width=None) == {}
+    # Above ClickHouse's default max_limit_for_vector_search_queries (1000) the limit is raised, not refused.
+    assert CLICKHOUSE.search_settings(5000, exact=False, width=None) == {"max_limit_for_vector_search_queries": 5000}
+    # MyScale takes none of ClickHouse's settings (an unknown setting is an error there).
+    assert MYSCALE.search_settings(5000, exact=True, width=64) == {}
+
+
+def test_delete_and_row_count_bind_their_values():
+    assert store.delete_sql("db", "t") == "DELETE FROM `db`.`t` WHERE photo_id IN {photo_ids:Array(String)}"
+    assert "FINAL" not in store.row_count_sql("db", "t")
+
+
+def test_collapse_keeps_the_best_of_each_group_of_near_duplicates():
+    base = np.eye(4, dtype=np.float32)
+    near = base[0] + 0.01 * base[1]
+    vectors = np.stack([base[0], near, base[1], base[2], near * 3])
+    assert store.collapse_near_duplicates(vectors, 0.99) == [0, 2, 3]
+    assert store.collapse_near_duplicates(vectors, 1.01) == [0, 1, 2, 3, 4]
+    assert store.collapse_near_duplicates(np.zeros((0, 4), np.float32), 0.9) == []
+
+
+def test_store_options_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("STORE_EXACT_BELOW", "1234")
+    monkeypatch.setenv("STORE_SEARCH_WIDTH", "64")
+    monkeypatch.setenv("STORE_INDEX_TYPE", "SCANN")
+    photo_store = PhotoStore("http://127.0.0.1:1")
+    assert (photo_store.exact_below, photo_store.search_width, photo_store.index_type) == (1234, 64, "SCANN")
+    assert PhotoStore("http://127.0.0.1:1", exact_below=0).exact_below == 0
+    monkeypatch.setenv("STORE_EXACT_BELOW", "many")
+    with pytest.raises(ValueError, match="STORE_EXACT_BELOW"):
+        PhotoStore("http://127.0.0.1:1")
+
+
+@pytest.mark.parametrize("options, words", [
+    ({"top_k": 0}, "top_k"), ({"top_k": True}, "top_k"), ({"offset": -1}, "offset"),
+    ({"top_k": 9000, "offset": 2000}, "offset + top_k"), ({"collapse": 2.0}, "collapse"),
+    ({"search_width": 0}, "search_width"),
+])
+def test_search_options_are_checked_before_the_server_is_asked(options, words):
+    photo_store = PhotoStore("http://127.0.0.1:1", connect_timeout=0.2)
+    with pytest.raises(BadRequest) as caught:
+        photo_store.search(np.ones(4, np.float32), **options)
+    assert words in caught.value.message
 
 
 @pytest.mark.parametrize("dialect", [CLICKHOUSE, MYSCALE])

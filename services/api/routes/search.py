@@ -112,7 +112,7 @@ async def _parse_form(request: Request, max_image_bytes: int) -> SearchQuery:
 def _query(parsed: SearchRequest, image: bytes | None) -> SearchQuery:
     return SearchQuery(text=parsed.text, image=image, image_url=parsed.image_url, photo_id=parsed.photo_id,
                        weight=parsed.weight, top_k=parsed.top_k, min_score=parsed.min_score,
-                       filters=parsed.filters)
+                       filters=parsed.filters, offset=parsed.offset, collapse=parsed.collapse)
 
 
 @router.post(
