@@ -95,24 +95,8 @@ class SearchRequest(BaseModel):
         return value.strip() if value is not None else None
 
 
-class Photo(BaseModel):
-    """A stored photo as a user sees it: its id, image URL and Unsplash metadata."""
-
-    photo_id: str
-    photo_image_url: str
-    photo_url: str = ""
-    photo_description: str = ""
-    ai_description: str = ""
-    photographer_username: str = ""
-    photographer_first_name: str = ""
-    photographer_last_name: str = ""
-    photo_width: int = 0
-    photo_height: int = 0
-    photo_aspect_ratio: float = 0.0
-    photo_location_name: str = ""
-    photo_location_country: str = ""
-    photo_location_city: str = ""
-    photo_submitted_at: str = ""
+class Photo(PhotoRecord):
+    """A stored photo as a user sees it: its id, image URL and Unsplash metadata (an ingested record)."""
 
     @field_validator("photo_submitted_at", mode="before")
     @classmethod

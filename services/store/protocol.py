@@ -92,14 +92,12 @@ class _Identity:
         return b""
 
 
-class _Lz4Frames:
-    """clickhouse-connect sends one complete LZ4 frame per insert block, back to back."""
+class _Frames:
+    """Back-to-back complete frames (clickhouse-connect sends one LZ4 or zstd frame per insert block)."""
 
-    def __init__(self):
-        import lz4.frame
-
-        self._factory = lz4.frame.LZ4FrameDecompressor
-        self._current = self._factory()
+    def __init__(self, factory):
+        self._factory = factory
+        self._current = factory()
 
     def feed(self, chunk: bytes) -> bytes:
         out = []
@@ -116,26 +114,16 @@ class _Lz4Frames:
         return b""
 
 
-class _ZstdFrames:
-    def __init__(self):
-        import zstandard
+def _lz4_frames() -> _Frames:
+    import lz4.frame
 
-        self._factory = zstandard.ZstdDecompressor().decompressobj
-        self._current = self._factory()
+    return _Frames(lz4.frame.LZ4FrameDecompressor)
 
-    def feed(self, chunk: bytes) -> bytes:
-        out = []
-        while chunk:
-            out.append(self._current.decompress(chunk))
-            if self._current.eof:
-                chunk = self._current.unused_data
-                self._current = self._factory()
-            else:
-                chunk = b""
-        return b"".join(out)
 
-    def finish(self) -> bytes:
-        return b""
+def _zstd_frames() -> _Frames:
+    import zstandard
+
+    return _Frames(zstandard.ZstdDecompressor().decompressobj)
 
 
 class _ZlibMembers:
@@ -177,9 +165,9 @@ def body_decoder(content_encoding: str | None):
     if encoding in ("", "identity"):
         return _Identity()
     if encoding == "lz4":
-        return _Lz4Frames()
+        return _lz4_frames()
     if encoding == "zstd":
-        return _ZstdFrames()
+        return _zstd_frames()
     if encoding in ("gzip", "x-gzip"):
         return _ZlibMembers(zlib.MAX_WBITS | 16)
     if encoding == "deflate":
