@@ -114,7 +114,7 @@ def build_services(settings: ApiSettings) -> Services:
     embedder = AsyncEmbedderClient(settings.embedder_urls, timeout=settings.embedder_timeout_s)
     store = PhotoStore(settings.store_url, settings.store_table,
                        connect_timeout=settings.store_connect_timeout_s,
-                       query_timeout=settings.store_query_timeout_s)
+                       query_timeout=settings.store_query_timeout_s, **settings.store_options())
     jobs = JobStore(settings.redis_url)
     policy = FetchPolicy(allow_hosts=tuple(settings.fetch_allow_list), max_bytes=settings.max_image_bytes,
                          timeout_s=settings.fetch_timeout_s)

@@ -35,6 +35,10 @@ class CommonSettings(BaseSettings):
     embedder_url: str = Field("http://127.0.0.1:8001", validation_alias=_alias("EMBEDDER_URL"))
     store_url: str = Field("http://127.0.0.1:8123", validation_alias=_alias("STORE_URL"))
     store_table: str = Field("photos", validation_alias=_alias("STORE_TABLE"))
+    # Search options of the store access (services/common/store.py); None keeps its measured defaults.
+    store_exact_below: int | None = Field(None, ge=0, validation_alias=_alias("STORE_EXACT_BELOW"))
+    store_search_width: int | None = Field(None, ge=0, validation_alias=_alias("STORE_SEARCH_WIDTH"))
+    store_index_type: str | None = Field(None, validation_alias=_alias("STORE_INDEX_TYPE"))
     redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias=_alias("REDIS_URL"))
     api_url: str = Field("http://127.0.0.1:8000", validation_alias=_alias("API_URL"))
     # Kept as the raw comma-separated text; use `api_key_list` / `fetch_allow_list`.
@@ -45,6 +49,11 @@ class CommonSettings(BaseSettings):
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.strip().rstrip("/")
+
+    def store_options(self) -> dict[str, object]:
+        """Keyword arguments for PhotoStore, so `.env` and the environment tune every reader alike."""
+        return {"exact_below": self.store_exact_below, "search_width": self.store_search_width,
+                "index_type": self.store_index_type}
 
     @property
     def embedder_urls(self) -> list[str]:

@@ -52,7 +52,7 @@ def build_resources(settings: WorkerSettings) -> Resources:
         settings=settings,
         embedder=EmbedderClient(settings.embedder_urls, timeout=settings.embedder_timeout_s),
         store=PhotoStore(settings.store_url, settings.store_table, connect_timeout=settings.store_connect_timeout_s,
-                         query_timeout=settings.store_query_timeout_s),
+                         query_timeout=settings.store_query_timeout_s, **settings.store_options()),
         jobs=JobStore(settings.redis_url, ttl_seconds=settings.job_ttl_s),
         policy=settings.fetch_policy(),
     )

@@ -1,0 +1,27 @@
+"""Shared settings: one name means the same thing to every part, from the environment or `.env`."""
+from services.api.config import ApiSettings
+from services.common.store import PhotoStore
+from services.worker.config import WorkerSettings
+
+
+def test_store_search_options_from_dotenv_reach_every_store_reader(tmp_path, monkeypatch):
+    for name in ("STORE_SEARCH_WIDTH", "STORE_EXACT_BELOW", "STORE_INDEX_TYPE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("STORE_SEARCH_WIDTH=640\nSTORE_EXACT_BELOW=1000\nSTORE_INDEX_TYPE=SCANN\n")
+    for settings in (ApiSettings(), WorkerSettings()):
+        store = PhotoStore("http://127.0.0.1:1", "photos", **settings.store_options())
+        assert (store.search_width, store.exact_below, store.index_type) == (640, 1000, "SCANN")
+
+
+def test_unset_store_options_keep_the_measured_defaults(tmp_path, monkeypatch):
+    for name in ("STORE_SEARCH_WIDTH", "STORE_EXACT_BELOW", "STORE_INDEX_TYPE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    store = PhotoStore("http://127.0.0.1:1", "photos", **ApiSettings().store_options())
+    assert (store.search_width, store.exact_below, store.index_type) == (256, 50_000, "MSTG")
+
+
+def test_embedder_url_list_spreads_over_several():
+    settings = ApiSettings(EMBEDDER_URL="http://a:8001/, http://b:8001")
+    assert settings.embedder_urls == ["http://a:8001", "http://b:8001"]
