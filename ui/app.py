@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import gradio as gr
 
@@ -239,8 +240,10 @@ class SearchPage:
         who = " ".join(p for p in (photo.get("photographer_first_name"), photo.get("photographer_last_name")) if p)
         if who:
             lines.append(f"by {_markdown_text(who)}")
-        if photo.get("photo_url", "").startswith(("http://", "https://")):
-            lines.append(f"[open on Unsplash]({photo['photo_url']})")
+        page = photo.get("photo_url", "")
+        if page.startswith(("http://", "https://")):
+            where = "Unsplash" if urlparse(page).hostname in ("unsplash.com", "www.unsplash.com") else "its page"
+            lines.append(f"[open on {where}]({page})")
         lines.append(f"id `{photo.get('photo_id')}`")
         return photo_html(photo), " · ".join(lines), photo
 

@@ -198,3 +198,13 @@ def test_an_unexpected_failure_becomes_a_sentence_not_a_traceback(caplog):
     *_, status, banner, _ = SearchPage(client).search("dog", None, 0.5, 3)
     assert "Something went wrong" in status and "boom" not in status and "Traceback" not in status
     assert "unexpected error in the UI" in caplog.text
+
+
+def test_chosen_photo_links_to_its_page_and_names_unsplash_only_for_unsplash():
+    unsplash = {"photo_id": "a1", "photo_image_url": "https://images.unsplash.com/a1",
+                "photo_url": "https://unsplash.com/photos/a1", "photo_description": "A red door"}
+    local = unsplash | {"photo_url": "http://127.0.0.1:8090/images/a1.jpg"}
+    _, details, _ = SearchPage._show_photo(unsplash)
+    assert "[open on Unsplash](https://unsplash.com/photos/a1)" in details
+    _, details, _ = SearchPage._show_photo(local)
+    assert "[open on its page](http://127.0.0.1:8090/images/a1.jpg)" in details and "Unsplash" not in details
