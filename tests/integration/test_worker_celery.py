@@ -19,7 +19,7 @@ import pytest
 from services.common.jobs import JobStore
 from services.common.queue import enqueue_ingest
 from tests.integration.test_worker_support import DIM, MODEL, FakeStore, jpeg, serve_images, vector_of
-from tests.support import free_port, redis_server, wait_for_http
+from tests.support import free_port, redis_server, stop_process, wait_for_http
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,15 +27,6 @@ ROOT = Path(__file__).resolve().parents[2]
 def _start(args, log_path: Path, env=None) -> subprocess.Popen:
     with open(log_path, "wb") as log:
         return subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
-
-
-def _stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +79,7 @@ def stack(tmp_path_factory):
         finally:
             # Before Redis goes: a worker that loses its broker spends its shutdown reconnecting.
             for process in reversed(processes):
-                _stop(process)
+                stop_process(process)
             images.shutdown()
 
 
