@@ -179,16 +179,9 @@ async def _search_store(services: Services, vector: np.ndarray, query: SearchQue
         # Nothing ingested yet: an empty answer, not an error.
         return []
     _check_same_model(table, model_info, vector)
-    # Pagination and collapsing are passed only when asked for, so a store without them still serves
-    # plain queries.
-    options: dict[str, Any] = {}
-    if query.offset:
-        options["offset"] = query.offset
-    if query.collapse is not None:
-        options["collapse"] = query.collapse
     try:
         return await blocking(services.store.search, vector, top_k=query.top_k, min_score=query.min_score,
-                              filters=query.filters, **options)
+                              filters=query.filters, offset=query.offset, collapse=query.collapse)
     except ServiceError:
         raise
     except (TypeError, ValueError) as exc:
