@@ -949,11 +949,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.common.store", description=main.__doc__)
     parser.add_argument("what", choices=["index"])
     parser.add_argument("action", choices=["build", "status", "drop"])
-    parser.add_argument("--url", default=os.environ.get("STORE_URL", "http://127.0.0.1:8123"))
-    parser.add_argument("--table", default=os.environ.get("STORE_TABLE", "photos"))
+    from services.common.config import CommonSettings
+
+    # The same settings the gateway and workers read (environment, then .env), so the index is built
+    # on the table they search.
+    settings = CommonSettings()
+    parser.add_argument("--url", default=settings.store_url)
+    parser.add_argument("--table", default=settings.store_table)
     parser.add_argument("--no-wait", action="store_true", help="start the build and return")
     args = parser.parse_args(argv)
-    with PhotoStore(args.url, args.table, query_timeout=24 * 3600) as photo_store:
+    with PhotoStore(args.url, args.table, query_timeout=24 * 3600, **settings.store_options()) as photo_store:
         try:
             if args.action == "build":
                 began = time.perf_counter()

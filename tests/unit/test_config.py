@@ -25,3 +25,21 @@ def test_unset_store_options_keep_the_measured_defaults(tmp_path, monkeypatch):
 def test_embedder_url_list_spreads_over_several():
     settings = ApiSettings(EMBEDDER_URL="http://a:8001/, http://b:8001")
     assert settings.embedder_urls == ["http://a:8001", "http://b:8001"]
+
+
+def test_the_index_command_uses_the_store_of_dotenv(tmp_path, monkeypatch, capsys):
+    from services.common import store
+
+    for name in ("STORE_URL", "STORE_TABLE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("STORE_URL=http://127.0.0.1:9/default\nSTORE_TABLE=my_photos\n")
+    seen = {}
+
+    def refuse(self, *args, **kwargs):
+        seen.update(url=self.url, table=self.table)
+        raise store.StoreUnavailable("down")
+
+    monkeypatch.setattr(store.PhotoStore, "index_status", refuse)
+    assert store.main(["index", "status"]) == 1
+    assert seen == {"url": "http://127.0.0.1:9/default", "table": "my_photos"}
