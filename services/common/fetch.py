@@ -5,9 +5,11 @@ redirect, which is followed by hand) unless the host or a network holding its ad
 FETCH_ALLOW_HOSTS; size and time limits; the body must look like an image. Each failure is a
 `FetchError` with a stable code and a sentence a person can act on.
 
-Known limit: the address is checked by resolving the name before httpx connects, and httpx resolves
-it again, so a DNS server that answers differently within milliseconds (DNS rebinding) could slip
-past. Pinning the connection to the checked address is the fix if that threat matters.
+The address is checked twice: once before each request (for a message that names the URL), and
+again where the connection is made. The clients' network backend resolves the name itself, checks
+every address, and connects to a checked address, never to the name: a DNS server that answers a
+public address to the first look-up and a private one to the next (DNS rebinding) gets nowhere.
+TLS still verifies the certificate against the host name.
 """
 from __future__ import annotations
 
@@ -15,11 +17,14 @@ import asyncio
 import ipaddress
 import logging
 import socket
+import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
+import certifi
+import httpcore
 import httpx
 
 log = logging.getLogger(__name__)
@@ -187,10 +192,98 @@ def _timeouts(policy: FetchPolicy) -> httpx.Timeout:
     return httpx.Timeout(policy.timeout_s, connect=min(policy.timeout_s, 10.0))
 
 
+# --- connections only to checked addresses -----------------------------------------------------
+
+
+def _connect_error(host: str, port: int, error: Exception | None) -> Exception:
+    return error or httpcore.ConnectError(f"{host}:{port} has no address to connect to")
+
+
+class _CheckedBackend(httpcore.NetworkBackend):
+    """httpcore's network backend, but a TCP connection goes only to an address that the policy allows,
+    resolved here: the name is never handed to the socket layer to resolve again."""
+
+    def __init__(self, policy: FetchPolicy):
+        self._policy = policy
+        self._inner = httpcore.SyncBackend()
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+                    socket_options=None) -> httpcore.NetworkStream:
+        where = f"{host}:{port}"
+        addresses = _resolve_sync(host, port, where)
+        _check_addresses(where, host, addresses, self._policy)
+        error: Exception | None = None
+        for address in addresses:
+            try:
+                return self._inner.connect_tcp(address, port, timeout, local_address, socket_options)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                error = exc
+        raise _connect_error(host, port, error)
+
+    def connect_unix_socket(self, path: str, timeout: float | None = None, socket_options=None):
+        raise httpcore.ConnectError("fetching over a unix socket is not allowed")
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+class _AsyncCheckedBackend(httpcore.AsyncNetworkBackend):
+    """The same, for the async client."""
+
+    def __init__(self, policy: FetchPolicy):
+        self._policy = policy
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                          local_address: str | None = None, socket_options=None) -> httpcore.AsyncNetworkStream:
+        where = f"{host}:{port}"
+        addresses = await _resolve_async(host, port, where)
+        _check_addresses(where, host, addresses, self._policy)
+        error: Exception | None = None
+        for address in addresses:
+            try:
+                return await self._inner.connect_tcp(address, port, timeout, local_address, socket_options)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                error = exc
+        raise _connect_error(host, port, error)
+
+    async def connect_unix_socket(self, path: str, timeout: float | None = None, socket_options=None):
+        raise httpcore.ConnectError("fetching over a unix socket is not allowed")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+def _pool_options() -> dict:
+    return {"ssl_context": ssl.create_default_context(cafile=certifi.where()), "max_connections": 100,
+            "max_keepalive_connections": 20, "keepalive_expiry": 5.0}
+
+
+class _CheckedTransport(httpx.HTTPTransport):
+    def __init__(self, policy: FetchPolicy):
+        super().__init__(trust_env=False)
+        # httpx's transport maps requests and errors around its httpcore pool; only the pool's
+        # network backend differs (httpx takes no backend argument, so the pool is replaced).
+        self._pool = httpcore.ConnectionPool(network_backend=_CheckedBackend(policy), **_pool_options())
+
+
+class _AsyncCheckedTransport(httpx.AsyncHTTPTransport):
+    def __init__(self, policy: FetchPolicy):
+        super().__init__(trust_env=False)
+        self._pool = httpcore.AsyncConnectionPool(network_backend=_AsyncCheckedBackend(policy), **_pool_options())
+
+
 def make_client(policy: FetchPolicy) -> httpx.Client:
-    """A client suited to `fetch_bytes` (no automatic redirects, no proxies from the environment)."""
+    """A client suited to `fetch_bytes`: no automatic redirects, no proxies from the environment, and
+    connections only to addresses the policy allows."""
     return httpx.Client(timeout=_timeouts(policy), follow_redirects=False, trust_env=False,
-                        headers={"User-Agent": USER_AGENT})
+                        headers={"User-Agent": USER_AGENT}, transport=_CheckedTransport(policy))
+
+
+def make_async_client(policy: FetchPolicy) -> httpx.AsyncClient:
+    """The same, for `fetch_bytes_async`."""
+    return httpx.AsyncClient(timeout=_timeouts(policy), follow_redirects=False, trust_env=False,
+                             headers={"User-Agent": USER_AGENT}, transport=_AsyncCheckedTransport(policy))
 
 
 # --- sync --------------------------------------------------------------------------------------
@@ -199,7 +292,8 @@ def make_client(policy: FetchPolicy) -> httpx.Client:
 def fetch_bytes(url: str, policy: FetchPolicy, client: httpx.Client | None = None) -> bytes:
     """Download one URL under the policy (sync); raise FetchError.
 
-    `client`, when given, is reused (it must not follow redirects itself); else one is made.
+    `client`, when given, is reused: one from `make_client` (with another, the address is checked
+    only before the request); else one is made.
     """
     if client is None:
         with make_client(policy) as own:
@@ -262,8 +356,7 @@ def fetch_many(urls: list[str], policy: FetchPolicy, concurrency: int = 16) -> l
 async def fetch_bytes_async(url: str, policy: FetchPolicy, client: httpx.AsyncClient | None = None) -> bytes:
     """Same as fetch_bytes, for the gateway's event loop."""
     if client is None:
-        async with httpx.AsyncClient(timeout=_timeouts(policy), follow_redirects=False, trust_env=False,
-                                     headers={"User-Agent": USER_AGENT}) as own:
+        async with make_async_client(policy) as own:
             return await fetch_bytes_async(url, policy, own)
     try:
         return await asyncio.wait_for(_fetch_async(url, policy, client), timeout=policy.timeout_s)

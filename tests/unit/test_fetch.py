@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import http.server
 import io
+import socket
 import threading
 import time
 
@@ -146,3 +147,77 @@ def test_the_async_fetch_applies_the_same_rules(server):
     with pytest.raises(FetchError) as info:
         asyncio.run(fetch_bytes_async(f"{base}/slow.jpg", policy(timeout_s=0.3)))
     assert info.value.code == "timeout"
+
+
+class Rebinding:
+    """A resolver that answers a public address to the first look-up of a name and loopback after:
+    what a DNS-rebinding attacker's server does."""
+
+    def __init__(self, real):
+        self.real = real
+        self.lookups = 0
+
+    def __call__(self, host, port, *args, **kwargs):
+        if host != "rebind.example":
+            return self.real(host, port, *args, **kwargs)
+        self.lookups += 1
+        address = "93.184.216.34" if self.lookups == 1 else "127.0.0.1"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+
+class Counting(Handler):
+    hits = 0
+    hosts: list[str] = []
+
+    def do_GET(self):
+        type(self).hits += 1
+        type(self).hosts.append(self.headers["Host"])
+        super().do_GET()
+
+
+@pytest.fixture
+def counted_server():
+    Counting.hits, Counting.hosts = 0, []
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Counting)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd.server_address[1]
+    httpd.shutdown()
+
+
+def test_a_name_that_rebinds_to_loopback_after_the_check_is_refused_at_connect(counted_server, monkeypatch):
+    from services.common import fetch
+
+    resolver = Rebinding(socket.getaddrinfo)
+    monkeypatch.setattr(fetch.socket, "getaddrinfo", resolver)
+    code, message = code_of(f"http://rebind.example:{counted_server}/img.jpg", policy(allow_hosts=()))
+    assert code == "blocked_address" and "127.0.0.1" in message
+    assert resolver.lookups == 2 and Counting.hits == 0
+
+
+def test_the_async_client_refuses_a_rebinding_name_too(counted_server, monkeypatch):
+    resolver = Rebinding(socket.getaddrinfo)
+
+    async def resolve(host, port, **kwargs):
+        return resolver(host, port, **kwargs)
+
+    async def fetch_it():
+        asyncio.get_running_loop().getaddrinfo = resolve
+        return await fetch_bytes_async(f"http://rebind.example:{counted_server}/img.jpg", policy(allow_hosts=()))
+
+    with pytest.raises(FetchError) as info:
+        asyncio.run(fetch_it())
+    assert info.value.code == "blocked_address" and "127.0.0.1" in str(info.value)
+    assert resolver.lookups == 2 and Counting.hits == 0
+
+
+def test_the_connection_goes_to_the_checked_address(counted_server, monkeypatch):
+    # The name resolves (here, to loopback, which is allowed): the request reaches the server, and
+    # the Host header still names the host, not the address.
+    from services.common import fetch
+
+    resolver = Rebinding(socket.getaddrinfo)
+    resolver.lookups = 1  # every look-up now answers loopback
+    monkeypatch.setattr(fetch.socket, "getaddrinfo", resolver)
+    assert fetch_bytes(f"http://rebind.example:{counted_server}/img.jpg", policy()) == JPEG
+    assert Counting.hits == 1 and Counting.hosts == [f"rebind.example:{counted_server}"]
