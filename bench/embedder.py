@@ -1,7 +1,7 @@
 """How fast does the embedder turn 200 px JPEG bytes (and texts) into vectors, against the seed's loop?
 
     python -m bench.embedder [--quick] [--device cpu|cuda] [--dtype auto|float32|bfloat16|float16]
-                             [--batches 1,8,32,128] [--http]
+                             [--batches 1,8,32,64,128] [--http]
 
 Builds the `b32` random-weight CLIP (the real ViT-B/32 shapes, so the compute cost is real) in a
 temporary folder, draws JPEG photos about 200 px wide (the size the seed downloads), and measures in
@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench.common import Measurement, Stopwatch, format_table, machine_info, measure, write_results
@@ -72,14 +73,17 @@ def query_texts(count: int) -> list[str]:
 # -- the seed's loop ----------------------------------------------------------------------------
 
 
-def seed_loops(folder: Path, device: str, photos: list[bytes], texts: list[str], shared_model=None):
-    """The article's code path, one item at a time, float32: processor, model, normalise."""
+def seed_loops(folder: Path, device: str, photos: list[bytes], texts: list[str]):
+    """The article's code path, one item at a time, float32: processor, model, normalise.
+
+    Its own `CLIPModel`, as `from_pretrained` gives it: never the embedder's, whose MLPs are rewritten
+    (`fold_quick_gelu`)."""
     import torch
     from PIL import Image
     from transformers import CLIPModel, CLIPProcessor
 
     processor = CLIPProcessor.from_pretrained(folder)
-    model = shared_model if shared_model is not None else CLIPModel.from_pretrained(folder).to(device).eval()
+    model = CLIPModel.from_pretrained(folder).to(device).eval()
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
     def one_image(data: bytes) -> int:
@@ -125,8 +129,8 @@ async def _send_all(service, kind: str, chunks: list[list], in_flight: int) -> N
     await asyncio.gather(*(send(chunk) for chunk in chunks))
 
 
-async def service_rates(model, batches: list[int], photos: list[bytes], texts: list[str], min_items: int,
-                        batch1_items: int, in_flight: int) -> list[tuple[str, int, Measurement]]:
+async def service_rates(model, torch_thread, batches: list[int], photos: list[bytes], texts: list[str],
+                        min_items: int, batch1_items: int, in_flight: int) -> list[tuple[str, int, Measurement]]:
     from services.embedder.config import EmbedderSettings
     from services.embedder.service import EmbedderService
 
@@ -134,12 +138,14 @@ async def service_rates(model, batches: list[int], photos: list[bytes], texts: l
     for batch in batches:
         settings = EmbedderSettings(embedder_model=model.name, max_batch=batch, max_items=max(batch, 1),
                                     max_queue=batch * (in_flight + 1), max_wait_ms=2.0)
-        service = EmbedderService(settings, model=model)
+        service = EmbedderService(settings, model=model, model_thread=torch_thread)
         await service.start()
         try:
-            await service.embed_images(photos[:min(batch, 4)], per_item=False)  # warm the shapes
+            # Warm the batch's shapes (oneDNN builds its kernels for each new shape on first use).
+            await service.embed_images((photos * batch)[:batch], per_item=False)
+            await service.embed_texts((texts * batch)[:batch])
             for kind, pool in (("image", photos), ("text", texts)):
-                total = batch1_items if batch == 1 else max(batch, min_items)
+                total = batch1_items if batch == 1 else max(2 * batch, min_items)
                 requests = max(1, math.ceil(total / batch))
                 chunks = [[pool[(r * batch + i) % len(pool)] for i in range(batch)] for r in range(requests)]
                 with Stopwatch() as watch:
@@ -222,7 +228,7 @@ def http_rates(folder: Path, device: str, dtype: str, batches: list[int], photos
                     if time.monotonic() > deadline or server.poll() is not None:
                         raise RuntimeError("the embedder did not become ready")
                     time.sleep(0.2)
-                total = batch1_items if batch == 1 else max(batch, min_items)
+                total = batch1_items if batch == 1 else max(2 * batch, min_items)
                 requests = max(1, math.ceil(total / batch))
                 chunks = [[photos[(r * batch + i) % len(photos)] for i in range(batch)] for r in range(requests)]
 
@@ -248,8 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"],
                         help="the embedder's precision (auto: fp16 on CUDA, bf16 on AMX CPUs, else fp32)")
-    parser.add_argument("--batches", help="comma-separated batch sizes (default 1,8,32,128)")
-    parser.add_argument("--items", type=int, help="images/texts per batch size, at least one batch (default 64)")
+    parser.add_argument("--batches", help="comma-separated batch sizes (default 1,8,32,64,128)")
+    parser.add_argument("--items", type=int, help="images/texts per batch size, at least two batches (default 256)")
     parser.add_argument("--seed-items", type=int, help="images through the seed loop (default 16)")
     parser.add_argument("--in-flight", type=int, default=2, help="concurrent requests (default 2)")
     parser.add_argument("--http", action="store_true", help="also measure over HTTP (uvicorn subprocess)")
@@ -266,8 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     from tools.random_model import write_random_clip
 
     batches = [int(b) for b in args.batches.split(",")] if args.batches else ([1, 8, 32] if args.quick
-                                                                              else [1, 8, 32, 128])
-    min_items = args.items or (16 if args.quick else 64)
+                                                                              else [1, 8, 32, 64, 128])
+    min_items = args.items or (16 if args.quick else 256)
     batch1_items = max(2, min_items // 4)
     seed_items = args.seed_items or (4 if args.quick else 16)
     device = resolve_device(args.device)
@@ -276,7 +282,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-embedder-") as scratch:
         folder = Path(args.model) if args.model else write_random_clip(Path(scratch) / "clip-b32", size="b32")
         print(f"Model: {folder}{' (random weights: the vectors are meaningless; compute cost is real)' if not args.model else ''}")
-        model = ClipModel.load(str(folder), device=device, dtype=args.dtype)
+        # Every torch call of this process runs on one thread, as in the service (see its batcher:
+        # a second thread doing torch work slows both down).
+        torch_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="torch")
+
+        def on_torch_thread(function, *arguments):
+            return torch_thread.submit(function, *arguments).result()
+
+        model = on_torch_thread(lambda: ClipModel.load(str(folder), device=device, dtype=args.dtype))
         print(f"Embedder: {model.info()['dtype']} on {device}, {torch.get_num_threads()} torch threads, "
               f"AMX: {cpu_has_amx()}, fast preprocessing: {model.info()['fast_preprocess']}")
         photos = jpeg_photos(max(max(batches), min_items, seed_items, 32))
@@ -284,14 +297,15 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         load_before = os.getloadavg()
 
-        shared = model.model if model.dtype == torch.float32 else None
         # The seed's loop runs before and after the embedder and the faster of the two counts, so
         # that load from other work on the machine cannot flatter the ratio.
-        before = seed_loops(folder, device, photos[:seed_items], texts[:seed_items], shared)
+        before = on_torch_thread(seed_loops, folder, device, photos[:seed_items], texts[:seed_items])
         print(f"seed loop: {before[0].rate:.2f} images/s, {before[1].rate:.2f} texts/s")
-        rows = asyncio.run(service_rates(model, batches, photos, texts, min_items, batch1_items, args.in_flight))
-        preprocessing, forward = parts(model, photos, max(batches))
-        after = seed_loops(folder, device, photos[:seed_items], texts[:seed_items], shared)
+        rows = asyncio.run(service_rates(model, torch_thread, batches, photos, texts, min_items, batch1_items,
+                                         args.in_flight))
+        preprocessing, forward = on_torch_thread(parts, model, photos, max(batches))
+        after = on_torch_thread(seed_loops, folder, device, photos[:seed_items], texts[:seed_items])
+        torch_thread.shutdown()
         print(f"seed loop again: {after[0].rate:.2f} images/s, {after[1].rate:.2f} texts/s")
         seed_images = max(before[0], after[0], key=lambda m: m.rate)
         seed_texts = max(before[1], after[1], key=lambda m: m.rate)

@@ -23,15 +23,18 @@ log = logging.getLogger(__name__)
 
 
 class EmbedderService:
-    def __init__(self, settings: EmbedderSettings, model: ClipModel | None = None):
-        """`model`, when given, is used as loaded (benchmarks share one across services)."""
+    def __init__(self, settings: EmbedderSettings, model: ClipModel | None = None,
+                 model_thread: ThreadPoolExecutor | None = None):
+        """`model`, when given, is used as loaded, and `model_thread` is then the one-thread pool it
+        was loaded on (benchmarks share one model across services; see the batcher on why torch
+        work belongs on one thread)."""
         self.settings = settings
         self.metrics = Metrics()
         self.model: ClipModel | None = model
         self.load_error: str | None = None
         self.batcher = MicroBatcher(self._run_batch, max_batch=settings.max_batch,
                                     max_wait_ms=settings.max_wait_ms, max_queue=settings.max_queue,
-                                    on_batch=self.metrics.observe_batch)
+                                    on_batch=self.metrics.observe_batch, executor=model_thread)
         self._decoder: ThreadPoolExecutor | None = None
         self._load_task: asyncio.Task | None = None
 
@@ -50,7 +53,8 @@ class EmbedderService:
         settings = self.settings
         log.info("loading %s", settings.embedder_model)
         try:
-            self.model = await asyncio.to_thread(ClipModel.load, settings.embedder_model, settings.device,
+            # On the thread that will run every batch: one OpenMP team for the whole process.
+            self.model = await self.batcher.call(ClipModel.load, settings.embedder_model, settings.device,
                                                  settings.dtype, settings.torch_threads,
                                                  settings.fast_preprocess)
         except Exception as exc:  # reported by /readyz; the process stays up to say why

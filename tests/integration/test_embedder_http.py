@@ -50,7 +50,8 @@ def wait_ready(client: TestClient) -> None:
 
 @pytest.fixture(scope="module")
 def client(tiny_model_dir):
-    settings = EmbedderSettings(embedder_model=str(tiny_model_dir), **LIMITS)
+    # float32 even on an AMX CPU (where "auto" is bfloat16): the reference bar is for float32.
+    settings = EmbedderSettings(embedder_model=str(tiny_model_dir), dtype="float32", **LIMITS)
     with TestClient(create_app(settings)) as test_client:
         wait_ready(test_client)
         yield test_client
@@ -224,3 +225,27 @@ def test_a_model_that_cannot_load_is_reported_by_readyz_and_refuses_work(tmp_pat
         assert "could not be loaded" in ready.json()["error"]["message"]
         refused = test_client.post("/v1/embed/text", json={"texts": ["hello"]})
         assert refused.status_code == 503 and refused.json()["error"]["code"] == "model_failed"
+
+
+def test_the_model_is_loaded_and_run_on_one_thread(tiny_model_dir, monkeypatch):
+    # A second thread doing torch work slows every forward pass (see services/embedder/batcher.py).
+    import threading
+
+    from services.embedder import service as service_module
+
+    threads: list[str] = []
+    real_load = service_module.ClipModel.load
+
+    def load(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        loaded = real_load(*args, **kwargs)
+        real_embed_texts = loaded.embed_texts
+        loaded.embed_texts = lambda texts: threads.append(threading.current_thread().name) or real_embed_texts(texts)
+        return loaded
+
+    monkeypatch.setattr(service_module.ClipModel, "load", load)
+    settings = EmbedderSettings(embedder_model=str(tiny_model_dir), dtype="float32", **LIMITS)
+    with TestClient(create_app(settings)) as test_client:
+        wait_ready(test_client)
+        assert test_client.post("/v1/embed/text", json={"texts": ["a dog"]}).status_code == 200
+    assert len(threads) == 2 and len(set(threads)) == 1, threads

@@ -101,3 +101,34 @@ def test_a_failing_batch_fails_its_requests_and_the_batcher_keeps_serving():
 
     result, _ = asyncio.run(_with_batcher(model, body))
     assert result == [("text", "b")]
+
+
+def test_call_runs_on_the_same_thread_as_the_batches():
+    model = FakeModel()
+
+    async def body(batcher):
+        loader = await batcher.call(lambda: threading.current_thread().name)
+        await batcher.submit("image", ["i0"])
+        return loader
+
+    loader, _ = asyncio.run(_with_batcher(model, body))
+    assert model.threads == {loader}
+
+
+def test_a_given_executor_serves_batchers_in_turn_and_outlives_them():
+    from concurrent.futures import ThreadPoolExecutor
+
+    shared = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shared-torch")
+    model = FakeModel()
+
+    async def twice():
+        for round_ in range(2):
+            batcher = MicroBatcher(model, max_batch=4, max_wait_ms=1, max_queue=10, executor=shared)
+            await batcher.start()
+            assert await batcher.submit("text", [f"t{round_}"]) == [("text", f"t{round_}")]
+            await batcher.stop()
+
+    asyncio.run(twice())
+    assert len(model.threads) == 1 and next(iter(model.threads)).startswith("shared-torch")
+    assert shared.submit(lambda: "still running").result() == "still running"
+    shared.shutdown()

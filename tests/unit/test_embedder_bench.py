@@ -36,7 +36,7 @@ def test_the_embedder_bench_runs_and_reports_a_ratio(tiny_model_dir, tmp_path, c
 
     output = tmp_path / "embedder-test.json"
     argv = ["--model", str(tiny_model_dir), "--batches", "1,4", "--items", "4", "--seed-items", "2",
-            "--device", "cpu", "--output", str(output)]
+            "--device", "cpu", "--dtype", "float32", "--output", str(output)]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "seed loop" in printed and "Headline" in printed and "x seed" in printed

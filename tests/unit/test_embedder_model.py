@@ -12,7 +12,7 @@ from PIL import Image
 from transformers import CLIPProcessor
 
 from services.embedder.images import decode_image
-from services.embedder.model import ClipModel, _FastPreprocess, cpu_has_amx, resolve_dtype
+from services.embedder.model import ClipModel, _FastPreprocess, cpu_has_amx, fold_quick_gelu, resolve_dtype
 
 # bf16 keeps 8 bits of mantissa: vectors stay this close to float32 ones (per vector, cosine).
 BF16_MIN_COSINE = 0.999
@@ -135,3 +135,35 @@ def test_jpeg_draft_decoding_stays_within_its_stated_tolerance(tiny_model_dir):
     exact = np.stack(model.embed_images([model.preprocess_images([decode_image(d, **limits)]) for d in encoded]))
     fast = np.stack(model.embed_images([model.preprocess_images([picture]) for picture in drafted]))
     assert cosine(exact, fast).min() >= DRAFT_MIN_COSINE
+
+
+def test_quick_gelu_is_folded_into_silu_without_changing_the_vectors(tiny_model_dir):
+    from transformers import CLIPModel
+
+    original = CLIPModel.from_pretrained(str(tiny_model_dir)).eval()
+    folded = CLIPModel.from_pretrained(str(tiny_model_dir)).eval()
+    layers = original.config.vision_config.num_hidden_layers + original.config.text_config.num_hidden_layers
+    assert fold_quick_gelu(folded) == layers
+    side = original.config.vision_config.image_size
+    pixels = torch.from_numpy(np.stack([np.asarray(p.resize((side, side)), dtype=np.float32).transpose(2, 0, 1) / 255
+                                        for p in photos()]))
+    tokens = CLIPProcessor.from_pretrained(str(tiny_model_dir)).tokenizer(
+        ["a photo of a dog", "una playa al atardecer"], padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        for run in (lambda m: m.get_image_features(pixel_values=pixels), lambda m: m.get_text_features(**tokens)):
+            expected, actual = run(original).pooler_output, run(folded).pooler_output
+            torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
+    mlp = folded.vision_model.encoder.layers[0].mlp
+    assert type(mlp.activation_fn).__name__ == "_InplaceSiLU"
+
+
+def test_folding_leaves_other_activations_alone(tiny_model_dir):
+    from transformers import CLIPConfig, CLIPModel
+
+    config = CLIPConfig.from_pretrained(str(tiny_model_dir))
+    config.vision_config.hidden_act = "gelu"
+    model = CLIPModel(config).eval()
+    weights = model.vision_model.encoder.layers[0].mlp.fc1.weight.clone()
+    assert fold_quick_gelu(model) == config.text_config.num_hidden_layers
+    assert torch.equal(model.vision_model.encoder.layers[0].mlp.fc1.weight, weights)
+    assert type(model.vision_model.encoder.layers[0].mlp.activation_fn).__name__ != "_InplaceSiLU"
