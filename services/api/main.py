@@ -17,7 +17,7 @@ from services.api.config import ApiSettings, get_settings
 from services.api.deps import Services, build_services
 from services.api.metrics import Metrics, MetricsMiddleware
 from services.api.routes import health, jobs, photos, search
-from services.common.http import configure_logging, install_error_handlers
+from services.common.http import configure_logging, install_error_handlers, install_request_ids
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ def create_app(settings: ApiSettings | None = None, services: Services | None = 
     if settings.cors_origin_list:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list,
                            allow_methods=["GET", "POST"], allow_headers=["Content-Type", "X-API-Key"])
-    # Outermost, so that it also times requests that end in an error response.
+    # Outside the routes and CORS, so that it also times requests that end in an error response.
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    install_request_ids(app)
     return app

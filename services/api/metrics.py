@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections import defaultdict
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -56,7 +55,7 @@ def _escape(value: str) -> str:
 
 
 class MetricsMiddleware:
-    """Times every HTTP request and gives it an X-Request-ID (the caller's, or a new one)."""
+    """Times every HTTP request by route (the request id is `RequestIdMiddleware`'s, outside this)."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics):
         self.app = app
@@ -68,29 +67,18 @@ class MetricsMiddleware:
             return
         started = time.perf_counter()
         status = 500
-        request_id = _header(scope, b"x-request-id") or uuid.uuid4().hex
 
-        async def send_with_id(message: Message) -> None:
+        async def send_noting_status(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = list(message.get("headers", []))
-                headers.append((b"x-request-id", request_id.encode("latin-1")))
-                message = {**message, "headers": headers}
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, send_noting_status)
         finally:
             route = scope.get("route")
             # Unmatched paths share one label, so scanners cannot grow the series without bound.
             template = getattr(route, "path_format", None) or getattr(route, "path", None) or "<unmatched>"
             self.metrics.observe(scope["method"], template, status, time.perf_counter() - started)
 
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", []):
-        if key == name:
-            text = value.decode("latin-1")[:128]
-            return text if text.isprintable() else None
-    return None

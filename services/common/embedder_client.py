@@ -24,6 +24,7 @@ import numpy as np
 
 from services.common.config import split_csv
 from services.common.errors import BadRequest, DependencyFailed, DependencyTimeout, DependencyUnavailable
+from services.common.request_ids import outgoing_headers
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ class EmbedderClient(_Base):
         for url in self._order():
             try:
                 response = self._http.request(call.method, url + call.path, json=call.json, files=call.files,
-                                              params=call.params)
+                                              params=call.params, headers=outgoing_headers())
             except httpx.ConnectTimeout as exc:  # never connected: safe to try the next one
                 last = self._unreachable(url, exc)
                 continue
@@ -209,7 +210,8 @@ class AsyncEmbedderClient(_Base):
         for url in self._order():
             try:
                 response = await self._http.request(call.method, url + call.path, json=call.json,
-                                                    files=call.files, params=call.params)
+                                                    files=call.files, params=call.params,
+                                                    headers=outgoing_headers())
             except httpx.ConnectTimeout as exc:  # never connected: safe to try the next one
                 last = self._unreachable(url, exc)
                 continue

@@ -1,7 +1,7 @@
 """Domain errors with a stable code and a sentence a person can act on.
 
 Every service maps these to HTTP in one place (`install_error_handlers`), so callers always get
-`{"error": {"code": ..., "message": ...}}` and never a stack trace.
+`{"error": {"code": ..., "message": ..., "request_id": ...}}` and never a stack trace.
 """
 from __future__ import annotations
 
@@ -62,4 +62,11 @@ class DependencyFailed(ServiceError):
 
 
 def error_body(code: str, message: str) -> dict:
-    return {"error": {"code": code, "message": message}}
+    """`{"error": {"code", "message"}}`, plus the request's id when there is one, to quote in a report."""
+    from services.common.request_ids import current
+
+    error = {"code": code, "message": message}
+    request_id = current()
+    if request_id:
+        error["request_id"] = request_id
+    return {"error": error}

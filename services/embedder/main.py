@@ -6,7 +6,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 
-from services.common.http import configure_logging, install_error_handlers
+from services.common.http import configure_logging, install_error_handlers, install_request_ids
 from services.embedder.config import EmbedderSettings, get_settings
 from services.embedder.routes import router
 from services.embedder.service import EmbedderService
@@ -42,4 +42,5 @@ def create_app(settings: EmbedderSettings | None = None) -> FastAPI:
         return response
 
     app.include_router(router)
+    install_request_ids(app)
     return app

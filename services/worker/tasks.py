@@ -13,6 +13,7 @@ from typing import Any
 
 from celery import Task
 
+from services.common import request_ids
 from services.common.errors import DependencyTimeout, DependencyUnavailable
 from services.common.fetch import FetchPolicy
 from services.common.jobs import JobStore
@@ -115,10 +116,12 @@ class IngestTask(Task):
 )
 def ingest_batch(self, job_id: str, batch_id: str, photos: list[dict]) -> dict:
     res = resources()
-    if res.model is None:
-        res.model = pipeline.prepare_store(res.embedder, res.store)
-    outcome = pipeline.ingest_batch(photos, res.embedder, res.store, res.policy,
-                                    download_concurrency=res.settings.download_concurrency)
+    # The embedder's log lines for this batch carry the job's id (services/common/request_ids.py).
+    with request_ids.bound(f"job-{job_id}"):
+        if res.model is None:
+            res.model = pipeline.prepare_store(res.embedder, res.store)
+        outcome = pipeline.ingest_batch(photos, res.embedder, res.store, res.policy,
+                                        download_concurrency=res.settings.download_concurrency)
     failures = [failure.model_dump() for failure in outcome.failures]
     counted = res.jobs.finish_batch(job_id, batch_id, outcome.succeeded, outcome.skipped, failures)
     if not counted:
