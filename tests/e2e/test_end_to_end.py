@@ -124,3 +124,37 @@ def test_ingesting_again_adds_no_duplicates(running_stack):
     results = _search(running_stack, text="anything", top_k=100).json()["results"]
     ids = [r["photo_id"] for r in results]
     assert len(ids) == len(set(ids)) == SAMPLE_COUNT
+
+
+def _wait_for_line(path, *needles: str, timeout: float = 10.0) -> str:
+    """The first line of a service's log that holds every needle (logs are written as they happen)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = [line for line in path.read_text(errors="replace").splitlines()
+                 if all(needle in line for needle in needles)]
+        if lines or time.monotonic() > deadline:
+            return lines[0] if lines else ""
+        time.sleep(0.1)
+
+
+def test_one_request_id_follows_a_search_through_the_gateway_and_the_embedder(running_stack):
+    import uuid
+
+    trace = f"e2e-{uuid.uuid4().hex[:12]}"
+    response = httpx.post(f"{running_stack.api_url}/v1/search", json={"text": "a green square"},
+                          headers={"X-Request-ID": trace}, timeout=30)
+    assert response.status_code == 200 and response.headers["x-request-id"] == trace
+    # The gateway's access line and the embedder's, for the call it made on this search's behalf.
+    assert _wait_for_line(running_stack.log_dir / "api.log", f"[{trace}]", "POST /v1/search 200")
+    assert _wait_for_line(running_stack.log_dir / "embedder.log", f"[{trace}]", "POST /v1/embed/text 200")
+    refused = httpx.post(f"{running_stack.api_url}/v1/search", json={}, timeout=30)
+    assert refused.status_code == 422
+    assert refused.json()["error"]["request_id"] == refused.headers["x-request-id"]
+
+
+def test_the_embedder_logs_name_the_ingest_job_that_called_it(running_stack):
+    match = re.search(r"job[ _:=]+([0-9a-f]{8,})", running_stack.ingest_output, re.IGNORECASE)
+    assert match, running_stack.ingest_output
+    assert _wait_for_line(running_stack.log_dir / "embedder.log", f"[job-{match.group(1)}]", "POST /v1/embed/image 200")
