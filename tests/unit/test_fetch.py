@@ -221,3 +221,43 @@ def test_the_connection_goes_to_the_checked_address(counted_server, monkeypatch)
     monkeypatch.setattr(fetch.socket, "getaddrinfo", resolver)
     assert fetch_bytes(f"http://rebind.example:{counted_server}/img.jpg", policy()) == JPEG
     assert Counting.hits == 1 and Counting.hosts == [f"rebind.example:{counted_server}"]
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory):
+    """An https server on 127.0.0.1 whose self-signed certificate names `localhost` only."""
+    import ssl
+    import subprocess
+
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert), "-days", "1"],
+                   check=True, capture_output=True)
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd.server_address[1], cert
+    httpd.shutdown()
+
+
+def test_https_checks_the_certificate_against_the_host_name_not_the_address(tls_server, monkeypatch):
+    # The connection is made to the checked address; TLS must still verify the name in the URL.
+    import ssl
+
+    from services.common import fetch
+
+    port, cert = tls_server
+    allowed = policy(allow_hosts=("127.0.0.1", "localhost"))
+    code, message = code_of(f"https://localhost:{port}/img.jpg", allowed)
+    assert code == "network_error" and "CERTIFICATE_VERIFY_FAILED" in message  # not a public CA's
+    real_options = fetch._pool_options
+    monkeypatch.setattr(fetch, "_pool_options",
+                        lambda: real_options() | {"ssl_context": ssl.create_default_context(cafile=str(cert))})
+    assert fetch_bytes(f"https://localhost:{port}/img.jpg", allowed) == JPEG
+    assert asyncio.run(fetch_bytes_async(f"https://localhost:{port}/img.jpg", allowed)) == JPEG
+    code, message = code_of(f"https://127.0.0.1:{port}/img.jpg", allowed)
+    assert code == "network_error" and "127.0.0.1" in message  # the certificate names localhost only
