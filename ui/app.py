@@ -1,4 +1,4 @@
-"""The Gradio search page: text and/or image queries, a results gallery, random photos.
+"""The Gradio search page: text and/or image queries, filters, a results gallery, random photos.
 
 The page talks to the gateway only, through `ApiClient`, over HTTP. Every handler catches the
 client's `ApiError` and shows the gateway's own sentence (a toast plus the status line), so a
@@ -34,6 +34,9 @@ RANDOM_WEIGHTS_BANNER = (
 UNREACHABLE_BANNER = "⚠️ **The search service cannot be reached.** {message}"
 EMPTY_QUERY = "Type a few words or upload an image, then press Search."
 UNEXPECTED = "Something went wrong in the page itself; it has been logged. Please try again."
+
+# The metadata column each of the Filters accordion's text boxes filters, and its name in the status line.
+FILTER_NAMES = {"photo_location_country": "country", "photographer_username": "photographer"}
 
 CSS = """
 #banner { background: #fff4ce; border: 1px solid #e0b400; border-radius: 8px; padding: 10px 14px; }
@@ -88,6 +91,38 @@ def stats_markdown(stats: dict[str, Any] | None) -> str:
 def wants_weight(text: str | None, image: str | None) -> bool:
     """The image-vs-text weight matters only when the query has both."""
     return bool(text and text.strip()) and bool(image)
+
+
+def any_of(text: str | None) -> list[str]:
+    """A filter box's values: comma-separated, trimmed, empty items dropped."""
+    return [item.strip() for item in (text or "").split(",") if item.strip()]
+
+
+def build_filters(country: str | None, photographer: str | None) -> dict[str, Any] | None:
+    """The gateway's `filters` from the boxes: one value is an equality, several are "any of" (a list).
+    An empty box filters nothing, so with every box empty there is no filter at all: None, not {}."""
+    filters: dict[str, Any] = {}
+    for column, text in (("photo_location_country", country), ("photographer_username", photographer)):
+        values = any_of(text)
+        if values:
+            filters[column] = values[0] if len(values) == 1 else values
+    return filters or None
+
+
+def min_score_or_none(value: float | None) -> float | None:
+    """The slider's 0 means "no minimum": a cosine similarity cut-off of 0 would still hide photos."""
+    return float(value) if value else None
+
+
+def describe_filters(filters: dict[str, Any] | None, min_score: float | None) -> str:
+    """The active filters in words for the status line, e.g. `country: Japan or Norway, score ≥ 0.20`."""
+    parts = []
+    for column, value in (filters or {}).items():
+        values = value if isinstance(value, list) else [value]
+        parts.append(f"{FILTER_NAMES.get(column, column)}: {' or '.join(str(v) for v in values)}")
+    if min_score is not None:
+        parts.append(f"score ≥ {min_score:.2f}")
+    return ", ".join(parts)
 
 
 def _markdown_text(sentence: str) -> str:
@@ -173,8 +208,10 @@ class SearchPage:
     def query_changed(self, text: str | None, image: str | None) -> dict:
         return gr.update(visible=wants_weight(text, image))
 
-    def search(self, text: str | None, image: str | None, weight: float, top_k: float):
-        """Search by text, an uploaded image, or both. Outputs: gallery, results, status, banner, stats."""
+    def search(self, text: str | None, image: str | None, weight: float, top_k: float,
+               min_score: float | None = 0.0, country: str | None = "", photographer: str | None = ""):
+        """Search by text, an uploaded image, or both, within the Filters accordion's filters.
+        Outputs: gallery, results, status, banner, stats."""
         text = (text or "").strip()
         if not text and not image:
             return gr.update(), gr.update(), self._warn(EMPTY_QUERY), self.banner(), gr.update()
@@ -189,15 +226,19 @@ class SearchPage:
             weight=float(weight) if wants_weight(text, image) else 0.5,
             top_k=int(top_k),
             what=_describe_query(text, bool(image_bytes)),
+            **_narrowing(min_score, country, photographer),
         )
 
-    def more_like_this(self, photo: dict | None, top_k: float):
-        """Search by the shown photo's id: the gateway reuses its stored vector."""
+    def more_like_this(self, photo: dict | None, top_k: float, min_score: float | None = 0.0,
+                       country: str | None = "", photographer: str | None = ""):
+        """Search by the shown photo's id (the gateway reuses its stored vector), within the same filters
+        as Search: a person who narrowed the results expects "more like this" to stay narrowed."""
         if not photo or not photo.get("photo_id"):
             return (gr.update(), gr.update(), self._warn("Pick a photo first: press Random photo or click a result."),
                     self.banner(), gr.update())
         return self._run_search(photo_id=photo["photo_id"], top_k=int(top_k),
-                                what=f"photos like {photo['photo_id']}")
+                                what=f"photos like {photo['photo_id']}",
+                                **_narrowing(min_score, country, photographer))
 
     def _run_search(self, *, what: str, **query: Any):
         try:
@@ -207,12 +248,7 @@ class SearchPage:
             return gr.update(), gr.update(), status, self.banner(), gr.update()
         self._reached(answer.get("random_weights"))
         results = list(answer.get("results") or [])
-        took = answer.get("took_ms")
-        timing = f" in {took:.0f} ms" if isinstance(took, (int, float)) else ""
-        if results:
-            status = f"{len(results)} result{'s' if len(results) != 1 else ''} for {_markdown_text(what)}{timing}."
-        else:
-            status = f"No photos found for {_markdown_text(what)}. Is anything indexed yet?"
+        status = _result_status(answer, results, what, query)
         return gallery_items(results), results, status, self.banner(), self.stats_line()
 
     def random_photo(self):
@@ -240,12 +276,38 @@ class SearchPage:
         who = " ".join(p for p in (photo.get("photographer_first_name"), photo.get("photographer_last_name")) if p)
         if who:
             lines.append(f"by {_markdown_text(who)}")
+        # Where it was taken: what the country filter matches, so a person can check a result against it.
+        where_taken = photo.get("photo_location_name") or photo.get("photo_location_country")
+        if where_taken:
+            lines.append(f"in {_markdown_text(str(where_taken))}")
         page = photo.get("photo_url", "")
         if page.startswith(("http://", "https://")):
             where = "Unsplash" if urlparse(page).hostname in ("unsplash.com", "www.unsplash.com") else "its page"
             lines.append(f"[open on {where}]({page})")
         lines.append(f"id `{photo.get('photo_id')}`")
         return photo_html(photo), " · ".join(lines), photo
+
+
+def _narrowing(min_score: float | None, country: str | None, photographer: str | None) -> dict[str, Any]:
+    """The query's `min_score` and `filters`, only when set: an unset one is not sent at all."""
+    narrowing = {"min_score": min_score_or_none(min_score), "filters": build_filters(country, photographer)}
+    return {name: value for name, value in narrowing.items() if value is not None}
+
+
+def _result_status(answer: dict[str, Any], results: list[dict[str, Any]], what: str, query: dict[str, Any]) -> str:
+    """The status line after a search: how many, for what, within which filters; or why there are none."""
+    took = answer.get("took_ms")
+    timing = f" in {took:.0f} ms" if isinstance(took, (int, float)) else ""
+    narrowed = describe_filters(query.get("filters"), query.get("min_score"))
+    within = f" ({_markdown_text(narrowed)})" if narrowed else ""
+    if results:
+        return f"{len(results)} result{'s' if len(results) != 1 else ''} for {_markdown_text(what)}{within}{timing}."
+    if not narrowed:
+        return f"No photos found for {_markdown_text(what)}. Is anything indexed yet?"
+    # Say what to loosen: only what is set.
+    loosen = [*(["clear them"] if query.get("filters") else []),
+              *(["lower the minimum score"] if query.get("min_score") is not None else [])]
+    return f"No photos match these filters{within} for {_markdown_text(what)}; {' or '.join(loosen)}."
 
 
 def _describe_query(text: str, has_image: bool) -> str:
@@ -276,6 +338,19 @@ def build_app(settings: UISettings | None = None, client: Any = None) -> gr.Bloc
                                    visible=False, elem_id="weight")
                 top_k = gr.Slider(1, TOP_K_MAX, value=settings.top_k_default, step=1, label="Results",
                                   elem_id="top-k")
+                with gr.Accordion("Filters", open=False, elem_id="filters"):
+                    min_score = gr.Slider(0.0, 1.0, value=0.0, step=0.01, label="Minimum score",
+                                          info="Hide results whose score (cosine similarity) is below this. "
+                                               "0 = off: every result is shown.",
+                                          elem_id="min-score")
+                    country = gr.Textbox(label="Country", placeholder="e.g. Japan, Norway",
+                                         info="Exact country names as in the photos' metadata; several, "
+                                              "comma-separated, match any of them. Empty = any country.",
+                                         lines=1, max_lines=1, elem_id="filter-country")
+                    photographer = gr.Textbox(label="Photographer", placeholder="Unsplash username, e.g. jdoe",
+                                              info="Usernames; several, comma-separated, match any of them. "
+                                                   "Empty = anyone.",
+                                              lines=1, max_lines=1, elem_id="filter-photographer")
                 with gr.Row():
                     search_button = gr.Button("Search", variant="primary", elem_id="search-button")
                     random_button = gr.Button("Random photo", elem_id="random-button")
@@ -292,12 +367,13 @@ def build_app(settings: UISettings | None = None, client: Any = None) -> gr.Bloc
         photo_state = gr.State(None)
 
         search_outputs = [gallery, results_state, status, banner, stats]
+        narrowing = [min_score, country, photographer]  # the handlers' last three parameters, in order
         app.load(page.load, outputs=[banner, stats])
         for changed in (query_text.change, query_image.change):
             changed(page.query_changed, inputs=[query_text, query_image], outputs=weight, queue=False)
-        gr.on([search_button.click, query_text.submit], page.search,
-              inputs=[query_text, query_image, weight, top_k], outputs=search_outputs)
-        more_button.click(page.more_like_this, inputs=[photo_state, top_k], outputs=search_outputs)
+        gr.on([search_button.click, query_text.submit, country.submit, photographer.submit], page.search,
+              inputs=[query_text, query_image, weight, top_k, *narrowing], outputs=search_outputs)
+        more_button.click(page.more_like_this, inputs=[photo_state, top_k, *narrowing], outputs=search_outputs)
         random_button.click(page.random_photo,
                             outputs=[photo_image, photo_details, photo_state, status, banner, photo_box])
         gallery.select(page.select_result, inputs=results_state,

@@ -7,6 +7,7 @@ is not there shows what a person sees when the search service is down.
 """
 from __future__ import annotations
 
+import csv
 import os
 import re
 import subprocess
@@ -98,6 +99,68 @@ def test_search_by_text_image_and_random_photo(running_stack, browser, output_di
     page.locator("#more-button").click()
     expect(page.locator("#status")).to_contain_text("results for photos like sample")
     page.screenshot(path=str(output_dir / "search_page.png"), full_page=True)
+
+    expect(page.locator("body")).not_to_contain_text("Traceback")
+    page.close()
+
+
+def _countries(tsv: Path) -> dict[str, str]:
+    """Each ingested photo's country, from the TSV the stack ingested (tools/sample_data.py's places)."""
+    with open(tsv, newline="") as handle:
+        return {row["photo_id"]: row["photo_location_country"] for row in csv.DictReader(handle, delimiter="\t")}
+
+
+def _shown_photo_ids(gallery_images) -> list[str]:
+    """The photos in the gallery, by the image each one shows (the sample set names images by photo id)."""
+    sources = gallery_images.evaluate_all("images => images.map(image => image.getAttribute('src'))")
+    ids = [re.search(r"(sample\d{5})\.jpg", source) for source in sources]
+    assert all(ids), f"gallery images that are not sample photos: {sources}"
+    return [match.group(1) for match in ids]
+
+
+def test_filters_keep_only_photos_of_the_chosen_country(running_stack, browser, output_dir):
+    countries = _countries(running_stack.tsv)
+    in_japan = sorted(photo_id for photo_id, country in countries.items() if country == "Japan")
+    # Fewer Japanese photos than the default 12 results: a filtered search shows every one of them.
+    assert 0 < len(in_japan) < 12
+    expect = playwright_sync.expect
+    page = browser.new_page(viewport={"width": 1280, "height": 1200})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(running_stack.ui_url)
+    status, gallery_images = page.locator("#status"), page.locator("#results-gallery img")
+
+    page.locator("#query-text textarea, #query-text input").first.fill("a red circle")
+    page.locator("#search-button").click()
+    expect(status).to_contain_text("12 results for “a red circle” in")
+    expect(gallery_images).to_have_count(12)
+    assert len({countries[photo_id] for photo_id in _shown_photo_ids(gallery_images)}) > 1
+
+    # The Filters accordion starts closed; open it and ask for one country.
+    country = page.locator("#filter-country textarea, #filter-country input").first
+    expect(country).to_be_hidden()
+    page.locator("#filters").get_by_text("Filters").first.click()
+    expect(page.locator("#min-score")).to_contain_text("0 = off")
+    country.fill("Japan")
+    page.locator("#search-button").click()
+    expect(status).to_contain_text(f"{len(in_japan)} results for “a red circle” (country: Japan) in")
+    expect(gallery_images).to_have_count(len(in_japan))
+    assert sorted(_shown_photo_ids(gallery_images)) == in_japan
+    page.screenshot(path=str(output_dir / "filtered_by_country.png"), full_page=True)
+
+    # A random photo, then more like it: still only Japanese photos.
+    page.locator("#random-button").click()
+    expect(page.locator("#chosen-details")).to_contain_text("sample")
+    page.locator("#more-button").click()
+    expect(status).to_contain_text(re.compile(r"results for photos like sample\d{5} \(country: Japan\)"))
+    expect(gallery_images).not_to_have_count(0)
+    assert {countries[photo_id] for photo_id in _shown_photo_ids(gallery_images)} == {"Japan"}
+
+    # A country no photo has: the status line says the filters are why, and the gallery empties.
+    country.fill("Atlantis")
+    country.press("Enter")
+    expect(status).to_contain_text("No photos match these filters (country: Atlantis) for “a red circle”; clear them.")
+    expect(gallery_images).to_have_count(0)
+    page.screenshot(path=str(output_dir / "no_photo_matches.png"), full_page=True)
 
     expect(page.locator("body")).not_to_contain_text("Traceback")
     page.close()

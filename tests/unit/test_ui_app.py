@@ -14,6 +14,7 @@ from ui.app import (  # noqa: E402
     RANDOM_WEIGHTS_BANNER,
     SearchPage,
     build_app,
+    build_filters,
     caption_for,
     gallery_items,
     stats_markdown,
@@ -33,9 +34,10 @@ def result(n: int, **extra) -> dict:
 class FakeClient:
     """Records calls; answers like the gateway, or raises the error it is given."""
 
-    def __init__(self, random_weights: bool = False, error: ApiError | None = None):
+    def __init__(self, random_weights: bool = False, error: ApiError | None = None, found: int | None = None):
         self.random_weights = random_weights
         self.error = error
+        self.found = found  # how many results a search finds; top_k when None
         self.calls: list[tuple[str, dict]] = []
 
     def _answer(self, name: str, **kwargs):
@@ -49,7 +51,8 @@ class FakeClient:
 
     def search(self, **query):
         self._answer("search", **query)
-        results = [result(n, photo_description=f"photo {n}") for n in range(query.get("top_k", 10))]
+        count = query.get("top_k", 10) if self.found is None else self.found
+        results = [result(n, photo_description=f"photo {n}") for n in range(count)]
         return {"results": results, "took_ms": 12.3, "model": "clip-test", "random_weights": self.random_weights}
 
     def random_photo(self):
@@ -208,3 +211,92 @@ def test_chosen_photo_links_to_its_page_and_names_unsplash_only_for_unsplash():
     assert "[open on Unsplash](https://unsplash.com/photos/a1)" in details
     _, details, _ = SearchPage._show_photo(local)
     assert "[open on its page](http://127.0.0.1:8090/images/a1.jpg)" in details and "Unsplash" not in details
+
+
+# -- the Filters accordion ------------------------------------------------------------------------
+
+
+def test_filters_and_min_score_reach_the_gateway_exactly():
+    client = FakeClient()
+    *_, status, _, _ = SearchPage(client).search("dog", None, 0.5, 12, 0.25, " Japan ,Norway,, ", "  ana ")
+    assert client.calls[0] == ("search", {
+        "text": "dog", "image": None, "weight": 0.5, "top_k": 12, "min_score": 0.25,
+        "filters": {"photo_location_country": ["Japan", "Norway"], "photographer_username": "ana"},
+    })
+    assert status.startswith("12 results for “dog” (country: Japan or Norway, photographer: ana, score ≥ 0.25) in ")
+
+
+@pytest.mark.parametrize("country, photographer", [("", ""), (None, None), (" , ,", "   ")])
+def test_empty_filter_boxes_and_a_zero_minimum_send_nothing(country, photographer):
+    client = FakeClient()
+    *_, status, _, _ = SearchPage(client).search("dog", None, 0.5, 12, 0, country, photographer)
+    assert client.calls[0] == ("search", {"text": "dog", "image": None, "weight": 0.5, "top_k": 12})
+    assert status.startswith("12 results for “dog” in 12 ms")
+
+
+def test_one_value_is_an_equality_several_are_any_of():
+    assert build_filters("Japan", "") == {"photo_location_country": "Japan"}
+    assert build_filters("", "ana, bo") == {"photographer_username": ["ana", "bo"]}
+    assert build_filters("", None) is None
+
+
+def test_filters_go_with_an_image_search_too(image_file):
+    client = FakeClient()
+    SearchPage(client).search("", image_file, 0.5, 3, 0.1, "Japan", "")
+    query = client.calls[0][1]
+    assert query["min_score"] == 0.1 and query["filters"] == {"photo_location_country": "Japan"}
+
+
+def test_more_like_this_keeps_the_filters_and_min_score():
+    client = FakeClient()
+    page = SearchPage(client)
+    *_, photo, _, _, _ = page.random_photo()
+    *_, status, _, _ = page.more_like_this(photo, 4, 0.3, "Japan", "ana,bo")
+    assert client.calls[-2] == ("search", {
+        "photo_id": "p7", "top_k": 4, "min_score": 0.3,
+        "filters": {"photo_location_country": "Japan", "photographer_username": ["ana", "bo"]},
+    })
+    assert "photos like p7 (country: Japan, photographer: ana or bo, score ≥ 0.30)" in status
+
+
+def test_filters_that_leave_nothing_say_so_and_what_to_loosen():
+    page = SearchPage(FakeClient(found=0))
+    gallery, results, status, _, _ = page.search("dog", None, 0.5, 12, 0.0, "Atlantis", "")
+    assert (gallery, results) == ([], [])
+    assert status == "No photos match these filters (country: Atlantis) for “dog”; clear them."
+    *_, status, _, _ = page.search("dog", None, 0.5, 12, 0.9, "", "")
+    assert status == "No photos match these filters (score ≥ 0.90) for “dog”; lower the minimum score."
+    *_, status, _, _ = page.search("dog", None, 0.5, 12, 0.9, "Atlantis", "")
+    assert status.endswith("; clear them or lower the minimum score.")
+    # Without filters an empty answer means an empty index, as before.
+    *_, status, _, _ = page.search("dog", None, 0.5, 12, 0, "", "")
+    assert status == "No photos found for “dog”. Is anything indexed yet?"
+
+
+def test_a_filter_the_gateway_refuses_shows_its_sentence():
+    sentence = "The filter on 'photo_location_country' needs text, not 3."
+    client = FakeClient(error=ApiError(422, "invalid_filters", sentence))
+    gallery, results, status, banner, _ = SearchPage(client).search("dog", None, 0.5, 12, 0.2, "Japan", "")
+    assert client.calls[0][1]["filters"] == {"photo_location_country": "Japan"}
+    assert status == "⚠️ The filter on 'photo\\_location\\_country' needs text, not 3."
+    assert gallery == gr.update() and results == gr.update()  # the previous results stay
+    assert banner["visible"] is False
+
+
+def test_chosen_photo_says_where_it_was_taken():
+    _, details, _ = SearchPage._show_photo(result(1, photo_location_name="Kyoto, Japan",
+                                                  photo_location_country="Japan"))
+    assert "in Kyoto, Japan" in details
+    _, details, _ = SearchPage._show_photo(result(1, photo_location_country="Norway"))
+    assert "in Norway" in details
+
+
+def test_filters_sit_in_a_closed_accordion_and_reach_both_searches():
+    app = build_app(UISettings(api_url="http://127.0.0.1:1", _env_file=None), client=FakeClient())
+    blocks = {block.elem_id: block for block in app.blocks.values() if block.elem_id}
+    assert isinstance(blocks["filters"], gr.Accordion) and blocks["filters"].open is False
+    min_score = blocks["min-score"]
+    assert (min_score.minimum, min_score.maximum, min_score.value) == (0, 1, 0) and "0 = off" in min_score.info
+    narrowing = ["min-score", "filter-country", "filter-photographer"]
+    inputs = {fn.fn.__name__: [block.elem_id for block in fn.inputs] for fn in app.fns.values()}
+    assert inputs["search"][-3:] == narrowing and inputs["more_like_this"][-3:] == narrowing
