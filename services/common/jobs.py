@@ -20,6 +20,8 @@ import redis
 from services.common.errors import DependencyUnavailable
 
 MAX_FAILURES = 1000
+# What finish_batch says of a batch.
+BATCH_REPEATED, BATCH_COUNTED, JOB_DONE = 0, 1, 2
 _COUNTERS = ("total", "succeeded", "skipped", "failed", "batches_total", "batches_done")
 
 # One script per write so that a batch is counted and the state decided atomically, even with
@@ -37,8 +39,10 @@ redis.call('HINCRBY', job, 'skipped', skipped)
 redis.call('HINCRBY', job, 'failed', nfail)
 local done = redis.call('HINCRBY', job, 'batches_done', 1)
 local total = tonumber(redis.call('HGET', job, 'batches_total') or '0')
+local result = 1
 if done >= total then
   redis.call('HSET', job, 'state', 'done')
+  result = 2
 else
   redis.call('HSET', job, 'state', 'running')
 end
@@ -50,7 +54,7 @@ end
 redis.call('EXPIRE', job, ttl)
 redis.call('EXPIRE', batches, ttl)
 if redis.call('EXISTS', failures) == 1 then redis.call('EXPIRE', failures, ttl) end
-return 1
+return result
 """
 
 _ADD_BATCHES = """
@@ -121,14 +125,16 @@ class JobStore:
         self._call(self._add, keys=[self._key(job_id)], args=[int(batches), int(photos), _now(), self._ttl, job_id])
 
     def finish_batch(self, job_id: str, batch_id: str, succeeded: int, skipped: int,
-                     failures: list[dict[str, Any]]) -> bool:
-        """Record one batch's outcome once; False if this batch_id was already recorded."""
+                     failures: list[dict[str, Any]]) -> int:
+        """Record one batch's outcome once: BATCH_REPEATED (0, falsy) if this batch_id was already
+        recorded, BATCH_COUNTED, or JOB_DONE when it was the job's last batch (exactly one batch of
+        a job gets JOB_DONE, however many workers finish at once)."""
         key = self._key(job_id)
         encoded = [json.dumps(failure, separators=(",", ":")) for failure in failures]
         recorded = self._call(self._finish, keys=[key, f"{key}:batches", f"{key}:failures"],
                               args=[batch_id, int(succeeded), int(skipped), _now(), self._ttl, MAX_FAILURES,
                                     job_id, *encoded])
-        return bool(recorded)
+        return int(recorded)
 
     def get(self, job_id: str) -> dict[str, Any] | None:
         """{"job_id", "state": queued|running|done, "total", "succeeded", "skipped", "failed",

@@ -834,6 +834,13 @@ class PhotoStore:
                              f"{status.get('fail_reason') or status['status']}.")
         return status
 
+    def wants_index(self) -> bool:
+        """Whether the table has outgrown exact search (`exact_below` rows) and has no vector index that
+        is built or being built: what an ingest worker checks when a job ends."""
+        if self._known_dim() is None or self._row_count_now() < self.exact_below:
+            return False
+        return self.index_status()["status"] in (INDEX_ABSENT, INDEX_NOT_BUILT)
+
     def index_status(self) -> dict[str, Any]:
         """{"status": Absent | NotBuilt | InProgress | Built, "type": ..., "fail_reason": ...}."""
         params = {"db": self.database, "table": self.table, "name": INDEX_NAME}

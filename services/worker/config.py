@@ -26,6 +26,9 @@ class WorkerSettings(CommonSettings):
     max_retries: int = Field(8, ge=0)
     retry_backoff_max_s: int = Field(300, ge=1)
     job_ttl_s: int = Field(7 * 24 * 3600, ge=60)
+    # When a job ends and the table holds STORE_EXACT_BELOW rows or more with no vector index, start
+    # building one (on the store server, in the background). Off: `make index ACTION=build` by hand.
+    auto_index: bool = True
     log_level: str = "INFO"
 
     def fetch_policy(self) -> FetchPolicy:

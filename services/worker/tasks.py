@@ -16,7 +16,7 @@ from celery import Task
 from services.common import request_ids
 from services.common.errors import DependencyTimeout, DependencyUnavailable
 from services.common.fetch import FetchPolicy
-from services.common.jobs import JobStore
+from services.common.jobs import JOB_DONE, JobStore
 from services.common.queue import TASK_NAME
 from services.worker import pipeline
 from services.worker.celery_app import app
@@ -96,7 +96,9 @@ class IngestTask(Task):
         code = getattr(exc, "code", None) or "batch_failed"
         failures = [failure.model_dump() for failure in pipeline.failed_batch(photos, code, reason)]
         try:
-            resources().jobs.finish_batch(job_id, batch_id, 0, 0, failures)
+            res = resources()
+            if res.jobs.finish_batch(job_id, batch_id, 0, 0, failures) == JOB_DONE:
+                build_index_if_due(res, job_id)
         except Exception:
             log.exception("job %s batch %s: could not record the batch's failure", job_id, batch_id)
 
@@ -126,4 +128,23 @@ def ingest_batch(self, job_id: str, batch_id: str, photos: list[dict]) -> dict:
     counted = res.jobs.finish_batch(job_id, batch_id, outcome.succeeded, outcome.skipped, failures)
     if not counted:
         log.info("job %s batch %s was already recorded (a redelivery); not counted again", job_id, batch_id)
+    elif counted == JOB_DONE:
+        build_index_if_due(res, job_id)
     return {"succeeded": outcome.succeeded, "skipped": outcome.skipped, "failed": len(failures)}
+
+
+def build_index_if_due(res: Resources, job_id: str) -> None:
+    """After a job's last batch: once the table has outgrown exact search and has no vector index,
+    start building one. The build runs on the store server in the background (minutes for hundreds
+    of thousands of rows); searches stay exact until it is done, and later inserts are indexed as
+    they arrive. A failure here costs nothing but the index: it is logged with the command to run."""
+    if not res.settings.auto_index:
+        return
+    try:
+        if not res.store.wants_index():
+            return
+        log.info("job %s is done and the table has outgrown exact search: building its vector index", job_id)
+        res.store.build_index(wait=False)
+    except Exception as exc:
+        log.warning("job %s: could not start building the vector index (%s); run `make index ACTION=build`",
+                    job_id, exc)

@@ -8,7 +8,7 @@ import pytest
 import redis
 
 from services.common.errors import DependencyUnavailable
-from services.common.jobs import MAX_FAILURES, JobStore
+from services.common.jobs import BATCH_COUNTED, BATCH_REPEATED, JOB_DONE, MAX_FAILURES, JobStore
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -99,3 +99,15 @@ def test_an_unreachable_redis_is_a_dependency_error():
     assert not store.ping()
     with pytest.raises(DependencyUnavailable, match="Redis"):
         store.get("x")
+
+
+def test_exactly_one_of_many_finishing_batches_is_told_the_job_is_done(jobs):
+    from concurrent.futures import ThreadPoolExecutor
+
+    job_id = jobs.create()
+    jobs.add_batches(job_id, batches=24, photos=24)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        outcomes = list(pool.map(lambda i: jobs.finish_batch(job_id, f"b{i}", 1, 0, []), range(24)))
+    assert outcomes.count(JOB_DONE) == 1 and outcomes.count(BATCH_COUNTED) == 23
+    assert jobs.finish_batch(job_id, "b3", 1, 0, []) == BATCH_REPEATED
+    assert jobs.get(job_id)["state"] == "done"

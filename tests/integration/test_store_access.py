@@ -356,3 +356,22 @@ def test_the_index_command_line(store_url, capsys):
     assert main(["index", "build", "--url", store_url, "--table", "never_made"]) == 1
     assert "ingest photos first" in capsys.readouterr().out
     photo_store.close()
+
+
+def test_an_index_is_wanted_once_the_table_outgrows_exact_search(store_url, vectors):
+    photo_store = PhotoStore(store_url, table="grows", exact_below=6)
+    assert photo_store.wants_index() is False  # no table yet
+    photo_store.ensure_table(DIM, MODEL)
+    photo_store.insert_photos([make_photo(i) for i in range(5)], vectors[:5])
+    assert photo_store.wants_index() is False  # 5 rows: exact search is fine
+    photo_store.insert_photos([make_photo(i) for i in range(5, 8)], vectors[5:8])
+    assert photo_store.wants_index() is True
+    # Not waiting: the build goes on in the store's background; it ends Built.
+    photo_store.build_index(wait=False)
+    deadline = time.monotonic() + 60
+    while photo_store.index_status()["status"] != "Built":
+        assert time.monotonic() < deadline, photo_store.index_status()
+        time.sleep(0.2)
+    assert photo_store.wants_index() is False
+    assert photo_store.search(vectors[7], top_k=1, exact=False)[0]["photo_id"] == "photo-0007"
+    photo_store.close()

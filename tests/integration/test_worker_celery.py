@@ -60,7 +60,9 @@ def stack(tmp_path_factory):
             table = f"worker_test_{uuid.uuid4().hex[:8]}"
             env = {**os.environ, "REDIS_URL": redis_url, "EMBEDDER_URL": f"http://127.0.0.1:{embedder_port}",
                    "STORE_URL": store_url, "STORE_TABLE": table, "FETCH_ALLOW_HOSTS": "127.0.0.1",
-                   "WORKER_MAX_RETRIES": "1", "WORKER_DOWNLOAD_TIMEOUT_S": "5"}
+                   "WORKER_MAX_RETRIES": "1", "WORKER_DOWNLOAD_TIMEOUT_S": "5",
+                   # Tiny, so that the first job pushes the table past exact search (auto index).
+                   "STORE_EXACT_BELOW": "6"}
             if not real_store:
                 env["TEST_WORKER_FAKE_STORE"] = "1"
             worker = _start([sys.executable, "-m", "celery", "-A", "tests.integration.test_worker_support", "worker",
@@ -136,3 +138,19 @@ def test_ingesting_the_same_photos_again_adds_nothing(stack):
     job = wait_done(stack, submit(stack, photos, batch_size=5))
     assert (job["succeeded"], job["skipped"], job["failed"]) == (1, 8, 0)
     assert stack["store"].count() == 9
+
+
+def test_the_vector_index_is_built_once_a_job_pushes_the_table_past_exact_search(stack):
+    images = stack["images"]
+    photos = [{"photo_id": f"grow{i}", "photo_image_url": f"{images}/img/{i}.jpg"} for i in range(7)]
+    wait_done(stack, submit(stack, photos, batch_size=3))
+    store = stack["store"]
+    deadline = time.monotonic() + 60
+    while store.index_status()["status"] != "Built":
+        assert time.monotonic() < deadline, (store.index_status(), (stack["workdir"] / "worker.log").read_text()[-3000:])
+        time.sleep(0.3)
+    # Later jobs find it built and leave it alone.
+    wait_done(stack, submit(stack, [{"photo_id": "grow-later", "photo_image_url": f"{images}/img/1.jpg"}]))
+    log = (stack["workdir"] / "worker.log").read_text()
+    assert log.count("building its vector index") == 1, log[-3000:]
+    assert store.index_status()["status"] == "Built"

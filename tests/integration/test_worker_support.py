@@ -134,6 +134,18 @@ class FakeStore:
     def count(self) -> int:
         return self.redis.hlen(self.rows_key)
 
+    def wants_index(self) -> bool:
+        exact_below = int(os.environ.get("STORE_EXACT_BELOW", "50000"))
+        return self.count() >= exact_below and self.index_status()["status"] == "Absent"
+
+    def build_index(self, wait: bool = True) -> dict:
+        self.redis.hset(self.table_key, "index", "Built")
+        self.redis.hincrby(self.table_key, "index_builds", 1)
+        return self.index_status()
+
+    def index_status(self) -> dict:
+        return {"status": self.redis.hget(self.table_key, "index") or "Absent"}
+
     def close(self) -> None:
         self.redis.close()
 
