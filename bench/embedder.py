@@ -162,7 +162,7 @@ async def service_rates(model, torch_thread, batches: list[int], photos: list[by
 
 def parts(model, photos: list[bytes], batch: int) -> tuple[Measurement, Measurement]:
     """Decoding + preprocessing alone (one thread), and the forward pass alone on ready pixels."""
-    from services.embedder.images import decode_image
+    from services.common.images import decode_image
 
     def prepare(data: bytes):
         return model.preprocess_images([decode_image(data, max_bytes=1 << 26, max_pixels=1 << 26)])

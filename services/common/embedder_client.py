@@ -10,7 +10,8 @@ failed does the call raise. Errors are mapped once, here:
 - `EmbedderFailed` (502): any other unexpected answer.
 
 `embed_images_each` asks for per-item answers: one bad image yields an `EmbedItemError` in its
-place instead of failing the whole batch.
+place instead of failing the whole batch. `embed_pixels` sends images already resized and cropped
+(8-bit, `services.common.images.ClipCrop`), so that the caller does the decoding.
 """
 from __future__ import annotations
 
@@ -60,6 +61,10 @@ class _Call:
     json: dict | None = None
     files: list | None = None
     params: dict | None = None
+    content: bytes | None = None  # a raw body, sent as application/x-npy (pixels)
+
+    def headers(self) -> dict[str, str]:
+        return outgoing_headers() | ({"Content-Type": "application/x-npy"} if self.content is not None else {})
 
 
 def _error_of(response: httpx.Response) -> tuple[str, str]:
@@ -79,6 +84,12 @@ def _image_call(images: Sequence[bytes], per_item: bool) -> _Call:
     files = [("images", (f"image-{index}", bytes(image), "application/octet-stream"))
              for index, image in enumerate(images)]
     return _Call("POST", "/v1/embed/image", files=files, params={"per_item": "true"} if per_item else None)
+
+
+def _pixels_call(crops: np.ndarray) -> _Call:
+    from services.common.images import write_pixels
+
+    return _Call("POST", "/v1/embed/pixels", content=write_pixels(crops))
 
 
 def _vectors(body: dict) -> np.ndarray:
@@ -152,7 +163,7 @@ class EmbedderClient(_Base):
         for url in self._order():
             try:
                 response = self._http.request(call.method, url + call.path, json=call.json, files=call.files,
-                                              params=call.params, headers=outgoing_headers())
+                                              params=call.params, content=call.content, headers=call.headers())
             except httpx.ConnectTimeout as exc:  # never connected: safe to try the next one
                 last = self._unreachable(url, exc)
                 continue
@@ -188,6 +199,13 @@ class EmbedderClient(_Base):
             return []
         return _items(self._call(_image_call(images, per_item=True)))
 
+    def embed_pixels(self, crops: np.ndarray) -> np.ndarray:
+        """Vectors for 8-bit crops (images x height x width x 3, cropped as `model_info()["pixel_input"]`
+        says, e.g. by `services.common.images.ClipCrop`)."""
+        if len(crops) == 0:
+            return np.zeros((0, self._dim or self.model_info()["dim"]), dtype=np.float32)
+        return _vectors(self._call(_pixels_call(crops)))
+
     def close(self) -> None:
         self._http.close()
 
@@ -210,8 +228,8 @@ class AsyncEmbedderClient(_Base):
         for url in self._order():
             try:
                 response = await self._http.request(call.method, url + call.path, json=call.json,
-                                                    files=call.files, params=call.params,
-                                                    headers=outgoing_headers())
+                                                    files=call.files, params=call.params, content=call.content,
+                                                    headers=call.headers())
             except httpx.ConnectTimeout as exc:  # never connected: safe to try the next one
                 last = self._unreachable(url, exc)
                 continue
@@ -246,6 +264,11 @@ class AsyncEmbedderClient(_Base):
         if not images:
             return []
         return _items(await self._call(_image_call(images, per_item=True)))
+
+    async def embed_pixels(self, crops: np.ndarray) -> np.ndarray:
+        if len(crops) == 0:
+            return np.zeros((0, self._dim or (await self.model_info())["dim"]), dtype=np.float32)
+        return _vectors(await self._call(_pixels_call(crops)))
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -36,6 +36,8 @@ import torch
 from PIL import Image
 from transformers import CLIPModel, CLIPProcessor
 
+from services.common.images import ClipCrop
+
 log = logging.getLogger(__name__)
 
 RANDOM_WEIGHTS_MARKER = "RANDOM_WEIGHTS"
@@ -162,7 +164,13 @@ class ClipModel:
         self.max_tokens = int(model.config.text_config.max_position_embeddings)
         self.image_size = int(model.config.vision_config.image_size)
         self._cuda = str(device).startswith("cuda")
-        self._fast = _FastPreprocess.from_processor(self.image_processor) if fast_preprocess else None
+        # The crop and the normalisation, when the processor follows CLIP's usual recipe: the fast
+        # path (unless turned off) and pre-cropped pixel input both rest on them.
+        self.crop = ClipCrop.from_processor(self.image_processor)
+        self.normaliser = Normaliser.from_processor(self.image_processor) if self.crop else None
+        if self.crop is None:
+            log.info("the image processor's settings are not CLIP's usual recipe; using it as it is")
+        self._fast = self.crop is not None and fast_preprocess
 
     @classmethod
     def load(cls, name: str, device: str = "auto", dtype: str = "auto", threads: int = 0,
@@ -213,17 +221,27 @@ class ClipModel:
             "random_weights": self.random_weights,
             "image_size": self.image_size,
             "max_text_tokens": self.max_tokens,
-            "fast_preprocess": self._fast is not None,
+            "fast_preprocess": self._fast,
+            # How to crop for POST /v1/embed/pixels (uint8, crop_height x crop_width x 3); None: no
+            # pixel input for this processor.
+            "pixel_input": self.crop.as_dict() if self.crop else None,
         }
 
     # -- images ---------------------------------------------------------------------------------
 
     def preprocess_images(self, images: list) -> torch.Tensor:
         """Resize, crop and normalise RGB PIL images into pixel values (CPU, float32). Thread-safe."""
-        if self._fast is not None:
-            return torch.from_numpy(np.stack([self._fast(image) for image in images]))
+        if self._fast:
+            return self.normalise(np.stack([self.crop(image) for image in images]))
         # numpy out, then a tensor view: a torch copy here could start OpenMP work off the model thread.
         return torch.from_numpy(self.image_processor(images=images, return_tensors="np")["pixel_values"])
+
+    def normalise(self, crops: np.ndarray) -> torch.Tensor:
+        """8-bit crops (N x H x W x 3, from `crop`) to the model's pixel values (N x 3 x H x W, float32).
+        Thread-safe; numpy only, so no OpenMP work starts off the model thread."""
+        if self.normaliser is None:
+            raise RuntimeError("this model's image processor takes no pre-cropped pixels")
+        return torch.from_numpy(self.normaliser(crops))
 
     @torch.inference_mode()
     def embed_images(self, pixel_batches: list[torch.Tensor]) -> list[np.ndarray]:
@@ -260,71 +278,20 @@ class ClipModel:
         return features.cpu().numpy().astype(np.float32, copy=False)
 
 
-class _FastPreprocess:
-    """CLIPProcessor's resize-shortest-edge + centre-crop + normalise, without its float copies.
+class Normaliser:
+    """CLIPProcessor's rescale and normalise, (x * scale - mean) / std, as one float32 multiply-add
+    per value (the processor computes it in float64 and rounds to float32: within 1e-6)."""
 
-    The processor turns the picture into numpy, back into Pillow, resizes the whole of it (bicubic,
-    shortest edge to `shortest`), crops the centre `crop` and rescales and normalises in float64.
-    Here: the same Pillow resize and crop (bit-identical pixels) and one fused float32 multiply-add.
-    For pictures more elongated than 4:1, Pillow's `resize(..., box=...)` evaluates the same filter
-    at the same source positions for the kept region only; the pixels then agree within one 8-bit
-    level (Pillow's fixed-point rounding), and the work stays that of a square picture.
-    """
-
-    def __init__(self, shortest: int, crop_height: int, crop_width: int, resample: int,
-                 scale: float, mean, std):
-        self.shortest = shortest
-        self.crop_height = crop_height
-        self.crop_width = crop_width
-        self.resample = resample
-        # Up to 4:1, resize the whole picture exactly as the processor does; beyond, only the box.
-        self.exact_area_limit = 4 * shortest * shortest
-        # (x * scale - mean) / std == x * a + b, computed once.
+    def __init__(self, scale: float, mean, std):
         mean = np.asarray(mean, dtype=np.float64)
         std = np.asarray(std, dtype=np.float64)
         self._a = (scale / std).astype(np.float32)
         self._b = (-mean / std).astype(np.float32)
 
     @classmethod
-    def from_processor(cls, processor) -> _FastPreprocess | None:
-        """The fast path for this processor's settings, or None when they are not the CLIP recipe."""
-        size = dict(getattr(processor, "size", None) or {})
-        crop = dict(getattr(processor, "crop_size", None) or {})
-        recipe = (getattr(processor, "do_resize", False) and getattr(processor, "do_center_crop", False)
-                  and getattr(processor, "do_rescale", False) and getattr(processor, "do_normalize", False)
-                  and set(k for k, v in size.items() if v) == {"shortest_edge"}
-                  and crop.get("height") and crop.get("width")
-                  and crop["height"] <= size["shortest_edge"] and crop["width"] <= size["shortest_edge"])
-        if not recipe:
-            log.info("the image processor's settings are not CLIP's usual recipe; using it as it is")
-            return None
-        return cls(int(size["shortest_edge"]), int(crop["height"]), int(crop["width"]),
-                   int(processor.resample if processor.resample is not None else Image.Resampling.BICUBIC),
-                   float(processor.rescale_factor), processor.image_mean, processor.image_std)
+    def from_processor(cls, processor) -> Normaliser:
+        return cls(float(processor.rescale_factor), processor.image_mean, processor.image_std)
 
-    def __call__(self, image: Image.Image) -> np.ndarray:
-        if image.mode != "RGB":
-            image = image.convert("RGB")
-        width, height = image.size
-        # transformers' get_resize_output_image_size with default_to_square=False.
-        if width <= height:
-            new_width, new_height = self.shortest, int(self.shortest * height / width)
-        else:
-            new_width, new_height = int(self.shortest * width / height), self.shortest
-        # transformers' centre crop on the resized picture.
-        top = (new_height - self.crop_height) // 2
-        left = (new_width - self.crop_width) // 2
-        if new_width * new_height <= self.exact_area_limit:
-            # The processor's own steps, minus its float copies of the whole picture: bit-identical.
-            resized = image.resize((new_width, new_height), self.resample)
-            cropped = resized.crop((left, top, left + self.crop_width, top + self.crop_height))
-        else:
-            # Very elongated: resizing everything would cost up to gigabytes (a 1x50000 PNG becomes
-            # 224x11 million pixels). Resize only the kept box.
-            x_scale, y_scale = width / new_width, height / new_height
-            box = (left * x_scale, top * y_scale, (left + self.crop_width) * x_scale,
-                   (top + self.crop_height) * y_scale)
-            cropped = image.resize((self.crop_width, self.crop_height), self.resample, box=box)
-        pixels = np.asarray(cropped, dtype=np.float32)  # H, W, C
-        pixels = pixels * self._a + self._b
-        return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+    def __call__(self, crops: np.ndarray) -> np.ndarray:
+        pixels = crops.astype(np.float32) * self._a + self._b  # N, H, W, C
+        return np.ascontiguousarray(pixels.transpose(0, 3, 1, 2))

@@ -1,4 +1,4 @@
-"""HTTP routes of the embedder: health, metrics, model info, and the two embedding endpoints."""
+"""HTTP routes of the embedder: health, metrics, model info, and the embedding endpoints."""
 from __future__ import annotations
 
 from typing import Annotated
@@ -96,6 +96,37 @@ async def embed_image(
             f"Send images as multipart/form-data (field 'images') or as JSON {{\"images_base64\": [...]}}, "
             f"not {content_type or 'a body without a content type'}.")
     return JSONResponse(await service.embed_images(images, per_item=per_item))
+
+
+_PIXELS_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/x-npy": {"schema": {"type": "string", "format": "binary"}}},
+        "description": "One .npy array (numpy.save, no pickles): uint8, images x crop_height x crop_width x 3, "
+                       "each image resized and cropped as /v1/model's pixel_input says (services.common.images."
+                       "ClipCrop does it).",
+    }
+}
+
+
+@router.post("/v1/embed/pixels", response_model=EmbedResponse, tags=["embed"], openapi_extra=_PIXELS_BODY)
+async def embed_pixels(request: Request) -> JSONResponse:
+    """Unit-length vectors for images already resized and cropped by the caller (8-bit RGB): the
+    decoding and resizing then happen where the caller runs (ingest workers scale out), and the
+    vectors are those the encoded images would get."""
+    service = _service(request)
+    model = service.require_model()
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type not in ("application/x-npy", "application/octet-stream"):
+        raise UnsupportedMediaType(f"Send the pixels as one .npy array (application/x-npy), not "
+                                   f"{content_type or 'a body without a content type'}.")
+    crop = model.crop
+    limit = service.settings.max_items * (crop.crop_height * crop.crop_width * 3 if crop else 0) + 4096
+    declared = request.headers.get("content-length")
+    if crop and declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"The request body is {int(declared):,} bytes; {service.settings.max_items} "
+                              f"images of pixels take at most {limit:,}.")
+    return JSONResponse(await service.embed_pixels(await request.body()))
 
 
 async def _read_multipart(request: Request, max_items: int) -> list[bytes]:

@@ -41,3 +41,6 @@ class ModelInfo(BaseModel):
     image_size: int
     max_text_tokens: int
     fast_preprocess: bool = False
+    pixel_input: dict[str, int] | None = Field(
+        None, description="How to crop for POST /v1/embed/pixels (shortest_edge, crop_height, crop_width, "
+                          "resample: Pillow's filter number); null when this model takes no pre-cropped pixels.")

@@ -13,9 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 from PIL import Image
 
 from services.common.errors import BadRequest, DependencyUnavailable, ServiceError
+from services.common.images import decode_base64, decode_image, read_pixels
 from services.embedder.batcher import MicroBatcher, ModelNotReady
 from services.embedder.config import EmbedderSettings
-from services.embedder.images import decode_base64, decode_image
 from services.embedder.metrics import Metrics
 from services.embedder.model import ClipModel, available_cores
 
@@ -138,6 +138,19 @@ class EmbedderService:
         if per_item:
             body["errors"] = errors
         return body
+
+    async def embed_pixels(self, body: bytes) -> dict:
+        """Pre-cropped 8-bit pixels (a .npy array, see `/v1/embed/pixels`) to vectors."""
+        model = self.require_model()
+        if model.crop is None:
+            raise BadRequest(f"The model {model.name!r} takes no pre-cropped pixels: its image processor is not "
+                             "CLIP's usual resize-and-crop. Send encoded images to /v1/embed/image.",
+                             code="pixels_unsupported")
+        crops = read_pixels(body, (model.crop.crop_height, model.crop.crop_width))
+        self._check_count(len(crops), "image")
+        pixels = await asyncio.get_running_loop().run_in_executor(self._decoder, model.normalise, crops)
+        vectors = await self.batcher.submit("image", list(pixels.unsqueeze(1)))
+        return {**self._header(model), "vectors": [vector.tolist() for vector in vectors]}
 
     def _prepare_image(self, model: ClipModel, image: bytes | str):
         data = decode_base64(image) if isinstance(image, str) else image

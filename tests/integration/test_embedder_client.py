@@ -129,3 +129,23 @@ def test_concurrent_requests_are_batched(embedder_url):
     new_batches, new_singles = batches - before_batches, singles - before_singles
     # Eight one-image requests took fewer forward passes than requests: at least one batch held > 1.
     assert 1 <= new_batches < requests and new_batches > new_singles
+
+
+def test_pixels_cropped_by_the_caller_match_the_encoded_images(embedder_url):
+    from services.common.images import ClipCrop, decode_image
+
+    photos = [jpeg("red", (120, 50)), jpeg("navy", (40, 90)), jpeg("olive")]
+    with EmbedderClient(embedder_url) as client:
+        crop = ClipCrop.from_dict(client.model_info()["pixel_input"])
+        crops = np.stack([crop(decode_image(data, max_bytes=1 << 20, max_pixels=1 << 20)) for data in photos])
+        from_pixels = client.embed_pixels(crops)
+        np.testing.assert_allclose(from_pixels, client.embed_images(photos), atol=1e-6)
+        assert client.embed_pixels(crops[:0]).shape == (0, 64)
+        with pytest.raises(EmbedderRejected, match="uint8 images x 64 x 64 x 3"):
+            client.embed_pixels(crops[:, :32])
+
+    async def run():
+        async with AsyncEmbedderClient(embedder_url) as client:
+            return await client.embed_pixels(crops)
+
+    np.testing.assert_allclose(asyncio.run(run()), from_pixels, atol=1e-6)

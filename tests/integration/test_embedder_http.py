@@ -249,3 +249,62 @@ def test_the_model_is_loaded_and_run_on_one_thread(tiny_model_dir, monkeypatch):
         wait_ready(test_client)
         assert test_client.post("/v1/embed/text", json={"texts": ["a dog"]}).status_code == 200
     assert len(threads) == 2 and len(set(threads)) == 1, threads
+
+
+def cropped(client, images: dict[str, bytes]) -> np.ndarray:
+    """What an ingest worker sends to /v1/embed/pixels: decoded as the embedder decodes, cropped as
+    /v1/model's pixel_input says."""
+    from services.common.images import ClipCrop, decode_image
+
+    crop = ClipCrop.from_dict(client.get("/v1/model").json()["pixel_input"])
+    return np.stack([crop(decode_image(data, max_bytes=1 << 24, max_pixels=1 << 24)) for data in images.values()])
+
+
+def post_pixels(client, body: bytes, content_type: str = "application/x-npy"):
+    return client.post("/v1/embed/pixels", content=body, headers={"Content-Type": content_type})
+
+
+def test_pixels_cropped_by_the_caller_give_the_vectors_of_the_encoded_images(client):
+    from services.common.images import write_pixels
+
+    info = client.get("/v1/model").json()
+    assert info["pixel_input"] == {"shortest_edge": 64, "crop_height": 64, "crop_width": 64, "resample": 3}
+    images = dict(list(sample_images().items())[:4])  # this app's per-request limit
+    files = [("images", (f"{name}.bin", data, "application/octet-stream")) for name, data in images.items()]
+    from_bytes = vectors_of(client.post("/v1/embed/image", files=files))
+    response = post_pixels(client, write_pixels(cropped(client, images)))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["dim"] == 64 and body["random_weights"] is True
+    np.testing.assert_allclose(np.asarray(body["vectors"], dtype=np.float32), from_bytes, atol=1e-6)
+
+
+def npy(array) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=True)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("body, status, code, words", [
+    (b"\xff\xd8\xff not an array", 422, "invalid_pixels", "not a .npy array"),
+    (npy(np.zeros((1, 64, 64, 3), np.float32)), 422, "invalid_pixels", "got float32 1 x 64 x 64 x 3"),
+    (npy(np.zeros((2, 32, 32, 3), np.uint8)), 422, "invalid_pixels", "uint8 images x 64 x 64 x 3"),
+    (npy(np.array([{"a": 1}], dtype=object)), 422, "invalid_pixels", "not a .npy array"),
+    (npy(np.zeros((0, 64, 64, 3), np.uint8)), 422, "no_items", "at least one image"),
+])
+def test_bad_pixel_bodies_are_refused_with_a_sentence(client, body, status, code, words):
+    response = post_pixels(client, body)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code and words in error["message"], error
+    assert client.get("/readyz").status_code == 200
+
+
+def test_pixels_need_the_npy_content_type_and_a_bounded_body(client):
+    from services.common.images import write_pixels
+
+    body = write_pixels(np.zeros((1, 64, 64, 3), np.uint8))
+    refused = post_pixels(client, body, "image/png")
+    assert refused.status_code == 415 and "application/x-npy" in refused.json()["error"]["message"]
+    huge = post_pixels(client, write_pixels(np.zeros((40, 64, 64, 3), np.uint8)))
+    assert huge.status_code == 413 and "4 images of pixels" in huge.json()["error"]["message"]

@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 from transformers import CLIPProcessor
 
-from services.embedder.images import decode_image
-from services.embedder.model import ClipModel, _FastPreprocess, cpu_has_amx, fold_quick_gelu, resolve_dtype
+from services.common.images import ClipCrop, decode_image
+from services.embedder.model import ClipModel, Normaliser, cpu_has_amx, fold_quick_gelu, resolve_dtype
 
 # bf16 keeps 8 bits of mantissa: vectors stay this close to float32 ones (per vector, cosine).
 BF16_MIN_COSINE = 0.999
@@ -52,13 +52,22 @@ def varied_pictures() -> dict[str, Image.Image]:
             "odd": noise(641, 479), "small": noise(13, 9), "big": noise(1600, 1200)}
 
 
+def fast_path(processor):
+    """The embedder's fast preprocessing: ClipCrop's 8-bit crop, then the Normaliser (None: no recipe)."""
+    crop = ClipCrop.from_processor(processor)
+    if crop is None:
+        return None
+    normalise = Normaliser.from_processor(processor)
+    return lambda picture: normalise(crop(picture)[None])[0]
+
+
 @pytest.mark.parametrize("size", ["tiny", "b32"])
 def test_fast_preprocessing_equals_clip_processor(tiny_model_dir, size):
     from tools.random_model import CLIP_CONFIG_DIR
 
     folder = tiny_model_dir if size == "tiny" else CLIP_CONFIG_DIR
     processor = CLIPProcessor.from_pretrained(folder).image_processor
-    fast = _FastPreprocess.from_processor(processor)
+    fast = fast_path(processor)
     assert fast is not None
     for name, picture in varied_pictures().items():
         expected = processor(images=[picture], return_tensors="np")["pixel_values"][0]
@@ -77,7 +86,7 @@ def test_fast_preprocessing_equals_clip_processor(tiny_model_dir, size):
 
 def test_a_very_elongated_picture_costs_no_more_than_a_square_one(tiny_model_dir):
     processor = CLIPProcessor.from_pretrained(tiny_model_dir).image_processor
-    fast = _FastPreprocess.from_processor(processor)
+    fast = fast_path(processor)
     # The processor would resize this to 64x3.2 million pixels before cropping.
     line = Image.linear_gradient("L").resize((1, 50_000)).convert("RGB")
     started = time.perf_counter()
@@ -88,7 +97,7 @@ def test_a_very_elongated_picture_costs_no_more_than_a_square_one(tiny_model_dir
 def test_unusual_processor_settings_fall_back_to_the_processor(tiny_model_dir):
     processor = CLIPProcessor.from_pretrained(tiny_model_dir).image_processor
     processor.do_center_crop = False
-    assert _FastPreprocess.from_processor(processor) is None
+    assert fast_path(processor) is None
 
 
 def photos() -> list[Image.Image]:

@@ -1,4 +1,4 @@
-"""services/embedder/images.py: untrusted bytes become RGB pictures, or a refusal that says why."""
+"""services/common/images.py: untrusted bytes become RGB pictures, or a refusal that says why."""
 from __future__ import annotations
 
 import base64
@@ -7,7 +7,7 @@ import io
 import pytest
 from PIL import Image
 
-from services.embedder.images import ImageRejected, ImageTooLarge, decode_base64, decode_image
+from services.common.images import ImageRejected, ImageTooLarge, decode_base64, decode_image
 
 LIMITS = {"max_bytes": 1_000_000, "max_pixels": 1_000_000}
 
