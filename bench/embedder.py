@@ -35,7 +35,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
+
 from bench.common import Measurement, Stopwatch, format_table, machine_info, measure, write_results
+from services.common.images import write_pixels
 
 log = logging.getLogger("bench.embedder")
 
@@ -122,6 +125,8 @@ async def _send_all(service, kind: str, chunks: list[list], in_flight: int) -> N
         async with semaphore:
             if kind == "image":
                 body = await service.embed_images(chunk, per_item=False)
+            elif kind == "pixels":
+                body = await service.embed_pixels(write_pixels(np.stack(chunk)))
             else:
                 body = await service.embed_texts(chunk)
             assert len(body["vectors"]) == len(chunk)
@@ -131,9 +136,12 @@ async def _send_all(service, kind: str, chunks: list[list], in_flight: int) -> N
 
 async def service_rates(model, torch_thread, batches: list[int], photos: list[bytes], texts: list[str],
                         min_items: int, batch1_items: int, in_flight: int) -> list[tuple[str, int, Measurement]]:
+    from services.common.images import decode_image
     from services.embedder.config import EmbedderSettings
     from services.embedder.service import EmbedderService
 
+    # What an ingest worker sends when it decodes and crops itself (WORKER_PREPROCESS=worker).
+    crops = [model.crop(decode_image(data, max_bytes=1 << 26, max_pixels=1 << 26)) for data in photos]
     results = []
     for batch in batches:
         settings = EmbedderSettings(embedder_model=model.name, max_batch=batch, max_items=max(batch, 1),
@@ -144,16 +152,18 @@ async def service_rates(model, torch_thread, batches: list[int], photos: list[by
             # Warm the batch's shapes (oneDNN builds its kernels for each new shape on first use).
             await service.embed_images((photos * batch)[:batch], per_item=False)
             await service.embed_texts((texts * batch)[:batch])
-            for kind, pool in (("image", photos), ("text", texts)):
+            for kind, pool in (("image", photos), ("pixels", crops), ("text", texts)):
                 total = batch1_items if batch == 1 else max(2 * batch, min_items)
                 requests = max(1, math.ceil(total / batch))
                 chunks = [[pool[(r * batch + i) % len(pool)] for i in range(batch)] for r in range(requests)]
                 with Stopwatch() as watch:
                     await _send_all(service, kind, chunks, in_flight)
                 elapsed = watch.seconds
-                results.append((kind, batch, Measurement("embedder", requests * batch, elapsed, [elapsed],
-                                                         {"requests": requests, "in_flight": in_flight},
-                                                         cpu_seconds=watch.cpu_seconds)))
+                label = "embedder on cropped pixels" if kind == "pixels" else "embedder"
+                results.append(("image" if kind == "pixels" else kind, batch,
+                                Measurement(label, requests * batch, elapsed, [elapsed],
+                                            {"requests": requests, "in_flight": in_flight},
+                                            cpu_seconds=watch.cpu_seconds)))
                 log.info("%s batch %d: %.1f/s", kind, batch, requests * batch / elapsed)
         finally:
             await service.stop()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -18,6 +19,11 @@ class WorkerSettings(CommonSettings):
     # Per image: the whole download, redirects included, must finish within this.
     download_timeout_s: float = Field(15.0, gt=0)
     max_image_bytes: int = Field(20 * 1024 * 1024, ge=1024)
+    max_image_pixels: int = Field(64_000_000, ge=1)
+    # Where images are decoded and cropped: "auto" here when the embedder runs on a GPU (decoding would
+    # be its limit; workers scale out), else in the embedder; "worker" or "embedder" force it. Either
+    # way the vectors are the same (the embedder's own crop, bit for bit).
+    preprocess: Literal["auto", "worker", "embedder"] = "auto"
     max_redirects: int = Field(3, ge=0, le=10)
     embedder_timeout_s: float = Field(120.0, gt=0)
     store_connect_timeout_s: float = Field(5.0, gt=0)

@@ -37,6 +37,7 @@ class Resources:
     jobs: JobStore
     policy: FetchPolicy
     model: dict | None = None
+    crop: Any = None  # a ClipCrop when this worker decodes and crops (pipeline.choose_crop)
 
 
 _resources: Resources | None = None
@@ -122,8 +123,11 @@ def ingest_batch(self, job_id: str, batch_id: str, photos: list[dict]) -> dict:
     with request_ids.bound(f"job-{job_id}"):
         if res.model is None:
             res.model = pipeline.prepare_store(res.embedder, res.store)
+            res.crop = pipeline.choose_crop(res.model, res.settings.preprocess)
+            log.info("images are decoded and cropped %s", "here" if res.crop else "by the embedder")
         outcome = pipeline.ingest_batch(photos, res.embedder, res.store, res.policy,
-                                        download_concurrency=res.settings.download_concurrency)
+                                        download_concurrency=res.settings.download_concurrency, crop=res.crop,
+                                        max_image_pixels=res.settings.max_image_pixels)
     failures = [failure.model_dump() for failure in outcome.failures]
     counted = res.jobs.finish_batch(job_id, batch_id, outcome.succeeded, outcome.skipped, failures)
     if not counted:

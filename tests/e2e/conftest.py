@@ -74,6 +74,9 @@ def running_stack(tmp_path_factory, tiny_model_dir) -> RunningStack:
             "UI_PORT": str(ports["ui"]),
             "FETCH_ALLOW_HOSTS": "127.0.0.1",
             "WORKER_CONCURRENCY": "2",
+            # The workers decode and crop, as they do beside a GPU embedder, and send pixels: a photo
+            # searched by its own encoded image (decoded by the embedder) must still score 1.0.
+            "WORKER_PREPROCESS": "worker",
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
         }

@@ -157,4 +157,5 @@ def test_one_request_id_follows_a_search_through_the_gateway_and_the_embedder(ru
 def test_the_embedder_logs_name_the_ingest_job_that_called_it(running_stack):
     match = re.search(r"job[ _:=]+([0-9a-f]{8,})", running_stack.ingest_output, re.IGNORECASE)
     assert match, running_stack.ingest_output
-    assert _wait_for_line(running_stack.log_dir / "embedder.log", f"[job-{match.group(1)}]", "POST /v1/embed/image 200")
+    # The workers crop (WORKER_PREPROCESS=worker in conftest.py): they send pixels.
+    assert _wait_for_line(running_stack.log_dir / "embedder.log", f"[job-{match.group(1)}]", "POST /v1/embed/pixels 200")

@@ -89,3 +89,70 @@ def test_a_batch_where_nothing_downloads_makes_no_embedder_or_store_call(images)
     outcome = ingest_batch([{"photo_id": "x", "photo_image_url": "http://10.0.0.1/x.jpg"}], embedder, store, POLICY)
     assert outcome.succeeded == 0 and [f.code for f in outcome.failures] == ["blocked_address"]
     assert embedder.calls == [] and store.inserts == 0
+
+
+class CroppingEmbedder(Embedder):
+    """Takes pre-cropped pixels: a vector that is the mean colour of each crop, padded to DIM."""
+
+    def __init__(self):
+        super().__init__()
+        self.pixel_calls = []
+
+    def embed_images_each(self, images):
+        raise AssertionError("a worker that crops sends pixels, not encoded images")
+
+    def embed_pixels(self, crops):
+        assert crops.dtype == np.uint8 and crops.shape[1:] == (32, 32, 3)
+        self.pixel_calls.append(len(crops))
+        vectors = np.zeros((len(crops), DIM), np.float32)
+        vectors[:, :3] = crops.reshape(len(crops), -1, 3).mean(axis=1)
+        return vectors
+
+
+def test_a_worker_that_crops_sends_pixels_and_fails_undecodable_images_alone(images):
+    from services.common.images import ClipCrop
+
+    photos = [{"photo_id": f"p{i}", "photo_image_url": f"{images}/img/{i}.jpg"} for i in range(4)]
+    photos += [{"photo_id": "broken", "photo_image_url": f"{images}/broken.jpg"}]
+    embedder, store = CroppingEmbedder(), Store()
+    outcome = ingest_batch(photos, embedder, store, POLICY, crop=ClipCrop(40, 32, 32), max_image_pixels=10_000)
+    assert outcome.succeeded == 4 and embedder.pixel_calls == [4]
+    [failure] = outcome.failures
+    assert failure.photo_id == "broken" and failure.code == "truncated_image"
+    assert failure.reason.startswith("The image ") and "truncated" in failure.reason, failure.reason
+    # Each photo's vector came from its own crop (the fake embedder's vector is the crop's mean colour).
+    from services.common.images import decode_image
+
+    for i in range(4):
+        expected = ClipCrop(40, 32, 32)(decode_image(jpeg(i), max_bytes=1 << 20, max_pixels=1 << 20))
+        np.testing.assert_allclose(store.rows[f"p{i}"][:3], expected.reshape(-1, 3).mean(axis=0), atol=1e-3)
+
+
+def test_a_picture_over_the_pixel_limit_fails_alone_when_the_worker_crops(images):
+    from services.common.images import ClipCrop
+
+    photos = [{"photo_id": f"p{i}", "photo_image_url": f"{images}/img/{i}.jpg"} for i in range(2)]
+    outcome = ingest_batch(photos, CroppingEmbedder(), Store(), POLICY, crop=ClipCrop(40, 32, 32), max_image_pixels=10)
+    assert outcome.succeeded == 0 and {f.code for f in outcome.failures} == {"image_too_large"}
+    assert all("the limit is 10 pixels" in f.reason for f in outcome.failures), outcome.failures
+
+
+@pytest.mark.parametrize("info, preprocess, crops", [
+    ({"device": "cuda:0", "pixel_input": {"shortest_edge": 224, "crop_height": 224, "crop_width": 224,
+                                          "resample": 3}}, "auto", True),
+    ({"device": "cpu", "pixel_input": {"shortest_edge": 224, "crop_height": 224, "crop_width": 224,
+                                       "resample": 3}}, "auto", False),
+    ({"device": "cpu", "pixel_input": {"shortest_edge": 224, "crop_height": 224, "crop_width": 224,
+                                       "resample": 3}}, "worker", True),
+    ({"device": "cuda", "pixel_input": {"shortest_edge": 224, "crop_height": 224, "crop_width": 224,
+                                        "resample": 3}}, "embedder", False),
+    ({"device": "cuda", "pixel_input": None}, "worker", False),  # the model takes no pixels
+    ({"device": "cuda"}, "auto", False),  # an older embedder that does not say
+])
+def test_where_images_are_cropped(info, preprocess, crops):
+    from services.worker.pipeline import choose_crop
+
+    chosen = choose_crop(info, preprocess)
+    assert (chosen is not None) == crops
+    if chosen is not None:
+        assert chosen.as_dict() == info["pixel_input"]
