@@ -57,7 +57,7 @@ def choose_crop(info: dict, preprocess: str) -> ClipCrop | None:
     "auto" decodes here when the embedder runs on a GPU: there, decoding would be its limit (one CPU
     core decodes and crops about 600 images/s; an H100 embeds many times that), and workers scale
     out. On a CPU embedder the forward pass is the limit and sending encoded images is smaller on the
-    wire (bench: 131 vs 130 images/s at batch 64 on 2 cores). "worker" and "embedder" force it."""
+    wire (bench: 125 vs 130 images/s at batch 64 on 2 cores). "worker" and "embedder" force it."""
     recipe = info.get("pixel_input")
     if preprocess == "embedder":
         return None
