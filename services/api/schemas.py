@@ -128,6 +128,16 @@ class Stats(BaseModel):
     table: dict[str, Any] | None = Field(description="The store table's model and dim, or null before ingestion.")
 
 
+class FacetValue(BaseModel):
+    value: str
+    photos: int = Field(description="How many stored photos have this value.")
+
+
+class Facet(BaseModel):
+    field: str
+    values: list[FacetValue] = Field(description="The most common values, most photos first.")
+
+
 class IngestRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

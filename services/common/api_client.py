@@ -64,6 +64,10 @@ class ApiClient:
     def stats(self) -> dict:
         return self._request("GET", "/v1/stats")
 
+    def facet(self, field: str, limit: int = 100) -> list[dict]:
+        """[{"value", "photos"}, ...]: the most common values of a metadata field, most photos first."""
+        return self._request("GET", f"/v1/facets/{_path(field)}", params={"limit": limit})["values"]
+
     def job(self, job_id: str) -> dict:
         return self._request("GET", f"/v1/jobs/{_path(job_id)}")
 

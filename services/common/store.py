@@ -411,6 +411,18 @@ def existing_ids_sql(database: str, table: str) -> str:
             "WHERE photo_id IN {photo_ids:Array(String)}")
 
 
+# Columns whose values a person picks from a list (the page's filters): names, not free text.
+FACET_COLUMNS: tuple[str, ...] = ("photo_location_country", "photo_location_city", "photographer_username")
+
+
+def facet_sql(database: str, table: str, column: str) -> str:
+    """The most common values of one text column, with how many photos have each. `column` must be one
+    of FACET_COLUMNS (checked by the caller: identifiers cannot be bound). uniqExact(photo_id) counts
+    a photo once even before a merge folds its duplicate rows."""
+    return (f"SELECT {column} AS value, uniqExact(photo_id) AS photos FROM {table_ref(database, table)} "
+            f"WHERE {column} != '' GROUP BY {column} ORDER BY photos DESC, value LIMIT {{limit:UInt32}}")
+
+
 def stable_id(photo_id: str) -> int:
     """A 64-bit id that depends only on photo_id, so re-ingesting a photo gives it the same id."""
     return int.from_bytes(hashlib.blake2b(photo_id.encode("utf-8"), digest_size=8).digest(), "big")
@@ -899,6 +911,16 @@ class PhotoStore:
     def count(self) -> int:
         rows = self._read_rows("count", count_sql(self.database, self.table))
         return int(rows[0][0]) if rows else 0
+
+    def facet(self, column: str, limit: int = 100) -> list[dict[str, Any]]:
+        """[{"value", "photos"}, ...]: the `limit` most common non-empty values of a FACET_COLUMNS column,
+        most photos first. No table yet: []."""
+        if column not in FACET_COLUMNS:
+            raise BadRequest(f"Values can be listed for {', '.join(FACET_COLUMNS)}; not {column!r}.",
+                             code="invalid_facet")
+        limit = _check_count("limit", limit, 1)
+        rows = self._read_rows("value listing", facet_sql(self.database, self.table, column), {"limit": limit})
+        return [{"value": str(value), "photos": int(photos)} for value, photos in rows]
 
     def existing_ids(self, photo_ids: Sequence[str]) -> set[str]:
         wanted = list(dict.fromkeys(str(p) for p in photo_ids))

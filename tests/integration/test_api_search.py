@@ -147,6 +147,16 @@ def test_filters_reach_the_store(api):
     assert {r["photo_location_country"] for r in results} == {"Spain"}
 
 
+def test_facets_list_what_a_filter_can_match(api, gateway):
+    assert api.facet("photo_location_country") == [{"value": "Peru", "photos": 4}, {"value": "Spain", "photos": 4}]
+    assert api.facet("photo_location_country", limit=1) == [{"value": "Peru", "photos": 4}]
+    assert api.facet("photographer_username") == []  # nobody named: no values, not an error
+    refused = httpx.get(f"{gateway.url}/v1/facets/photo_description", timeout=10)
+    assert refused.status_code == 422
+    assert "photo_location_country, photo_location_city, photographer_username" in refused.json()["error"]["message"]
+    assert httpx.get(f"{gateway.url}/v1/facets/photo_location_country?limit=0", timeout=10).status_code == 422
+
+
 def test_pages_and_collapse_through_the_real_store(gateway):
     def search(**fields):
         response = httpx.post(f"{gateway.url}/v1/search", json={"photo_id": "photo-4", **fields}, timeout=30)

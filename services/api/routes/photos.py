@@ -1,13 +1,13 @@
-"""Reading the collection: a random photo, one photo by id, and the collection's stats."""
+"""Reading the collection: a random photo, one photo by id, field values, and the collection's stats."""
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 
 from services.api.deps import ServicesDep, blocking, require_read_key
-from services.api.schemas import Photo, Stats
+from services.api.schemas import Facet, Photo, Stats
 from services.api.search import shape_result
 from services.common.errors import NotFound, ServiceError
 
@@ -39,6 +39,16 @@ async def get_photo(photo_id: str, services: ServicesDep) -> dict[str, Any]:
     if row is None:
         raise NotFound(f"No photo with photo_id {photo_id!r} is in the store.", code="photo_not_found")
     return _as_photo(row)
+
+
+@router.get("/v1/facets/{field}", response_model=Facet, summary="The most common values of a metadata field")
+async def facet(field: str, services: ServicesDep,
+                limit: Annotated[int, Query(ge=1, le=1000, description="How many values at most.")] = 100,
+                ) -> dict[str, Any]:
+    """What a filter on `field` can match (photo_location_country, photo_location_city,
+    photographer_username), most photos first: the page's filter lists come from here."""
+    # Before the first ingest there is no table: no values, not an error.
+    return {"field": field, "values": await blocking(services.store.facet, field, limit)}
 
 
 @router.get("/v1/stats", response_model=Stats, summary="How many photos, which model, which table")
