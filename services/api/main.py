@@ -15,7 +15,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from services.api.config import ApiSettings, get_settings
 from services.api.deps import Services, build_services
-from services.api.metrics import Metrics, MetricsMiddleware
+from services.api.metrics import Metrics, observe_request
 from services.api.routes import health, jobs, photos, search
 from services.common.http import configure_logging, install_error_handlers, install_request_ids
 
@@ -53,7 +53,6 @@ def create_app(settings: ApiSettings | None = None, services: Services | None = 
     if settings.cors_origin_list:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list,
                            allow_methods=["GET", "POST"], allow_headers=["Content-Type", "X-API-Key"])
-    # Outside the routes and CORS, so that it also times requests that end in an error response.
-    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
-    install_request_ids(app)
+    # Outermost, so that it also times requests that end in an error response.
+    install_request_ids(app, observe=observe_request(app.state.metrics))
     return app

@@ -6,10 +6,7 @@ of series stays bounded whatever callers send.
 from __future__ import annotations
 
 import threading
-import time
 from collections import defaultdict
-
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Seconds; chosen around a search's expected 10 ms - 1 s.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -54,31 +51,11 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-class MetricsMiddleware:
-    """Times every HTTP request by route (the request id is `RequestIdMiddleware`'s, outside this)."""
+def observe_request(metrics: Metrics):
+    """The gateway's observer for RequestIdMiddleware: count and time each request by route template."""
+    from services.common.http import route_template
 
-    def __init__(self, app: ASGIApp, metrics: Metrics):
-        self.app = app
-        self.metrics = metrics
+    def observe(scope, status: int, seconds: float) -> None:
+        metrics.observe(scope["method"], route_template(scope), status, seconds)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_noting_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_noting_status)
-        finally:
-            route = scope.get("route")
-            # Unmatched paths share one label, so scanners cannot grow the series without bound.
-            template = getattr(route, "path_format", None) or getattr(route, "path", None) or "<unmatched>"
-            self.metrics.observe(scope["method"], template, status, time.perf_counter() - started)
-
+    return observe

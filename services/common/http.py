@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -31,13 +32,19 @@ def configure_logging(level: str = "INFO") -> None:
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
+# Told of every finished request: (scope, status, seconds). The scope's "route" is set by then.
+Observer = Callable[[Scope, int, float], None]
+
+
 class RequestIdMiddleware:
     """Outermost: gives each request its id (the caller's `X-Request-ID` if it is a plain token),
     makes it current while the request is handled (log lines, error bodies, calls to other services
-    carry it), answers it in `X-Request-ID`, and logs one access line: method, path, status, time."""
+    carry it), answers it in `X-Request-ID`, logs one access line (method, path, status, time) and
+    tells `observe` (a service's metrics) of the request."""
 
-    def __init__(self, app: ASGIApp):
+    def __init__(self, app: ASGIApp, observe: Observer | None = None):
         self.app = app
+        self.observe = observe
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -65,14 +72,23 @@ class RequestIdMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            seconds = time.perf_counter() - started
+            if self.observe is not None:
+                self.observe(scope, status, seconds)
             if scope.get("path") not in QUIET_PATHS:
-                access_log.info("%s %s %d %.1f ms", scope.get("method"), scope.get("path"), status,
-                                (time.perf_counter() - started) * 1000)
+                access_log.info("%s %s %d %.1f ms", scope.get("method"), scope.get("path"), status, seconds * 1000)
 
 
-def install_request_ids(app: FastAPI) -> None:
-    """Call last, after every other middleware, so that the id wraps them all."""
-    app.add_middleware(RequestIdMiddleware)
+def route_template(scope: Scope) -> str:
+    """The matched route's template (`/v1/photos/{photo_id}`), never the raw path, so that metrics
+    series stay bounded whatever callers send; unmatched paths share one label."""
+    route = scope.get("route")
+    return getattr(route, "path_format", None) or getattr(route, "path", None) or "<unmatched>"
+
+
+def install_request_ids(app: FastAPI, observe: Observer | None = None) -> None:
+    """Call last, after every other middleware, so that the id (and the timing) wraps them all."""
+    app.add_middleware(RequestIdMiddleware, observe=observe)
 
 
 def _validation_sentence(exc: RequestValidationError) -> str:

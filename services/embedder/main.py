@@ -4,9 +4,9 @@ from __future__ import annotations
 import logging
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 
-from services.common.http import configure_logging, install_error_handlers, install_request_ids
+from services.common.http import configure_logging, install_error_handlers, install_request_ids, route_template
 from services.embedder.config import EmbedderSettings, get_settings
 from services.embedder.routes import router
 from services.embedder.service import EmbedderService
@@ -33,14 +33,10 @@ def create_app(settings: EmbedderSettings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
 
-    @app.middleware("http")
-    async def count_requests(request: Request, call_next):
-        response = await call_next(request)
-        route = request.scope.get("route")
-        service.metrics.count_request(request.method, getattr(route, "path", "unmatched"),
-                                      response.status_code)
-        return response
-
     app.include_router(router)
-    install_request_ids(app)
+
+    def count_request(scope, status: int, seconds: float) -> None:
+        service.metrics.count_request(scope["method"], route_template(scope), status)
+
+    install_request_ids(app, observe=count_request)
     return app
