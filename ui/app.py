@@ -35,8 +35,10 @@ UNREACHABLE_BANNER = "⚠️ **The search service cannot be reached.** {message}
 EMPTY_QUERY = "Type a few words or upload an image, then press Search."
 UNEXPECTED = "Something went wrong in the page itself; it has been logged. Please try again."
 
-# The metadata column each of the Filters accordion's text boxes filters, and its name in the status line.
+# The metadata column each of the Filters accordion's dropdowns filters, and its name in the status line.
 FILTER_NAMES = {"photo_location_country": "country", "photographer_username": "photographer"}
+# Values listed per dropdown: the most common ones; a rarer value can still be typed.
+FACET_LIMIT = 200
 
 CSS = """
 #banner { background: #fff4ce; border: 1px solid #e0b400; border-radius: 8px; padding: 10px 14px; }
@@ -93,20 +95,44 @@ def wants_weight(text: str | None, image: str | None) -> bool:
     return bool(text and text.strip()) and bool(image)
 
 
-def any_of(text: str | None) -> list[str]:
-    """A filter box's values: comma-separated, trimmed, empty items dropped."""
-    return [item.strip() for item in (text or "").split(",") if item.strip()]
+def any_of(chosen: str | list[str] | None, listed: frozenset[str] = frozenset()) -> list[str]:
+    """A filter's values: the dropdown's list (or one string), trimmed, empty items and repeats dropped.
+    A typed item is comma-separated ("Japan, Norway" typed at once is two countries) and takes the
+    spelling of a listed value that differs only in case; a value picked from the list is kept whole,
+    since a real name may contain a comma."""
+    items = [chosen] if isinstance(chosen, str) else list(chosen or [])
+    # Matching is exact in the store: a typed "japan" becomes the listed "Japan".
+    by_case = {value.casefold(): value for value in listed}
+    values: list[str] = []
+    for item in items:
+        item = str(item)
+        for value in [item] if item in listed else item.split(","):
+            value = by_case.get(value.strip().casefold(), value.strip())
+            if value and value not in values:
+                values.append(value)
+    return values
 
 
-def build_filters(country: str | None, photographer: str | None) -> dict[str, Any] | None:
-    """The gateway's `filters` from the boxes: one value is an equality, several are "any of" (a list).
-    An empty box filters nothing, so with every box empty there is no filter at all: None, not {}."""
+def build_filters(country: str | list[str] | None, photographer: str | list[str] | None,
+                  listed: frozenset[str] = frozenset()) -> dict[str, Any] | None:
+    """The gateway's `filters` from the dropdowns: one value is an equality, several are "any of" (a list).
+    An empty dropdown filters nothing, so with every one empty there is no filter at all: None, not {}."""
     filters: dict[str, Any] = {}
-    for column, text in (("photo_location_country", country), ("photographer_username", photographer)):
-        values = any_of(text)
+    for column, chosen in (("photo_location_country", country), ("photographer_username", photographer)):
+        values = any_of(chosen, listed)
         if values:
             filters[column] = values[0] if len(values) == 1 else values
     return filters or None
+
+
+def facet_choices(values: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """A dropdown's choices from the gateway's facet values: "Japan (10)" is shown, "Japan" is sent."""
+    choices = []
+    for item in values:
+        value, photos = item.get("value"), item.get("photos")
+        if value:
+            choices.append((f"{value} ({photos:,})" if isinstance(photos, int) else str(value), str(value)))
+    return choices
 
 
 def min_score_or_none(value: float | None) -> float | None:
@@ -144,6 +170,8 @@ class SearchPage:
         self._unreachable: str | None = None
         self._stats: dict[str, Any] | None = None
         self._stats_at = 0.0
+        # Every value the filter lists have offered: these are kept whole, never split at commas.
+        self._listed: frozenset[str] = frozenset()
 
     # -- shared state -------------------------------------------------------------------------
 
@@ -200,18 +228,42 @@ class SearchPage:
 
     # -- events ---------------------------------------------------------------------------------
 
-    def load(self) -> tuple[dict, str]:
-        """On page load: the banner and the stats line."""
+    def filter_choices(self) -> tuple[dict, ...]:
+        """The Country and Photographer dropdowns' choices, from the values the gateway has.
+        A failure leaves both lists empty (typed values still work) and is remembered for the banner."""
+        try:
+            lists = {column: facet_choices(self.client.facet(column, limit=FACET_LIMIT)) for column in FILTER_NAMES}
+        except Exception as error:  # noqa: BLE001 - every failure becomes a sentence
+            self._failed(error)  # once: the other field would fail the same way, after the same wait
+            lists = {}
+        else:
+            self._reached()
+            with self._lock:
+                self._listed |= {value for choices in lists.values() for _, value in choices}
+        return tuple(gr.update(choices=lists.get(column, [])) for column in FILTER_NAMES)
+
+    def load(self) -> tuple[dict, ...]:
+        """On page load: the banner, the stats line and the filter lists. The lists are not asked for
+        when the stats found the gateway unreachable: the page would only wait for more timeouts."""
         line = self.stats_line(refresh=True)
-        return self.banner(), line
+        with self._lock:
+            unreachable = self._unreachable is not None
+        lists = tuple(gr.update(choices=[]) for _ in FILTER_NAMES) if unreachable else self.filter_choices()
+        return self.banner(), line, *lists
+
+    def filters_opened(self) -> tuple[dict, ...]:
+        """Opening the Filters accordion refreshes its lists, so newly ingested values appear without a
+        reload. Outputs: country, photographer, banner."""
+        return *self.filter_choices(), self.banner()
 
     def query_changed(self, text: str | None, image: str | None) -> dict:
         return gr.update(visible=wants_weight(text, image))
 
     def search(self, text: str | None, image: str | None, weight: float, top_k: float,
-               min_score: float | None = 0.0, country: str | None = "", photographer: str | None = ""):
-        """Search by text, an uploaded image, or both, within the Filters accordion's filters.
-        Outputs: gallery, results, status, banner, stats."""
+               min_score: float | None = 0.0, country: str | list[str] | None = None,
+               photographer: str | list[str] | None = None):
+        """Search by text, an uploaded image, or both, within the Filters accordion's filters: each
+        dropdown gives a list of values (or one string). Outputs: gallery, results, status, banner, stats."""
         text = (text or "").strip()
         if not text and not image:
             return gr.update(), gr.update(), self._warn(EMPTY_QUERY), self.banner(), gr.update()
@@ -226,11 +278,11 @@ class SearchPage:
             weight=float(weight) if wants_weight(text, image) else 0.5,
             top_k=int(top_k),
             what=_describe_query(text, bool(image_bytes)),
-            **_narrowing(min_score, country, photographer),
+            **self._narrowing(min_score, country, photographer),
         )
 
     def more_like_this(self, photo: dict | None, top_k: float, min_score: float | None = 0.0,
-                       country: str | None = "", photographer: str | None = ""):
+                       country: str | list[str] | None = None, photographer: str | list[str] | None = None):
         """Search by the shown photo's id (the gateway reuses its stored vector), within the same filters
         as Search: a person who narrowed the results expects "more like this" to stay narrowed."""
         if not photo or not photo.get("photo_id"):
@@ -238,7 +290,16 @@ class SearchPage:
                     self.banner(), gr.update())
         return self._run_search(photo_id=photo["photo_id"], top_k=int(top_k),
                                 what=f"photos like {photo['photo_id']}",
-                                **_narrowing(min_score, country, photographer))
+                                **self._narrowing(min_score, country, photographer))
+
+    def _narrowing(self, min_score: float | None, country: str | list[str] | None,
+                   photographer: str | list[str] | None) -> dict[str, Any]:
+        """The query's `min_score` and `filters`, only when set: an unset one is not sent at all."""
+        with self._lock:
+            listed = self._listed
+        narrowing = {"min_score": min_score_or_none(min_score),
+                     "filters": build_filters(country, photographer, listed)}
+        return {name: value for name, value in narrowing.items() if value is not None}
 
     def _run_search(self, *, what: str, **query: Any):
         try:
@@ -288,12 +349,6 @@ class SearchPage:
         return photo_html(photo), " · ".join(lines), photo
 
 
-def _narrowing(min_score: float | None, country: str | None, photographer: str | None) -> dict[str, Any]:
-    """The query's `min_score` and `filters`, only when set: an unset one is not sent at all."""
-    narrowing = {"min_score": min_score_or_none(min_score), "filters": build_filters(country, photographer)}
-    return {name: value for name, value in narrowing.items() if value is not None}
-
-
 def _result_status(answer: dict[str, Any], results: list[dict[str, Any]], what: str, query: dict[str, Any]) -> str:
     """The status line after a search: how many, for what, within which filters; or why there are none."""
     took = answer.get("took_ms")
@@ -338,19 +393,20 @@ def build_app(settings: UISettings | None = None, client: Any = None) -> gr.Bloc
                                    visible=False, elem_id="weight")
                 top_k = gr.Slider(1, TOP_K_MAX, value=settings.top_k_default, step=1, label="Results",
                                   elem_id="top-k")
-                with gr.Accordion("Filters", open=False, elem_id="filters"):
+                with gr.Accordion("Filters", open=False, elem_id="filters") as filters:
                     min_score = gr.Slider(0.0, 1.0, value=0.0, step=0.01, label="Minimum score",
                                           info="Hide results whose score (cosine similarity) is below this. "
                                                "0 = off: every result is shown.",
                                           elem_id="min-score")
-                    country = gr.Textbox(label="Country", placeholder="e.g. Japan, Norway",
-                                         info="Exact country names as in the photos' metadata; several, "
-                                              "comma-separated, match any of them. Empty = any country.",
-                                         lines=1, max_lines=1, elem_id="filter-country")
-                    photographer = gr.Textbox(label="Photographer", placeholder="Unsplash username, e.g. jdoe",
-                                              info="Usernames; several, comma-separated, match any of them. "
-                                                   "Empty = anyone.",
-                                              lines=1, max_lines=1, elem_id="filter-photographer")
+                    # The lists come from the gateway (page.load); a typed value is allowed too.
+                    country = gr.Dropdown(label="Country", multiselect=True, allow_custom_value=True,
+                                          info="Pick from the list, or type a name and press Enter. "
+                                               "Several match any of them; none = any country.",
+                                          elem_id="filter-country")
+                    photographer = gr.Dropdown(label="Photographer", multiselect=True, allow_custom_value=True,
+                                               info="Unsplash usernames: pick from the list, or type one and press "
+                                                    "Enter. Several match any of them; none = anyone.",
+                                               elem_id="filter-photographer")
                 with gr.Row():
                     search_button = gr.Button("Search", variant="primary", elem_id="search-button")
                     random_button = gr.Button("Random photo", elem_id="random-button")
@@ -368,10 +424,11 @@ def build_app(settings: UISettings | None = None, client: Any = None) -> gr.Bloc
 
         search_outputs = [gallery, results_state, status, banner, stats]
         narrowing = [min_score, country, photographer]  # the handlers' last three parameters, in order
-        app.load(page.load, outputs=[banner, stats])
+        app.load(page.load, outputs=[banner, stats, country, photographer])
+        filters.expand(page.filters_opened, outputs=[country, photographer, banner], show_progress="hidden")
         for changed in (query_text.change, query_image.change):
             changed(page.query_changed, inputs=[query_text, query_image], outputs=weight, queue=False)
-        gr.on([search_button.click, query_text.submit, country.submit, photographer.submit], page.search,
+        gr.on([search_button.click, query_text.submit], page.search,
               inputs=[query_text, query_image, weight, top_k, *narrowing], outputs=search_outputs)
         more_button.click(page.more_like_this, inputs=[photo_state, top_k, *narrowing], outputs=search_outputs)
         random_button.click(page.random_photo,

@@ -135,12 +135,20 @@ def test_filters_keep_only_photos_of_the_chosen_country(running_stack, browser, 
     expect(gallery_images).to_have_count(12)
     assert len({countries[photo_id] for photo_id in _shown_photo_ids(gallery_images)}) > 1
 
-    # The Filters accordion starts closed; open it and ask for one country.
-    country = page.locator("#filter-country textarea, #filter-country input").first
+    # The Filters accordion starts closed; open it and pick one country from the list, which names
+    # each country the photos have with how many photos it has.
+    country = page.locator("#filter-country input[role=combobox]")
     expect(country).to_be_hidden()
     page.locator("#filters").get_by_text("Filters").first.click()
     expect(page.locator("#min-score")).to_contain_text("0 = off")
-    country.fill("Japan")
+    country.click()
+    options = page.locator("#filter-country").get_by_role("option")
+    expect(options).to_have_count(len(set(countries.values()) - {""}))
+    japan = page.locator("#filter-country").get_by_role("option", name=re.compile(r"^Japan \("))
+    expect(japan).to_have_accessible_name(f"Japan ({len(in_japan)})")
+    japan.click()
+    chosen = page.locator("#filter-country .token")
+    expect(chosen).to_have_text([f"Japan ({len(in_japan)})"])
     page.locator("#search-button").click()
     expect(status).to_contain_text(f"{len(in_japan)} results for “a red circle” (country: Japan) in")
     expect(gallery_images).to_have_count(len(in_japan))
@@ -155,9 +163,12 @@ def test_filters_keep_only_photos_of_the_chosen_country(running_stack, browser, 
     expect(gallery_images).not_to_have_count(0)
     assert {countries[photo_id] for photo_id in _shown_photo_ids(gallery_images)} == {"Japan"}
 
-    # A country no photo has: the status line says the filters are why, and the gallery empties.
+    # A country no photo has, typed: the status line says the filters are why, and the gallery empties.
+    chosen.filter(has_text="Japan").locator(".token-remove").click()
     country.fill("Atlantis")
     country.press("Enter")
+    expect(chosen).to_have_text(["Atlantis"])
+    page.locator("#search-button").click()
     expect(status).to_contain_text("No photos match these filters (country: Atlantis) for “a red circle”; clear them.")
     expect(gallery_images).to_have_count(0)
     page.screenshot(path=str(output_dir / "no_photo_matches.png"), full_page=True)

@@ -34,10 +34,13 @@ def result(n: int, **extra) -> dict:
 class FakeClient:
     """Records calls; answers like the gateway, or raises the error it is given."""
 
-    def __init__(self, random_weights: bool = False, error: ApiError | None = None, found: int | None = None):
+    def __init__(self, random_weights: bool = False, error: ApiError | None = None, found: int | None = None,
+                 facets: dict[str, list[dict]] | None = None, facet_error: ApiError | None = None):
         self.random_weights = random_weights
         self.error = error
         self.found = found  # how many results a search finds; top_k when None
+        self.facets = facets or {}  # the values /v1/facets/{field} lists, most photos first
+        self.facet_error = facet_error  # raised by facet() only
         self.calls: list[tuple[str, dict]] = []
 
     def _answer(self, name: str, **kwargs):
@@ -54,6 +57,12 @@ class FakeClient:
         count = query.get("top_k", 10) if self.found is None else self.found
         results = [result(n, photo_description=f"photo {n}") for n in range(count)]
         return {"results": results, "took_ms": 12.3, "model": "clip-test", "random_weights": self.random_weights}
+
+    def facet(self, field, limit=100):
+        self._answer("facet", field=field, limit=limit)
+        if self.facet_error:
+            raise self.facet_error
+        return self.facets.get(field, [])[:limit]
 
     def random_photo(self):
         self._answer("random_photo")
@@ -130,9 +139,12 @@ def test_gateway_sentence_is_shown_not_a_traceback():
 def test_unreachable_gateway_shows_the_banner_until_it_answers_again():
     client = FakeClient(error=ApiError(0, "unreachable", "The gateway at http://127.0.0.1:1 did not answer."))
     page = SearchPage(client)
-    banner, stats = page.load()
+    banner, stats, country, photographer = page.load()
     assert banner["visible"] is True and "cannot be reached" in banner["value"]
     assert "not available" in stats
+    # The filter lists are left empty without waiting for two more failures.
+    assert country["choices"] == photographer["choices"] == []
+    assert [name for name, _ in client.calls] == ["stats"]
     client.error = None
     *_, banner, _ = page.search("dog", None, 0.5, 3)
     assert banner["visible"] is False
@@ -140,7 +152,7 @@ def test_unreachable_gateway_shows_the_banner_until_it_answers_again():
 
 def test_random_weights_banner_comes_from_stats_and_searches():
     page = SearchPage(FakeClient(random_weights=True))
-    banner, _ = page.load()
+    banner, *_ = page.load()
     assert banner == {"__type__": "update", "value": RANDOM_WEIGHTS_BANNER, "visible": True}
     assert "results are meaningless" in banner["value"]
 
@@ -300,3 +312,122 @@ def test_filters_sit_in_a_closed_accordion_and_reach_both_searches():
     narrowing = ["min-score", "filter-country", "filter-photographer"]
     inputs = {fn.fn.__name__: [block.elem_id for block in fn.inputs] for fn in app.fns.values()}
     assert inputs["search"][-3:] == narrowing and inputs["more_like_this"][-3:] == narrowing
+
+
+# -- the filter lists -----------------------------------------------------------------------------
+
+FACETS = {
+    "photo_location_country": [{"value": "Japan", "photos": 10}, {"value": "Korea, Republic of", "photos": 4},
+                               {"value": "Norway", "photos": 3}],
+    "photographer_username": [{"value": "ana", "photos": 1200}],
+}
+
+
+def last_query(client: FakeClient) -> dict:
+    """What the last search sent to the gateway."""
+    return next(query for name, query in reversed(client.calls) if name == "search")
+
+
+def test_filter_lists_are_filled_on_load_with_how_many_photos_each_value_has():
+    client = FakeClient(facets=FACETS)
+    banner, stats, country, photographer = SearchPage(client).load()
+    assert country == {"__type__": "update", "choices": [
+        ("Japan (10)", "Japan"), ("Korea, Republic of (4)", "Korea, Republic of"), ("Norway (3)", "Norway")]}
+    assert photographer == {"__type__": "update", "choices": [("ana (1,200)", "ana")]}
+    assert client.calls == [("stats", {}), ("facet", {"field": "photo_location_country", "limit": 200}),
+                            ("facet", {"field": "photographer_username", "limit": 200})]
+    assert banner["visible"] is False and "1,234" in stats
+
+
+def test_an_empty_store_gives_empty_lists():
+    _, _, country, photographer = SearchPage(FakeClient()).load()
+    assert country["choices"] == photographer["choices"] == []
+
+
+def test_opening_the_filters_asks_again_for_the_lists():
+    client = FakeClient()
+    page = SearchPage(client)
+    page.load()
+    client.facets = FACETS  # photos were ingested since the page loaded
+    country, photographer, banner = page.filters_opened()
+    assert country["choices"][0] == ("Japan (10)", "Japan") and photographer["choices"] == [("ana (1,200)", "ana")]
+    assert banner["visible"] is False
+
+
+@pytest.mark.parametrize("error, banner_shown", [
+    (ApiError(0, "unreachable", "Could not reach the gateway at http://127.0.0.1:1/v1/facets/x."), True),
+    (ApiError(404, "not_found", "No route /v1/facets/photo_location_country."), False),
+])
+def test_failing_lists_are_left_empty_and_the_page_keeps_working(error, banner_shown):
+    client = FakeClient(facets=FACETS, facet_error=error)
+    page = SearchPage(client)
+    banner, stats, country, photographer = page.load()
+    assert country["choices"] == photographer["choices"] == []
+    assert banner["visible"] is banner_shown and ("cannot be reached" in banner["value"]) is banner_shown
+    assert "1,234" in stats
+    # Asked once: the second field is not waited for.
+    assert [name for name, _ in client.calls].count("facet") == 1
+    country, photographer, banner = page.filters_opened()
+    assert country["choices"] == photographer["choices"] == [] and banner["visible"] is banner_shown
+    # Typed values still filter.
+    *_, status, _, _ = page.search("dog", None, 0.5, 12, 0, ["Atlantis"], [])
+    assert last_query(client)["filters"] == {"photo_location_country": "Atlantis"}
+    assert status.startswith("12 results for “dog” (country: Atlantis) in ")
+
+
+def test_a_list_selection_is_any_of_one_item_an_equality_and_nothing_no_filter():
+    client = FakeClient()
+    page = SearchPage(client)
+    *_, status, _, _ = page.search("dog", None, 0.5, 12, 0, ["Japan", "Norway"], ["ana"])
+    assert client.calls[0] == ("search", {
+        "text": "dog", "image": None, "weight": 0.5, "top_k": 12,
+        "filters": {"photo_location_country": ["Japan", "Norway"], "photographer_username": "ana"},
+    })
+    assert status.startswith("12 results for “dog” (country: Japan or Norway, photographer: ana) in ")
+    *_, status, _, _ = page.search("dog", None, 0.5, 12, 0, [], [])
+    assert client.calls[2] == ("search", {"text": "dog", "image": None, "weight": 0.5, "top_k": 12})
+    assert status.startswith("12 results for “dog” in 12 ms")
+
+
+def test_more_like_this_takes_the_lists_too():
+    client = FakeClient()
+    page = SearchPage(client)
+    *_, photo, _, _, _ = page.random_photo()
+    *_, status, _, _ = page.more_like_this(photo, 4, 0, ["Japan"], ["ana", "bo"])
+    assert client.calls[-2] == ("search", {
+        "photo_id": "p7", "top_k": 4,
+        "filters": {"photo_location_country": "Japan", "photographer_username": ["ana", "bo"]},
+    })
+    assert "photos like p7 (country: Japan, photographer: ana or bo)" in status
+
+
+def test_listed_values_stay_whole_and_typed_ones_split_at_commas():
+    client = FakeClient(facets=FACETS)
+    page = SearchPage(client)
+    page.load()
+    page.search("dog", None, 0.5, 12, 0, ["Korea, Republic of", " Japan, Norway ", "Japan"], None)
+    assert last_query(client)["filters"] == {"photo_location_country": ["Korea, Republic of", "Japan", "Norway"]}
+    assert build_filters(["Korea, Republic of"], None) == {"photo_location_country": ["Korea", "Republic of"]}
+
+
+def test_a_typed_value_takes_the_listed_spelling():
+    # The store matches exactly: "japan" typed and entered must still find the photos of "Japan".
+    client = FakeClient(facets=FACETS)
+    page = SearchPage(client)
+    page.load()
+    page.search("dog", None, 0.5, 12, 0, ["japan", "NORWAY, atlantis"], None)
+    assert last_query(client)["filters"] == {"photo_location_country": ["Japan", "Norway", "atlantis"]}
+
+
+def test_filters_are_dropdowns_filled_on_load_and_when_the_accordion_opens():
+    app = build_app(UISettings(api_url="http://127.0.0.1:1", _env_file=None), client=FakeClient())
+    blocks = {block.elem_id: block for block in app.blocks.values() if block.elem_id}
+    for elem_id in ("filter-country", "filter-photographer"):
+        dropdown = blocks[elem_id]
+        assert isinstance(dropdown, gr.Dropdown) and dropdown.multiselect and dropdown.allow_custom_value
+        assert dropdown.value == [] and "press Enter" in dropdown.info
+    outputs = {fn.fn.__name__: [block.elem_id for block in fn.outputs] for fn in app.fns.values()}
+    assert outputs["load"] == ["banner", "stats", "filter-country", "filter-photographer"]
+    assert outputs["filters_opened"] == ["filter-country", "filter-photographer", "banner"]
+    opened = next(fn for fn in app.fns.values() if fn.fn.__name__ == "filters_opened")
+    assert [(blocks["filters"]._id, "expand")] == [tuple(target) for target in opened.targets]
