@@ -1,6 +1,6 @@
 """How fast does the embedder turn 200 px JPEG bytes (and texts) into vectors, against the seed's loop?
 
-    python -m bench.embedder [--quick] [--device cpu|cuda] [--dtype auto|float32|bfloat16|float16]
+    python -m bench.embedder [--quick] [--device cpu|cuda] [--dtype auto|float32|bfloat16|float16|int8]
                              [--batches 1,8,32,64,128] [--http]
 
 Builds the `b32` random-weight CLIP (the real ViT-B/32 shapes, so the compute cost is real) in a
@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.embedder", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a short run (fewer items, batches 1, 8, 32)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"],
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16", "int8"],
                         help="the embedder's precision (auto: fp16 on CUDA, bf16 on AMX CPUs, else fp32)")
     parser.add_argument("--batches", help="comma-separated batch sizes (default 1,8,32,64,128)")
     parser.add_argument("--items", type=int, help="images/texts per batch size, at least two batches (default 256)")

@@ -308,3 +308,22 @@ def test_pixels_need_the_npy_content_type_and_a_bounded_body(client):
     assert refused.status_code == 415 and "application/x-npy" in refused.json()["error"]["message"]
     huge = post_pixels(client, write_pixels(np.zeros((40, 64, 64, 3), np.uint8)))
     assert huge.status_code == 413 and "4 images of pixels" in huge.json()["error"]["message"]
+
+
+def test_int8_from_the_environment_serves_vectors_near_float32(tiny_model_dir, monkeypatch, client):
+    """EMBEDDER_DTYPE=int8 as a deployment sets it: /v1/model says int8, and a batch of images comes
+    back within the stated tolerance of the float32 service's vectors."""
+    monkeypatch.setenv("EMBEDDER_DTYPE", "int8")
+    monkeypatch.setenv("EMBEDDER_DEVICE", "cpu")
+    settings = EmbedderSettings(embedder_model=str(tiny_model_dir), **LIMITS)
+    assert settings.dtype == "int8"
+    images = {name: data for name, data in sample_images().items() if name in ("rgb", "rgba", "l", "exif")}
+    files = [("images", (f"{name}.bin", data, "application/octet-stream")) for name, data in images.items()]
+    reference = vectors_of(client.post("/v1/embed/image", files=files))
+    with TestClient(create_app(settings)) as quantized:
+        wait_ready(quantized)
+        info = quantized.get("/v1/model").json()
+        assert info["dtype"] == "int8" and info["fingerprint"] == client.get("/v1/model").json()["fingerprint"]
+        vectors = vectors_of(quantized.post("/v1/embed/image", files=files))
+    cosines = np.sum(vectors * reference, axis=1)
+    assert vectors.shape == reference.shape and cosines.min() >= 0.99, cosines

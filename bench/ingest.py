@@ -1,0 +1,198 @@
+"""How fast does the system ingest photos, end to end, against the seed's loop?
+
+    python -m bench.ingest [--photos 400] [--quick] [--concurrency 2] [--model DIR] [--dtype auto|float32|bfloat16|int8]
+
+Writes N sample photos 200 px wide (the size the seed downloads), serves them from a local HTTP
+server, builds the `b32` random-weight CLIP (the real ViT-B/32 shapes, so the compute cost is real),
+and measures in one run, on the same machine:
+
+- the seed's loop: for each URL, one keep-alive HTTP session downloads the photo (httpx standing in
+  for the article's `requests.Session`, which is not installed here), `CLIPProcessor` and
+  `get_image_features` embed it (float32, one at a time), then one `client.insert` of every row
+  into a table like the article's, on the same store server;
+- the system: every service as its own process (a private Redis, the embedded store, the embedder,
+  Celery workers, the gateway; `tools.stack`), and the real `ingest` command on the photos' TSV,
+  from the command's start to its exit (the job done: downloaded, embedded, inserted).
+
+The headline is the ratio of photos/s. Prints a table and writes `bench/results/ingest-<device>.json`.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.common import Measurement, Stopwatch, format_table, machine_info, write_results
+
+log = logging.getLogger("bench.ingest")
+ROOT = Path(__file__).resolve().parents[1]
+API_KEY = "bench-ingest-key"
+SEED_TABLE = "seed_photos"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def photo_urls(tsv: Path) -> list[tuple[str, str]]:
+    import csv
+
+    with open(tsv, newline="") as handle:
+        return [(row["photo_id"], row["photo_image_url"]) for row in csv.DictReader(handle, delimiter="\t")]
+
+
+def seed_loop(model_dir: Path, photos: list[tuple[str, str]], store_url: str) -> Measurement:
+    """The article's ingestion: download and embed one photo at a time, then insert all rows at once."""
+    import clickhouse_connect
+    import httpx
+    import torch
+    from PIL import Image
+    from transformers import CLIPModel, CLIPProcessor
+
+    processor = CLIPProcessor.from_pretrained(model_dir)
+    model = CLIPModel.from_pretrained(model_dir).eval()
+    session = httpx.Client()
+
+    def process_image(url: str):
+        try:
+            response = session.get(url + "?q=75&fm=jpg&w=200&fit=max")
+            response.raise_for_status()
+            image = Image.open(io.BytesIO(response.content))
+            with torch.no_grad():
+                features = model.get_image_features(**processor(images=image, return_tensors="pt")).pooler_output
+            return (features / features.norm(dim=-1, keepdim=True))[0].tolist()
+        except httpx.HTTPError:
+            return None
+
+    host, port = store_url.removeprefix("http://").split(":")
+    client = clickhouse_connect.get_client(host=host, port=int(port))
+    client.command(f"DROP TABLE IF EXISTS default.{SEED_TABLE}")
+    client.command(f"CREATE TABLE default.{SEED_TABLE} (id UInt64, photo_id String, photo_image_url String, "
+                   "photo_embed Array(Float32)) ORDER BY id")
+    process_image(photos[0][1])  # the first call's one-off costs, outside the timing
+    with Stopwatch() as watch:
+        rows = []
+        for index, (photo_id, url) in enumerate(photos):
+            vector = process_image(url)
+            if vector is not None:
+                rows.append([index, photo_id, url, vector])
+        client.insert(f"default.{SEED_TABLE}", rows, column_names=["id", "photo_id", "photo_image_url", "photo_embed"])
+    stored = int(client.command(f"SELECT count() FROM default.{SEED_TABLE}"))
+    session.close()
+    client.close()
+    assert stored == len(photos), f"the seed's loop stored {stored} of {len(photos)} photos"
+    return Measurement("seed loop (download, embed, one at a time; one insert)", len(photos), watch.seconds,
+                       [watch.seconds], cpu_seconds=watch.cpu_seconds)
+
+
+def system_ingest(tsv: Path, count: int, env: dict[str, str]) -> tuple[Measurement, dict]:
+    """The real `ingest` command against the running stack, until the job is done."""
+    from services.common.api_client import ApiClient
+
+    with Stopwatch() as watch:
+        result = subprocess.run([sys.executable, "-m", "services.worker.ingest", str(tsv), "--api-url",
+                                 env["API_URL"], "--api-key", API_KEY, "--limit", str(count)],
+                                cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    output = result.stdout + result.stderr
+    if result.returncode != 0:
+        raise SystemExit(f"ingest failed:\n{output[-3000:]}")
+    with ApiClient(env["API_URL"]) as client:
+        photos = client.stats()["photos"]
+    if photos != count:
+        raise SystemExit(f"the system stored {photos} of {count} photos:\n{output[-3000:]}")
+    job_line = next((line for line in output.splitlines() if line.startswith("Job ")), "")
+    return (Measurement("system (ingest command: gateway, Celery workers, embedder, store)", count, watch.seconds,
+                        [watch.seconds]), {"job": job_line})
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.ingest", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--photos", type=int, help="photos to ingest (default 400; --quick 60)")
+    parser.add_argument("--quick", action="store_true", help="a short run")
+    parser.add_argument("--concurrency", type=int, default=2, help="Celery worker processes (default 2)")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "int8"],
+                        help="the embedder's EMBEDDER_DTYPE (the seed's loop is always float32)")
+    parser.add_argument("--model", help="a CLIP checkpoint folder (default: build the b32 random-weight model)")
+    parser.add_argument("--output", help="JSON path (default bench/results/ingest-cpu.json)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    count = args.photos or (60 if args.quick else 400)
+
+    from tools.random_model import write_random_clip
+    from tools.sample_data import serve, write_sample_set
+    from tools.stack import Stack
+
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as scratch:
+        work = Path(scratch)
+        model_dir = Path(args.model) if args.model else write_random_clip(work / "clip-b32", size="b32")
+        server, _ = serve(work / "photos")
+        images_url = f"http://127.0.0.1:{server.server_address[1]}"
+        tsv = write_sample_set(work / "photos", count, images_url)
+        ports = {name: _free_port() for name in ("redis", "store", "embedder", "api", "ui")}
+        env = {
+            "REDIS_URL": f"redis://127.0.0.1:{ports['redis']}/0",
+            "STORE_URL": f"http://127.0.0.1:{ports['store']}",
+            "STORE_DATA_DIR": str(work / "store"),
+            "STORE_TABLE": "photos_bench",
+            "EMBEDDER_URL": f"http://127.0.0.1:{ports['embedder']}",
+            "EMBEDDER_MODEL": str(model_dir),
+            "EMBEDDER_DTYPE": args.dtype,
+            "API_URL": f"http://127.0.0.1:{ports['api']}",
+            "API_KEYS": API_KEY,
+            "UI_PORT": str(ports["ui"]),
+            "FETCH_ALLOW_HOSTS": "127.0.0.1",
+            "WORKER_CONCURRENCY": str(args.concurrency),
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+        }
+        stack = Stack(env=env, log_dir=work / "logs", run_dir=work / "run",
+                      only=["store", "embedder", "worker", "api"])
+        print(f"{count} photos 200 px wide; starting the services (logs in {work / 'logs'})")
+        stack.start(timeout=300)
+        try:
+            load_before = os.getloadavg()
+            seed = seed_loop(model_dir, photo_urls(tsv), env["STORE_URL"])
+            print(f"seed loop: {seed.rate:.1f} photos/s")
+            system, extra = system_ingest(tsv, count, stack.env)
+            print(f"system: {system.rate:.1f} photos/s ({extra['job']})")
+        finally:
+            stack.stop()
+            server.shutdown()
+
+    ratio = system.rate / seed.rate
+    rows = [(m.label, m.items, m.seconds, m.rate, m.rate / seed.rate) for m in (seed, system)]
+    print()
+    print(format_table(rows, ["path", "photos", "seconds", "photos/s", "x seed"]))
+    print(f"\nHeadline: the system ingests 200 px photos {ratio:.1f}x as fast as the seed's loop "
+          f"({system.rate:.1f} vs {seed.rate:.1f} photos/s, {args.concurrency} worker processes, same machine).")
+    import torch
+
+    payload = {
+        "machine": machine_info(torch=torch.__version__, device="cpu",
+                                load_average_before=[round(v, 2) for v in load_before]),
+        "settings": {"photos": count, "worker_concurrency": args.concurrency, "photo_width": 200,
+                     "embedder_dtype": args.dtype,
+                     "model": args.model or "random-weight ViT-B/32 (tools.random_model b32)"},
+        "seed_loop": seed.as_dict(),
+        "system": {**system.as_dict(), **extra},
+        "headline": {"ratio_to_seed": round(ratio, 3), "system_photos_per_second": round(system.rate, 3),
+                     "seed_photos_per_second": round(seed.rate, 3)},
+    }
+    path = Path(args.output) if args.output else None
+    written = write_results(path.stem if path else "ingest-cpu", payload, folder=path.parent if path else None)
+    print(f"Wrote {written}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
