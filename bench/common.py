@@ -7,6 +7,7 @@ accelerator, versions, git commit) to tell later whether two records are compara
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import statistics
@@ -54,6 +55,13 @@ class Measurement:
         record["seconds"] = round(self.seconds, 4)
         record["per_run"] = [round(value, 5) for value in self.per_run]
         return record
+
+
+def offline_run() -> None:
+    """What every benchmark does first: quiet logging, and no model hub (a missing file fails at once)."""
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 def measure(label: str, run: Callable[[], int], *, min_runs: int = 1, min_seconds: float = 0.0,

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import Measurement, Stopwatch, format_table, machine_info, measure, write_results
+from bench.common import Measurement, Stopwatch, format_table, machine_info, measure, offline_run, write_results
 from services.common.images import write_pixels
 
 log = logging.getLogger("bench.embedder")
@@ -272,9 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="an existing CLIP folder instead of the b32 random-weight model")
     parser.add_argument("--output", help="JSON path (default bench/results/embedder-<device>.json)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    offline_run()
 
     import torch
 

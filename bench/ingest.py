@@ -28,7 +28,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.common import Measurement, Stopwatch, format_table, machine_info, write_results
+from bench.common import Measurement, Stopwatch, format_table, machine_info, offline_run, write_results
 
 log = logging.getLogger("bench.ingest")
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,9 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="a CLIP checkpoint folder (default: build the b32 random-weight model)")
     parser.add_argument("--output", help="JSON path (default bench/results/ingest-cpu.json)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    offline_run()
     count = args.photos or (60 if args.quick else 400)
 
     from tools.random_model import write_random_clip

@@ -120,47 +120,45 @@ def cosine(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     return np.sum(first * second, axis=1) / (np.linalg.norm(first, axis=1) * np.linalg.norm(second, axis=1))
 
 
+TEXTS = ["a photo of a dog", "una playa al atardecer", "sunset " * 90]
+
+
+def against_float32(full: ClipModel, other: ClipModel, pixels: list[torch.Tensor]):
+    """Image and text vectors of the same inputs from the float32 model and `other`, whose vectors
+    must still be float32 unit vectors: ((reference, other's) images, (reference, other's) texts)."""
+    images = np.stack(full.embed_images(pixels)), np.stack(other.embed_images(pixels))
+    texts = tuple(np.stack([r.vector for r in model.embed_texts(TEXTS)]) for model in (full, other))
+    for vectors in (images[1], texts[1]):
+        assert vectors.dtype == np.float32
+        np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    return images, texts
+
+
 def test_bf16_on_the_cpu_stays_within_the_stated_tolerance_of_fp32(tiny_model_dir):
     full = ClipModel.load(str(tiny_model_dir), device="cpu", dtype="float32")
     half = ClipModel.load(str(tiny_model_dir), device="cpu", dtype="bfloat16")
     assert half.info()["dtype"] == "bfloat16" and half.fingerprint == full.fingerprint
-    pixels = [full.preprocess_images([picture]) for picture in photos()]
-    reference = np.stack(full.embed_images(pixels))
-    reduced = np.stack(half.embed_images(pixels))
-    assert reduced.dtype == np.float32
-    np.testing.assert_allclose(np.linalg.norm(reduced, axis=1), 1.0, atol=1e-5)
-    assert cosine(reference, reduced).min() >= BF16_MIN_COSINE
-    texts = ["a photo of a dog", "una playa al atardecer", "sunset " * 90]
-    text_reference = np.stack([r.vector for r in full.embed_texts(texts)])
-    text_reduced = np.stack([r.vector for r in half.embed_texts(texts)])
-    assert cosine(text_reference, text_reduced).min() >= BF16_MIN_COSINE
+    images, texts = against_float32(full, half, [full.preprocess_images([picture]) for picture in photos()])
+    assert cosine(*images).min() >= BF16_MIN_COSINE and cosine(*texts).min() >= BF16_MIN_COSINE
 
 
 def test_int8_on_the_cpu_stays_within_the_stated_tolerance_of_fp32(tiny_model_dir):
     full = ClipModel.load(str(tiny_model_dir), device="cpu", dtype="float32")
     quantized = ClipModel.load(str(tiny_model_dir), device="cpu", dtype="int8")
-    info = quantized.info()
-    assert info["dtype"] == "int8" and quantized.fingerprint == full.fingerprint
+    assert quantized.info()["dtype"] == "int8" and quantized.fingerprint == full.fingerprint
     # Every Linear layer of both towers is quantized; none is left in float32.
     modules = list(quantized.model.modules())
     assert not any(isinstance(module, torch.nn.Linear) for module in modules)
     dynamic = [m for m in modules if type(m).__module__.startswith("torch.ao.nn.quantized.dynamic")]
     assert len(dynamic) == sum(isinstance(module, torch.nn.Linear) for module in full.model.modules())
     pixels = [full.preprocess_images([picture]) for picture in photos()]
-    reference = np.stack(full.embed_images(pixels))
-    reduced = np.stack(quantized.embed_images(pixels))
-    assert reduced.dtype == np.float32
-    np.testing.assert_allclose(np.linalg.norm(reduced, axis=1), 1.0, atol=1e-5)
-    assert cosine(reference, reduced).min() >= INT8_MIN_COSINE
+    (reference, batched), texts = against_float32(full, quantized, pixels)
+    assert cosine(reference, batched).min() >= INT8_MIN_COSINE and cosine(*texts).min() >= INT8_MIN_COSINE
     # The activations' scale is the batch's: an image's vector depends a little on its companions,
     # within the same tolerance.
     alone = np.stack([quantized.embed_images([p])[0] for p in pixels])
-    assert cosine(alone, reduced).min() >= INT8_MIN_COSINE and cosine(reference, alone).min() >= INT8_MIN_COSINE
-    texts = ["a photo of a dog", "una playa al atardecer", "sunset " * 90]
-    text_reference = np.stack([r.vector for r in full.embed_texts(texts)])
-    text_reduced = np.stack([r.vector for r in quantized.embed_texts(texts)])
-    assert cosine(text_reference, text_reduced).min() >= INT8_MIN_COSINE
-    assert [r.truncated for r in quantized.embed_texts(texts)] == [False, False, True]
+    assert cosine(alone, batched).min() >= INT8_MIN_COSINE and cosine(reference, alone).min() >= INT8_MIN_COSINE
+    assert [r.truncated for r in quantized.embed_texts(TEXTS)] == [False, False, True]
 
 
 def test_jpeg_draft_decoding_stays_within_its_stated_tolerance(tiny_model_dir):
