@@ -312,15 +312,19 @@ class SearchPage:
         status = _result_status(answer, results, what, query)
         return gallery_items(results), results, status, self.banner(), self.stats_line()
 
-    def random_photo(self):
-        """Show a random photo. Outputs: photo image, photo details, chosen photo, status, banner, button."""
+    def random_photo(self, country: str | list[str] | None = None, photographer: str | list[str] | None = None):
+        """Show a random photo, among those the Filters' country and photographer allow (the minimum
+        score has nothing to compare with here). Outputs: photo image, photo details, chosen photo,
+        status, banner, button."""
+        filters = self._narrowing(None, country, photographer).get("filters")
         try:
-            photo = self.client.random_photo()
+            photo = self.client.random_photo(**({"filters": filters} if filters else {}))
         except Exception as error:  # noqa: BLE001 - every failure becomes a sentence
             status = self._warn(self._failed(error))
             return gr.update(), gr.update(), gr.update(), status, self.banner(), gr.update()
         self._reached()
-        return (*self._show_photo(photo), "Random photo: press **More like this** to search with it.",
+        within = f" ({_markdown_text(describe_filters(filters, None))})" if filters else ""
+        return (*self._show_photo(photo), f"Random photo{within}: press **More like this** to search with it.",
                 self.banner(), gr.update(visible=True))
 
     def select_result(self, results: list[dict] | None, event: gr.SelectData):
@@ -431,7 +435,7 @@ def build_app(settings: UISettings | None = None, client: Any = None) -> gr.Bloc
         gr.on([search_button.click, query_text.submit], page.search,
               inputs=[query_text, query_image, weight, top_k, *narrowing], outputs=search_outputs)
         more_button.click(page.more_like_this, inputs=[photo_state, top_k, *narrowing], outputs=search_outputs)
-        random_button.click(page.random_photo,
+        random_button.click(page.random_photo, inputs=[country, photographer],
                             outputs=[photo_image, photo_details, photo_state, status, banner, photo_box])
         gallery.select(page.select_result, inputs=results_state,
                        outputs=[photo_image, photo_details, photo_state, photo_box])

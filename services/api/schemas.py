@@ -1,10 +1,12 @@
 """The gateway's HTTP bodies: search queries and results, photos, stats, ingestion jobs."""
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from services.common.errors import BadRequest
 from services.common.schemas import METADATA_FIELDS, PhotoRecord
 
 TOP_K_MAX = 100
@@ -14,6 +16,33 @@ BATCH_SIZE_MAX = 256
 
 # What a filter may name: the store filters on the photo's id and its metadata columns.
 FILTER_FIELDS: tuple[str, ...] = ("photo_id", *METADATA_FIELDS)
+
+
+def known_filters(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """`value` when it names only filterable fields (None when empty); else ValueError naming them."""
+    if value:
+        unknown = sorted(set(value) - set(FILTER_FIELDS))
+        if unknown:
+            raise ValueError(f"filters may only name metadata fields ({', '.join(FILTER_FIELDS)}); "
+                             f"unknown: {', '.join(unknown)}")
+    return value or None
+
+
+def filters_from_json(text: str | None) -> dict[str, Any] | None:
+    """Filters sent as JSON text (a form field, a query parameter), checked like a JSON body's."""
+    if text is None or not text.strip():
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise BadRequest('filters must be a JSON object, e.g. {"photo_location_country": "Spain"}.',
+                         code="invalid_filters")
+    try:
+        return known_filters(value)
+    except ValueError as exc:
+        raise BadRequest(f"{exc}.", code="invalid_filters") from exc
 
 
 class SearchRequest(BaseModel):
@@ -79,12 +108,7 @@ class SearchRequest(BaseModel):
     @field_validator("filters")
     @classmethod
     def _known_filters(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value:
-            unknown = sorted(set(value) - set(FILTER_FIELDS))
-            if unknown:
-                raise ValueError(f"filters may only name metadata fields ({', '.join(FILTER_FIELDS)}); "
-                                 f"unknown: {', '.join(unknown)}")
-        return value or None
+        return known_filters(value)
 
     @field_validator("text", "photo_id", "image_url", "image_base64")
     @classmethod

@@ -55,8 +55,9 @@ class ApiClient:
         return self._request("POST", "/v1/search", data=form,
                              files={"image": ("query-image", image, "application/octet-stream")})
 
-    def random_photo(self) -> dict:
-        return self._request("GET", "/v1/photos/random")
+    def random_photo(self, filters: dict[str, Any] | None = None) -> dict:
+        """A stored photo at random; with `filters` (as in `search`), among the photos they match."""
+        return self._request("GET", "/v1/photos/random", params={"filters": json.dumps(filters)} if filters else None)
 
     def get_photo(self, photo_id: str) -> dict:
         return self._request("GET", f"/v1/photos/{_path(photo_id)}")

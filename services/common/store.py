@@ -386,9 +386,11 @@ def photo_sql(database: str, table: str, with_vector: bool = False) -> str:
     return f"SELECT {columns} FROM {table_ref(database, table)} FINAL WHERE photo_id = {{photo_id:String}} LIMIT 1"
 
 
-def random_photo_sql(database: str, table: str) -> str:
-    # A full scan; fine at the seed's size. Sampling by id range would be the next step at millions.
-    return f"SELECT {', '.join(PHOTO_COLUMNS)} FROM {table_ref(database, table)} FINAL ORDER BY rand() LIMIT 1"
+def random_photo_sql(database: str, table: str, where: Sequence[str] = ()) -> str:
+    """One photo drawn at random among those meeting `where` (from `filter_sql`; all when empty).
+    A full scan; fine at the seed's size. Sampling by id range would be the next step at millions."""
+    condition = f" WHERE {' AND '.join(where)}" if where else ""
+    return f"SELECT {', '.join(PHOTO_COLUMNS)} FROM {table_ref(database, table)} FINAL{condition} ORDER BY rand() LIMIT 1"
 
 
 def count_sql(database: str, table: str) -> str:
@@ -904,8 +906,10 @@ class PhotoStore:
             photo["vector"] = [float(x) for x in rows[0][len(PHOTO_COLUMNS)]]
         return photo
 
-    def random_photo(self) -> dict[str, Any] | None:
-        rows = self._read_rows("random photo", random_photo_sql(self.database, self.table))
+    def random_photo(self, filters: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """A photo at random, among those matching `filters` (as in `search`); None when none does."""
+        where, params = filter_sql(filters)
+        rows = self._read_rows("random photo", random_photo_sql(self.database, self.table, where), params)
         return dict(zip(PHOTO_COLUMNS, rows[0])) if rows else None
 
     def count(self) -> int:

@@ -157,7 +157,9 @@ def test_filters_keep_only_photos_of_the_chosen_country(running_stack, browser, 
 
     # A random photo, then more like it: still only Japanese photos.
     page.locator("#random-button").click()
+    expect(status).to_contain_text("Random photo (country: Japan): press More like this")
     expect(page.locator("#chosen-details")).to_contain_text("sample")
+    assert re.findall(r"sample\d{5}", page.locator("#chosen-details").inner_text())[0] in in_japan
     page.locator("#more-button").click()
     expect(status).to_contain_text(re.compile(r"results for photos like sample\d{5} \(country: Japan\)"))
     expect(gallery_images).not_to_have_count(0)

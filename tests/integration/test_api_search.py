@@ -177,6 +177,11 @@ def test_pages_and_collapse_through_the_real_store(gateway):
 def test_photos_by_id_and_at_random(api, gateway):
     assert api.get_photo("photo-1")["photo_image_url"].endswith("/photo-1.jpg")
     assert api.random_photo()["photo_id"] in gateway.photos
+    peru = {api.random_photo(filters={"photo_location_country": "Peru"})["photo_id"] for _ in range(6)}
+    assert peru and all(api.get_photo(photo_id)["photo_location_country"] == "Peru" for photo_id in peru)
+    with pytest.raises(ApiError) as caught:
+        api.random_photo(filters={"photo_location_country": "Atlantis"})
+    assert caught.value.status == 404 and caught.value.message == "No stored photo matches these filters; loosen or clear them."
 
 
 def test_user_mistakes_get_sentences(api):

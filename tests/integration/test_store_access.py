@@ -174,6 +174,12 @@ def test_get_random_count_and_existing_ids(filled, vectors):
 
     drawn = {filled.random_photo()["photo_id"] for _ in range(8)}
     assert len(drawn) > 1 and all(p.startswith("photo-") for p in drawn)
+    within = [filled.random_photo({"photo_location_country": ["Japan", "Peru"], "photographer_username": "user0"})
+              for _ in range(8)]
+    assert {(p["photo_location_country"], p["photographer_username"]) for p in within} <= {("Japan", "user0"),
+                                                                                          ("Peru", "user0")}
+    assert len({p["photo_id"] for p in within}) > 1
+    assert filled.random_photo({"photo_location_country": "Atlantis"}) is None
 
     assert filled.existing_ids(["photo-0001", "photo-0499", "photo-9999", "photo-0001"]) == {"photo-0001", "photo-0499"}
     assert filled.existing_ids([]) == set()

@@ -6,7 +6,9 @@ on what a caller sees: statuses, sentences, ranks and scores.
 from __future__ import annotations
 
 import base64
+import json
 import math
+import random
 import socket
 import threading
 import time
@@ -118,9 +120,11 @@ class FakeStore:
         record, vector = self.photos[photo_id]
         return {**record, "vector": vector.tolist()} if with_vector else dict(record)
 
-    def random_photo(self):
+    def random_photo(self, filters=None):
         self._up()
-        return dict(next(iter(self.photos.values()))[0]) if self.photos else None
+        matching = [record for record, _ in self.photos.values()
+                    if not filters or all(record.get(k) == v for k, v in filters.items())]
+        return dict(random.choice(matching)) if matching else None
 
     def count(self):
         self._up()
@@ -411,6 +415,23 @@ def test_photos_and_stats(client, fakes):
     stats = client.get("/v1/stats").json()
     assert stats["photos"] == 5 and stats["model"]["name"] == "fake-clip" and stats["random_weights"] is True
     assert stats["table"] == {"model": "fake-clip", "dim": DIM}
+
+
+def test_a_random_photo_can_be_drawn_within_filters(client, fakes):
+    spain = json.dumps({"photo_location_country": "Spain"})
+    drawn = {client.get("/v1/photos/random", params={"filters": spain}).json()["photo_id"] for _ in range(12)}
+    assert drawn == {"red", "cat"}
+    nowhere = client.get("/v1/photos/random", params={"filters": json.dumps({"photo_location_country": "Chad"})})
+    assert nowhere.status_code == 404 and error_of(nowhere) == {
+        "code": "no_match", "message": "No stored photo matches these filters; loosen or clear them.",
+        "request_id": nowhere.headers["X-Request-ID"]}
+    not_json = client.get("/v1/photos/random", params={"filters": "country=Spain"})
+    assert not_json.status_code == 422 and error_of(not_json)["code"] == "invalid_filters"
+    assert error_of(not_json)["message"].startswith("filters must be a JSON object, e.g.")
+    unknown = client.get("/v1/photos/random", params={"filters": '{"colour": "red"}'})
+    assert unknown.status_code == 422 and "unknown: colour" in error_of(unknown)["message"]
+    # Empty filters are no filters.
+    assert client.get("/v1/photos/random", params={"filters": ""}).json()["photo_id"] in fakes.store.photos
 
 
 def test_stats_while_the_embedder_is_down(client, fakes):

@@ -202,6 +202,10 @@ def test_reads_bind_their_values():
     assert "photo_embed" in store.photo_sql("db", "t", with_vector=True)
     assert "IN {photo_ids:Array(String)}" in store.existing_ids_sql("db", "t")
     assert "FINAL" in store.count_sql("db", "t") and "FINAL" in store.random_photo_sql("db", "t")
+    where, params = store.filter_sql({"photo_location_country": ["Japan", "Peru' OR 1=1"]})
+    drawn = store.random_photo_sql("db", "t", where)
+    assert "FINAL WHERE photo_location_country IN {f0:Array(String)} ORDER BY rand() LIMIT 1" in drawn
+    assert "Peru" not in drawn and params == {"f0": ["Japan", "Peru' OR 1=1"]}
 
 
 def test_database_comes_from_the_url_and_the_password_stays_out_of_messages():

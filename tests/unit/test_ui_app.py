@@ -64,8 +64,8 @@ class FakeClient:
             raise self.facet_error
         return self.facets.get(field, [])[:limit]
 
-    def random_photo(self):
-        self._answer("random_photo")
+    def random_photo(self, **query):
+        self._answer("random_photo", **query)
         return result(7, photo_description="a red door", photographer_first_name="Ana",
                       photo_url="https://unsplash.com/photos/p7")
 
@@ -167,6 +167,26 @@ def test_random_photo_then_more_like_this_searches_by_its_id():
     gallery, *_ = page.more_like_this(photo, 4)
     assert client.calls[-2] == ("search", {"photo_id": "p7", "top_k": 4})
     assert len(gallery) == 4
+
+
+def test_random_photo_stays_within_the_country_and_photographer_filters():
+    client = FakeClient()
+    page = SearchPage(client)
+    *_, status, _, _ = page.random_photo(["Japan", "Norway"], "ana")
+    assert client.calls[-1] == ("random_photo", {"filters": {"photo_location_country": ["Japan", "Norway"],
+                                                             "photographer_username": "ana"}})
+    assert status == ("Random photo (country: Japan or Norway, photographer: ana): "
+                      "press **More like this** to search with it.")
+    page.random_photo([], None)
+    assert client.calls[-1] == ("random_photo", {})
+
+
+def test_random_photo_that_no_photo_matches_says_so():
+    client = FakeClient()
+    client.error = ApiError(404, "no_match", "No stored photo matches these filters; loosen or clear them.")
+    image, details, photo, status, banner, box = SearchPage(client).random_photo("Atlantis")
+    assert status == "⚠️ No stored photo matches these filters; loosen or clear them."
+    assert photo == {"__type__": "update"} and box == {"__type__": "update"}
 
 
 def test_more_like_this_without_a_photo_says_what_to_do():

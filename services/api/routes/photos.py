@@ -7,9 +7,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 
 from services.api.deps import ServicesDep, blocking, require_read_key
-from services.api.schemas import Facet, Photo, Stats
+from services.api.schemas import Facet, Photo, Stats, filters_from_json
 from services.api.search import shape_result
-from services.common.errors import NotFound, ServiceError
+from services.common.errors import BadRequest, NotFound, ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -24,10 +24,23 @@ def _as_photo(row: dict[str, Any]) -> dict[str, Any]:
 
 
 @router.get("/v1/photos/random", response_model=Photo, summary="A random stored photo")
-async def random_photo(services: ServicesDep) -> dict[str, Any]:
+async def random_photo(
+    services: ServicesDep,
+    filters: Annotated[str | None, Query(description=(
+        'Draw among the photos matching these metadata filters, as JSON text in the shape of '
+        '/v1/search\'s: {"photo_location_country": ["Japan", "Peru"]}.'))] = None,
+) -> dict[str, Any]:
+    wanted = filters_from_json(filters)
     table = await blocking(services.store.table_info)
-    row = await blocking(services.store.random_photo) if table is not None else None
+    if table is None:
+        raise NotFound("The store has no photos yet; ingest some first (make ingest).", code="store_empty")
+    try:
+        row = await blocking(services.store.random_photo, wanted)
+    except (TypeError, ValueError) as exc:
+        raise BadRequest(f"The filters could not be applied: {exc}", code="invalid_filters") from exc
     if row is None:
+        if wanted:
+            raise NotFound("No stored photo matches these filters; loosen or clear them.", code="no_match")
         raise NotFound("The store has no photos yet; ingest some first (make ingest).", code="store_empty")
     return _as_photo(row)
 

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from services.api.deps import ServicesDep, SettingsDep, require_read_key
-from services.api.schemas import SearchRequest, SearchResponse
+from services.api.schemas import SearchRequest, SearchResponse, filters_from_json
 from services.api.search import SearchQuery, decode_base64_image, run_search
 from services.common.errors import BadRequest, PayloadTooLarge
 
@@ -102,10 +102,7 @@ async def _parse_form(request: Request, max_image_bytes: int) -> SearchQuery:
             # Browsers send every form field, empty or not; empty means not given.
             fields[name] = value
     if "filters" in fields:
-        try:
-            fields["filters"] = json.loads(fields["filters"])
-        except ValueError as exc:
-            raise BadRequest("filters must be a JSON object, e.g. {\"photo_location_country\": \"Spain\"}.") from exc
+        fields["filters"] = filters_from_json(fields["filters"])
     return _query(_validate(fields), image)
 
 
