@@ -145,7 +145,7 @@ async def service_rates(model, torch_thread, batches: list[int], photos: list[by
     results = []
     for batch in batches:
         settings = EmbedderSettings(embedder_model=model.name, max_batch=batch, max_items=max(batch, 1),
-                                    max_queue=batch * (in_flight + 1), max_wait_ms=2.0)
+                                    max_queue=batch * (in_flight + 1))
         service = EmbedderService(settings, model=model, model_thread=torch_thread)
         await service.start()
         try:
@@ -222,7 +222,7 @@ def http_rates(folder: Path, device: str, dtype: str, batches: list[int], photos
         root = str(Path(__file__).resolve().parents[1])
         env = {**os.environ, "PYTHONPATH": root, "EMBEDDER_MODEL": str(folder), "EMBEDDER_DEVICE": device, "EMBEDDER_DTYPE": dtype,
                "EMBEDDER_MAX_BATCH": str(batch), "EMBEDDER_MAX_ITEMS": str(batch), "EMBEDDER_LOG_LEVEL": "WARNING",
-               "EMBEDDER_MAX_QUEUE": str(batch * (in_flight + 1)), "EMBEDDER_MAX_WAIT_MS": "2"}
+               "EMBEDDER_MAX_QUEUE": str(batch * (in_flight + 1))}
         server = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "services.embedder.main:create_app",
                                    "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"], env=env, cwd=root)
         base = f"http://127.0.0.1:{port}"

@@ -4,7 +4,9 @@ Requests submit a list of items of one kind ("text" or "image"). A single consum
 oldest waiting request, then keeps adding requests of the same kind until the batch holds
 `max_batch` items or `max_wait_ms` has passed since it started gathering, and runs the batch in one
 worker thread (the model is used by one thread at a time; the event loop never blocks on it). A
-request larger than `max_batch` is split into chunks that batch like separate requests. The queue
+request larger than `max_batch` is split into chunks that batch like separate requests. With
+`max_wait_ms` 0 (the default) nothing waits: a batch is what is queued when the model is free, so
+a lone query runs at once and requests that arrive during a forward pass share the next. The queue
 is bounded in items: when it is full, `submit` raises `Saturated` at once (503 + Retry-After).
 
 The worker thread is the process's one torch thread: `call` runs other model work (loading) on it.

@@ -29,9 +29,12 @@ class EmbedderSettings(CommonSettings):
     # size). Faster for large photos, but not the reference pixels: off by default.
     jpeg_draft: bool = False
     # Micro-batching: concurrent requests are embedded together, up to this many items per forward
-    # pass, waiting at most this long for company once the first item arrives.
+    # pass, waiting at most this long for company once the first item arrives. 0: no waiting; what
+    # arrives while the model works still shares the next pass. Measured with the ViT-B/32 shapes
+    # on 2 cores: 5 ms of waiting made a lone text query 5 ms slower (58 vs 53 ms in float32) and
+    # gained nothing with 16 clients sending one text each (73 texts/s either way).
     max_batch: int = Field(64, ge=1, le=4096)
-    max_wait_ms: float = Field(5.0, ge=0.0, le=1000.0)
+    max_wait_ms: float = Field(0.0, ge=0.0, le=1000.0)
     # Items waiting for the model beyond this are refused with 503 + Retry-After, so an overloaded
     # embedder sheds load instead of growing its memory and latency without bound.
     max_queue: int = Field(2048, ge=1)

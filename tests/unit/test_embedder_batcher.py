@@ -53,6 +53,22 @@ def test_concurrent_requests_share_one_forward_pass():
     assert len(model.threads) == 1 and next(iter(model.threads)).startswith("model")
 
 
+def test_without_waiting_requests_that_arrive_while_the_model_works_share_the_next_pass():
+    """max_wait_ms=0 (the default): a lone request runs at once, and what queues up during a forward
+    pass goes into the next one together."""
+    model = FakeModel(delay=0.2)
+
+    async def body(batcher):
+        first = asyncio.create_task(batcher.submit("text", ["alone"]))
+        await asyncio.sleep(0.05)  # "alone" is in the model now
+        rest = await asyncio.gather(*(batcher.submit("text", [f"t{i}"]) for i in range(5)))
+        return [await first, *rest]
+
+    results, observed = asyncio.run(_with_batcher(model, body, max_wait_ms=0))
+    assert results == [[("text", "alone")], *[[("text", f"t{i}")] for i in range(5)]]
+    assert observed == [1, 5]
+
+
 def test_batches_are_bounded_and_kinds_never_mix():
     model = FakeModel()
 
