@@ -17,6 +17,7 @@ import base64
 import binascii
 import io
 import re
+import threading
 import warnings
 
 import numpy as np
@@ -59,6 +60,19 @@ def _looks_like_svg(data: bytes) -> bool:
     return head.startswith((b"<svg", b"<?xml", b"<!doctype svg")) and b"<svg" in data[:4096].lower()
 
 
+_GUARD_LOCK = threading.Lock()
+
+
+def _allow_pixels(max_pixels: int) -> None:
+    """Raise Pillow's process-wide bomb guard (`Image.MAX_IMAGE_PIXELS`) to at least `max_pixels`,
+    never lower it: the guard then never refuses what a caller's own limit allows (one process may
+    decode under several limits), and still refuses what is past every limit. The limit that applies
+    is `decode_image`'s own check of the header's size, before any pixel is decoded."""
+    with _GUARD_LOCK:
+        if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < max_pixels:
+            Image.MAX_IMAGE_PIXELS = max_pixels
+
+
 def decode_image(data: bytes, *, max_bytes: int, max_pixels: int, draft_size: int = 0) -> Image.Image:
     """Bytes -> an RGB PIL image, EXIF-transposed; raises ImageRejected / ImageTooLarge."""
     if len(data) > max_bytes:
@@ -69,6 +83,7 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int, draft_size: in
     if _looks_like_svg(data):
         raise ImageRejected("is an SVG drawing; send a raster image (JPEG, PNG, WebP, ...).",
                             code="unsupported_format")
+    _allow_pixels(max_pixels)
     try:
         with warnings.catch_warnings():
             # Pillow only warns between MAX_IMAGE_PIXELS and twice that; refuse there too.

@@ -10,8 +10,6 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from PIL import Image
-
 from services.common.errors import BadRequest, DependencyUnavailable, ServiceError
 from services.common.images import decode_base64, decode_image, read_pixels
 from services.embedder.batcher import MicroBatcher, ModelNotReady
@@ -41,8 +39,6 @@ class EmbedderService:
     # -- life cycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        # Pillow's own bomb check follows the same limit (it is process-wide, and this process is ours).
-        Image.MAX_IMAGE_PIXELS = self.settings.max_image_pixels
         self._decoder = ThreadPoolExecutor(max_workers=self.settings.decode_threads or available_cores(),
                                            thread_name_prefix="decode")
         await self.batcher.start()

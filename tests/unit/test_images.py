@@ -74,8 +74,21 @@ def test_too_many_pixels_is_refused_before_decoding():
 def test_pillow_bomb_guard_is_mapped(monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
     with pytest.raises(ImageRejected) as refused:
-        decode_image(encode(Image.new("RGB", (30, 30))), max_bytes=1_000_000, max_pixels=10_000)
+        decode_image(encode(Image.new("RGB", (30, 30))), max_bytes=1_000_000, max_pixels=50)
     assert refused.value.code == "image_too_large"
+    assert refused.value.message == "has more pixels (900 pixels) than the limit of 50."
+
+
+def test_a_stricter_process_wide_pillow_guard_does_not_refuse_what_the_limit_allows(monkeypatch):
+    # Pillow's guard is one global; a process that decodes under several limits (the tests; an
+    # embedder beside a worker) must not refuse a 1024x768 photo under a 10-megapixel limit because
+    # another caller's limit was 100,000.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100_000)
+    picture = decode_image(encode(Image.new("RGB", (1024, 768))), max_bytes=10_000_000, max_pixels=10_000_000)
+    assert picture.size == (1024, 768)
+    with pytest.raises(ImageRejected) as refused:
+        decode_image(encode(Image.new("RGB", (1024, 768))), max_bytes=10_000_000, max_pixels=100_000)
+    assert refused.value.code == "image_too_large" and "1024x768" in refused.value.message
 
 
 def test_big_file_is_refused_with_413():
