@@ -3,7 +3,7 @@
 The only module of the service that imports torch and transformers. `ClipModel.embed_texts` and
 `ClipModel.embed_images` run a whole micro-batch in one forward pass; the batcher calls them from a
 single worker thread, so the tokenizer (not thread-safe) and the model are used by one thread at a
-time. `preprocess_images` is thread-safe and runs in the decoding pool.
+time. `prepare_images` is thread-safe and runs in the decoding pool.
 
 Precision: "auto" is float16 on CUDA; on the CPU it is bfloat16 only where the CPU has AMX tiles
 (`amx_bf16`), else float32. Measured with the ViT-B/32 shapes at batch 32 on 2 cores: on an AMX Xeon
@@ -205,6 +205,10 @@ class ClipModel:
         if self.crop is None:
             log.info("the image processor's settings are not CLIP's usual recipe; using it as it is")
         self._fast = self.crop is not None and fast_preprocess
+        # On CUDA the batch goes to the device as 8-bit crops and is normalised there: a quarter of
+        # the bytes to copy, and no float work on the host (which would otherwise be the limit at
+        # thousands of images/s). On the CPU the decoding pool normalises, beside the model thread.
+        self.normalise_on_device = self._cuda and self.normaliser is not None
 
     @classmethod
     def load(cls, name: str, device: str = "auto", dtype: str = "auto", threads: int = 0,
@@ -242,7 +246,7 @@ class ClipModel:
         kernels built on first use (oneDNN's for each new shape on the CPU, cuBLAS's on CUDA)."""
         started = time.perf_counter()
         blank = Image.new("RGB", (self.image_size, self.image_size), (128, 128, 128))
-        self.embed_images([self.preprocess_images([blank])])
+        self.embed_images([self.prepare_images([blank])])
         self.embed_texts(["a photo"])
         log.info("warmed up in %.2fs", time.perf_counter() - started)
 
@@ -264,6 +268,17 @@ class ClipModel:
 
     # -- images ---------------------------------------------------------------------------------
 
+    def prepare_images(self, images: list) -> torch.Tensor | np.ndarray:
+        """What the service queues for `embed_images`: the normalised pixels, or, where the model
+        normalises on its device, the 8-bit crops (N x H x W x 3). Thread-safe."""
+        if self._fast and self.normalise_on_device:
+            return np.stack([self.crop(image) for image in images])
+        return self.preprocess_images(images)
+
+    def prepare_crops(self, crops: np.ndarray) -> torch.Tensor | np.ndarray:
+        """The same for crops that are already cut (`/v1/embed/pixels`). Thread-safe."""
+        return crops if self.normalise_on_device else self.normalise(crops)
+
     def preprocess_images(self, images: list) -> torch.Tensor:
         """Resize, crop and normalise RGB PIL images into pixel values (CPU, float32). Thread-safe."""
         if self._fast:
@@ -279,11 +294,27 @@ class ClipModel:
         return torch.from_numpy(self.normaliser(crops))
 
     @torch.inference_mode()
-    def embed_images(self, pixel_batches: list[torch.Tensor]) -> list[np.ndarray]:
-        """One forward pass over the given pixel values (one tensor per image); unit vectors out."""
-        pixels = torch.cat([p.reshape(-1, *p.shape[-3:]) for p in pixel_batches])
-        features = self.model.get_image_features(pixel_values=self._to_device(pixels, self.dtype)).pooler_output
+    def embed_images(self, pixel_batches: list[torch.Tensor | np.ndarray]) -> list[np.ndarray]:
+        """One forward pass over the given images, each either pixel values (a float32 tensor from
+        `preprocess_images` / `normalise`) or 8-bit crops (from `prepare_images` / `prepare_crops`
+        where the model normalises on its device); unit vectors out, in order."""
+        if all(isinstance(p, np.ndarray) for p in pixel_batches):
+            pixels = self._normalise_on_device(np.concatenate([p.reshape(-1, *p.shape[-3:]) for p in pixel_batches]))
+        else:
+            host = [self.normalise(p.reshape(-1, *p.shape[-3:])) if isinstance(p, np.ndarray) else p
+                    for p in pixel_batches]
+            pixels = self._to_device(torch.cat([p.reshape(-1, *p.shape[-3:]) for p in host]), self.dtype)
+        features = self.model.get_image_features(pixel_values=pixels).pooler_output
         return list(self._normalised(features))
+
+    def _normalise_on_device(self, crops: np.ndarray) -> torch.Tensor:
+        """8-bit crops to pixel values on the model's device: one copy of uint8, then the normaliser's
+        multiply and add (the same float32 operations in the same order as `Normaliser`)."""
+        if self.normaliser is None:
+            raise RuntimeError("this model's image processor takes no pre-cropped pixels")
+        scale, shift = (torch.from_numpy(v).reshape(1, -1, 1, 1).to(self.device) for v in self.normaliser.affine)
+        pixels = self._to_device(torch.from_numpy(np.ascontiguousarray(crops))).permute(0, 3, 1, 2).float()
+        return pixels.mul_(scale).add_(shift).to(self.dtype).contiguous()
 
     def _to_device(self, tensor: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
         if not self._cuda:
@@ -326,6 +357,11 @@ class Normaliser:
     @classmethod
     def from_processor(cls, processor) -> Normaliser:
         return cls(float(processor.rescale_factor), processor.image_mean, processor.image_std)
+
+    @property
+    def affine(self) -> tuple[np.ndarray, np.ndarray]:
+        """The per-channel float32 (multiplier, addend)."""
+        return self._a, self._b
 
     def __call__(self, crops: np.ndarray) -> np.ndarray:
         pixels = crops.astype(np.float32) * self._a + self._b  # N, H, W, C

@@ -144,8 +144,8 @@ class EmbedderService:
                              code="pixels_unsupported")
         crops = read_pixels(body, (model.crop.crop_height, model.crop.crop_width))
         self._check_count(len(crops), "image")
-        pixels = await asyncio.get_running_loop().run_in_executor(self._decoder, model.normalise, crops)
-        vectors = await self.batcher.submit("image", list(pixels.unsqueeze(1)))
+        pixels = await asyncio.get_running_loop().run_in_executor(self._decoder, model.prepare_crops, crops)
+        vectors = await self.batcher.submit("image", [pixels[index:index + 1] for index in range(len(pixels))])
         return {**self._header(model), "vectors": [vector.tolist() for vector in vectors]}
 
     def _prepare_image(self, model: ClipModel, image: bytes | str):
@@ -153,7 +153,7 @@ class EmbedderService:
         picture = decode_image(data, max_bytes=self.settings.max_image_bytes,
                                max_pixels=self.settings.max_image_pixels,
                                draft_size=model.image_size if self.settings.jpeg_draft else 0)
-        return model.preprocess_images([picture])
+        return model.prepare_images([picture])
 
     # -- helpers --------------------------------------------------------------------------------
 

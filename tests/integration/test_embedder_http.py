@@ -279,6 +279,38 @@ def test_pixels_cropped_by_the_caller_give_the_vectors_of_the_encoded_images(cli
     np.testing.assert_allclose(np.asarray(body["vectors"], dtype=np.float32), from_bytes, atol=1e-6)
 
 
+def test_crops_normalised_by_the_model_give_the_same_vectors(tiny_model_dir, monkeypatch, client):
+    """On CUDA the service queues 8-bit crops and the model normalises them on its device (a quarter
+    of the bytes to copy). Forced on here, where the same torch code runs on the CPU: the vectors of
+    encoded images and of pixels are those of the host path."""
+    from services.common.images import write_pixels
+    from services.embedder import service as service_module
+
+    real_load = service_module.ClipModel.load
+    loaded = []
+
+    def load(*args, **kwargs):
+        model = real_load(*args, **kwargs)
+        model.normalise_on_device = True
+        loaded.append(model)
+        return model
+
+    monkeypatch.setattr(service_module.ClipModel, "load", load)
+    images = dict(list(sample_images().items())[:4])  # this app's per-request limit
+    files = [("images", (f"{name}.bin", data, "application/octet-stream")) for name, data in images.items()]
+    reference = vectors_of(client.post("/v1/embed/image", files=files))
+    crops = write_pixels(cropped(client, images))
+    settings = EmbedderSettings(embedder_model=str(tiny_model_dir), dtype="float32", **LIMITS)
+    with TestClient(create_app(settings)) as on_device:
+        wait_ready(on_device)
+        # What the decoding pool hands the batcher now: 8-bit crops, not float pixels.
+        assert loaded and loaded[0].prepare_images([Image.new("RGB", (90, 70))]).dtype == np.uint8
+        from_bytes = vectors_of(on_device.post("/v1/embed/image", files=files))
+        from_pixels = vectors_of(post_pixels(on_device, crops))
+    np.testing.assert_allclose(from_bytes, reference, atol=1e-6)
+    np.testing.assert_allclose(from_pixels, reference, atol=1e-6)
+
+
 def npy(array) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=True)
