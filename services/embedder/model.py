@@ -209,6 +209,7 @@ class ClipModel:
         # the bytes to copy, and no float work on the host (which would otherwise be the limit at
         # thousands of images/s). On the CPU the decoding pool normalises, beside the model thread.
         self.normalise_on_device = self._cuda and self.normaliser is not None
+        self._device_affine: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @classmethod
     def load(cls, name: str, device: str = "auto", dtype: str = "auto", threads: int = 0,
@@ -312,7 +313,10 @@ class ClipModel:
         multiply and add (the same float32 operations in the same order as `Normaliser`)."""
         if self.normaliser is None:
             raise RuntimeError("this model's image processor takes no pre-cropped pixels")
-        scale, shift = (torch.from_numpy(v).reshape(1, -1, 1, 1).to(self.device) for v in self.normaliser.affine)
+        if self._device_affine is None:  # made once, on first use: two 3-value tensors on the device
+            self._device_affine = tuple(torch.from_numpy(v).reshape(1, -1, 1, 1).to(self.device)
+                                        for v in self.normaliser.affine)
+        scale, shift = self._device_affine
         pixels = self._to_device(torch.from_numpy(np.ascontiguousarray(crops))).permute(0, 3, 1, 2).float()
         return pixels.mul_(scale).add_(shift).to(self.dtype).contiguous()
 
