@@ -68,6 +68,8 @@ def _allow_pixels(max_pixels: int) -> None:
     never lower it: the guard then never refuses what a caller's own limit allows (one process may
     decode under several limits), and still refuses what is past every limit. The limit that applies
     is `decode_image`'s own check of the header's size, before any pixel is decoded."""
+    if Image.MAX_IMAGE_PIXELS is None or Image.MAX_IMAGE_PIXELS >= max_pixels:
+        return  # the usual case, every image after the first: no lock on the decoding path
     with _GUARD_LOCK:
         if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < max_pixels:
             Image.MAX_IMAGE_PIXELS = max_pixels

@@ -13,6 +13,8 @@ from services.common.errors import BadRequest, NotFound, ServiceError
 
 log = logging.getLogger(__name__)
 
+STORE_EMPTY = "The store has no photos yet; ingest some first (make ingest)."
+
 router = APIRouter(tags=["photos"], dependencies=[Depends(require_read_key)])
 
 
@@ -33,7 +35,7 @@ async def random_photo(
     wanted = filters_from_json(filters)
     table = await blocking(services.store.table_info)
     if table is None:
-        raise NotFound("The store has no photos yet; ingest some first (make ingest).", code="store_empty")
+        raise NotFound(STORE_EMPTY, code="store_empty")
     try:
         row = await blocking(services.store.random_photo, wanted)
     except (TypeError, ValueError) as exc:
@@ -41,7 +43,7 @@ async def random_photo(
     if row is None:
         if wanted:
             raise NotFound("No stored photo matches these filters; loosen or clear them.", code="no_match")
-        raise NotFound("The store has no photos yet; ingest some first (make ingest).", code="store_empty")
+        raise NotFound(STORE_EMPTY, code="store_empty")
     return _as_photo(row)
 
 
