@@ -53,10 +53,10 @@ demo-offline: setup ## the demo without trying the internet: random-weight model
 
 ingest: setup ## enqueue photos: make ingest SOURCE=photos.tsv|dataset.zip|urls.txt|folder LIMIT=1000 [ARGS=...]
 	@test -n "$(SOURCE)" || { echo "usage: make ingest SOURCE=path/to/photos.tsv [LIMIT=1000]"; exit 2; }
-	$(PY) -m services.worker.ingest "$(SOURCE)" --limit $(LIMIT) $(ARGS)
+	$(PY) -m tools.ingest "$(SOURCE)" --limit $(LIMIT) $(ARGS)
 
 index: setup ## the vector index of STORE_TABLE: make index ACTION=build|status|drop (build it after a bulk ingestion)
-	$(PY) -m services.common.store index $(or $(ACTION),status)
+	$(PY) -m services.photostore index $(or $(ACTION),status)
 
 random-model: setup ## write a CLIP with random weights: make random-model DIR=... SIZE=tiny|b32
 	$(PY) -m tools.random_model "$(DIR)" --size $(SIZE)

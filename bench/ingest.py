@@ -148,7 +148,7 @@ def system_ingest(tsv: Path, count: int, env: dict[str, str]) -> tuple[Measureme
     from services.common.api_client import ApiClient
 
     with Stopwatch() as watch:
-        result = subprocess.run([sys.executable, "-m", "services.worker.ingest", str(tsv), "--api-url",
+        result = subprocess.run([sys.executable, "-m", "tools.ingest", str(tsv), "--api-url",
                                  env["API_URL"], "--api-key", API_KEY, "--limit", str(count)],
                                 cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     output = result.stdout + result.stderr

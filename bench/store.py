@@ -10,7 +10,7 @@ drawn from the same mixture). The ground truth is numpy's exact top-10 over the 
 store's exact scan (`use_skip_indexes = 0`) is the latency baseline, and the headline is the ratio of
 exact to indexed latency at the width that keeps recall@10 >= 0.95.
 
-Runs the real embedded store (`python -m services.store`) as a subprocess on a free port with a
+Runs the real embedded store (`python -m services.embedded_store`) as a subprocess on a free port with a
 temporary data folder, and goes through `PhotoStore` like the gateway and the workers do.
 
     python -m bench.store                       # 25,000 and 200,000 rows (35 minutes on 2 shared cores:
@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from services.common.schemas import PhotoRecord
-from services.common.store import PhotoStore
+from services.photostore import PhotoStore
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -111,7 +111,7 @@ def store_server(data_dir: Path):
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     log = open(data_dir.parent / "store.log", "wb")  # noqa: SIM115 - closed below
-    process = subprocess.Popen([sys.executable, "-m", "services.store", "--host", "127.0.0.1", "--port", str(port),
+    process = subprocess.Popen([sys.executable, "-m", "services.embedded_store", "--host", "127.0.0.1", "--port", str(port),
                                 "--data-dir", str(data_dir)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 90

@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     except (RuntimeError, SystemExit) as exc:
         print(f"make demo failed while starting services: {exc}", file=sys.stderr)
         return 1
-    command = [sys.executable, "-m", "services.worker.ingest", str(source), "--limit", str(args.limit)]
+    command = [sys.executable, "-m", "tools.ingest", str(source), "--limit", str(args.limit)]
     print("\n$ " + " ".join(command[1:]))
     result = subprocess.run(command, cwd=ROOT, env=stack.env)
     ui = f"http://127.0.0.1:{stack.settings['UI_PORT']}"

@@ -104,7 +104,7 @@ def build_services(settings: dict[str, str], python: str = sys.executable) -> li
     if _is_local(store_host) and settings.get("STORE_EMBEDDED", "1") != "0":
         services.append(Service(
             "store",
-            [python, "-m", "services.store", "--host", store_host, "--port", str(store_port),
+            [python, "-m", "services.embedded_store", "--host", store_host, "--port", str(store_port),
              "--data-dir", settings["STORE_DATA_DIR"]],
             ready_url=f"http://{store_host}:{store_port}/ping",
         ))

@@ -109,7 +109,7 @@ def build_services(settings: ApiSettings) -> Services:
     from services.common.fetch import FetchPolicy, fetch_bytes_async
     from services.common.jobs import JobStore
     from services.common.queue import enqueue_ingest
-    from services.common.store import PhotoStore
+    from services.photostore import PhotoStore
 
     embedder = AsyncEmbedderClient(settings.embedder_urls, timeout=settings.embedder_timeout_s)
     store = PhotoStore(settings.store_url, settings.store_table,

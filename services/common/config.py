@@ -35,7 +35,7 @@ class CommonSettings(BaseSettings):
     embedder_url: str = Field("http://127.0.0.1:8001", validation_alias=_alias("EMBEDDER_URL"))
     store_url: str = Field("http://127.0.0.1:8123", validation_alias=_alias("STORE_URL"))
     store_table: str = Field("photos", validation_alias=_alias("STORE_TABLE"))
-    # Search options of the store access (services/common/store.py); None keeps its measured defaults.
+    # Search options of the store access (services/photostore/); None keeps its measured defaults.
     store_exact_below: int | None = Field(None, ge=0, validation_alias=_alias("STORE_EXACT_BELOW"))
     store_search_width: int | None = Field(None, ge=0, validation_alias=_alias("STORE_SEARCH_WIDTH"))
     store_index_type: str | None = Field(None, validation_alias=_alias("STORE_INDEX_TYPE"))

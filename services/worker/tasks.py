@@ -48,7 +48,7 @@ _lock = threading.Lock()
 def build_resources(settings: WorkerSettings) -> Resources:
     """Real clients from the settings (imported here: the store client pulls clickhouse_connect)."""
     from services.common.embedder_client import EmbedderClient
-    from services.common.store import PhotoStore
+    from services.photostore import PhotoStore
 
     return Resources(
         settings=settings,

@@ -54,7 +54,7 @@ def store_url(tmp_path_factory) -> str:
         return
     root = tmp_path_factory.mktemp("conformance-store")
     port = free_port()
-    args = ["-m", "services.store", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(root / "data")]
+    args = ["-m", "services.embedded_store", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(root / "data")]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with service_process(args, f"http://127.0.0.1:{port}/ping", root / "store.log", env=env, timeout=60):
         yield f"http://127.0.0.1:{port}"
@@ -80,7 +80,7 @@ def database(store_url) -> str:
 
 @pytest.fixture(scope="session")
 def connect(store_url, database):
-    """Makes clients as the project's store module does (services/common/store.py)."""
+    """Makes clients as the project's store module does (services/photostore/)."""
     made = []
 
     def make(**overrides):

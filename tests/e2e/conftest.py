@@ -34,7 +34,7 @@ class RunningStack:
 
     def ingest(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "services.worker.ingest", str(self.tsv), "--api-url", self.api_url,
+            [sys.executable, "-m", "tools.ingest", str(self.tsv), "--api-url", self.api_url,
              "--api-key", API_KEY, *args],
             cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=300,
         )

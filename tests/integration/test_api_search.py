@@ -17,7 +17,7 @@ import pytest
 from services.common.api_client import ApiClient, ApiError
 from services.common.embedder_client import EmbedderClient
 from services.common.schemas import PhotoRecord
-from services.common.store import PhotoStore
+from services.photostore import PhotoStore
 from tests.support import free_port, redis_server, service_process
 from tools.sample_data import draw_photo, serve
 
@@ -66,7 +66,7 @@ def gateway(tmp_path_factory, tiny_model_dir) -> Gateway:
                "REDIS_URL": redis_url, "API_KEYS": KEY, "FETCH_ALLOW_HOSTS": "127.0.0.1",
                "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
         uvicorn = ["-m", "uvicorn", "--factory", "--host", "127.0.0.1", "--port"]
-        with service("store", ["-m", "services.store", "--host", "127.0.0.1", "--port", str(ports["store"]),
+        with service("store", ["-m", "services.embedded_store", "--host", "127.0.0.1", "--port", str(ports["store"]),
                                "--data-dir", str(workdir / "store")], env, workdir, f"{urls['store']}/ping"), \
              service("embedder", [*uvicorn, str(ports["embedder"]), "services.embedder.main:create_app"], env,
                      workdir, f"{urls['embedder']}/readyz"), \

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from services.common.schemas import PhotoRecord
-from services.common.store import InvalidFilter, ModelMismatch, PhotoStore, StoreError, StoreUnavailable
+from services.photostore import InvalidFilter, ModelMismatch, PhotoStore, StoreError, StoreUnavailable
 from tests.support import free_port, service_process
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,7 +28,7 @@ def store_url(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("store-data")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    with service_process(["-m", "services.store", "--host", "127.0.0.1", "--port", str(port),
+    with service_process(["-m", "services.embedded_store", "--host", "127.0.0.1", "--port", str(port),
                           "--data-dir", str(data_dir)], f"{url}/ping", data_dir.parent / f"store-{port}.log",
                          timeout=60):
         yield url
@@ -348,7 +348,7 @@ def test_duplicate_versions_take_one_place_in_the_results(store_url):
 
 
 def test_the_index_command_line(store_url, capsys):
-    from services.common.store import main
+    from services.photostore import main
 
     photo_store = PhotoStore(store_url, table="cli")
     photo_store.ensure_table(DIM, MODEL)

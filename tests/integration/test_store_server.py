@@ -35,7 +35,7 @@ class StoreProcess:
         self.process: subprocess.Popen | None = None
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "services.store", "--host", "127.0.0.1", "--port", str(self.port),
+        return [sys.executable, "-m", "services.embedded_store", "--host", "127.0.0.1", "--port", str(self.port),
                 "--data-dir", str(self.data_dir)]
 
     def start(self) -> StoreProcess:

@@ -45,7 +45,7 @@ def stack(tmp_path_factory):
             # Prefer the real embedded store; fall back to the fake one only if it does not come up.
             store_port = free_port()
             store_url = f"http://127.0.0.1:{store_port}"
-            store = _start([sys.executable, "-m", "services.store", "--host", "127.0.0.1", "--port", str(store_port),
+            store = _start([sys.executable, "-m", "services.embedded_store", "--host", "127.0.0.1", "--port", str(store_port),
                             "--data-dir", str(workdir / "store-data")], workdir / "store.log")
             processes.append(store)
             try:
@@ -71,7 +71,7 @@ def stack(tmp_path_factory):
             processes.append(worker)
 
             if real_store:
-                from services.common.store import PhotoStore
+                from services.photostore import PhotoStore
                 photo_store = PhotoStore(store_url, table)
             else:
                 photo_store = FakeStore(redis_url, table)

@@ -87,7 +87,7 @@ def run_ingest(*args: str, env_key: str | None = KEY) -> subprocess.CompletedPro
     env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp"}
     if env_key:
         env["API_KEYS"] = f"{env_key},other"
-    return subprocess.run([sys.executable, "-m", "services.worker.ingest", *args, "--poll-interval", "0.1"],
+    return subprocess.run([sys.executable, "-m", "tools.ingest", *args, "--poll-interval", "0.1"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
 
 

@@ -23,7 +23,7 @@ from fastapi.testclient import TestClient
 from services.api.config import ApiSettings
 from services.api.deps import Services
 from services.api.main import create_app
-from services.api.search import NOTHING_TO_SEARCH
+from services.api.query import NOTHING_TO_SEARCH
 from services.common.api_client import ApiClient, ApiError
 from services.common.errors import BadRequest, DependencyTimeout, DependencyUnavailable
 from services.common.fetch import FetchError
@@ -85,7 +85,7 @@ class FakeStore:
 
     def _up(self) -> None:
         if self.down:
-            from services.common.store import StoreUnavailable
+            from services.photostore import StoreUnavailable
             raise StoreUnavailable("The store at http://store.test cannot be reached.")
 
     def table_info(self):

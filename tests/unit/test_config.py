@@ -1,6 +1,6 @@
 """Shared settings: one name means the same thing to every part, from the environment or `.env`."""
 from services.api.config import ApiSettings
-from services.common.store import PhotoStore
+from services.photostore import PhotoStore
 from services.worker.config import WorkerSettings
 
 
@@ -28,7 +28,7 @@ def test_embedder_url_list_spreads_over_several():
 
 
 def test_the_index_command_uses_the_store_of_dotenv(tmp_path, monkeypatch, capsys):
-    from services.common import store
+    from services import photostore as store
 
     for name in ("STORE_URL", "STORE_TABLE"):
         monkeypatch.delenv(name, raising=False)

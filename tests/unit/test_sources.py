@@ -5,7 +5,7 @@ import zipfile
 
 import pytest
 
-from services.worker.sources import SMALL_IMAGE_QUERY, SourceError, open_source, source_kind
+from tools.sources import SMALL_IMAGE_QUERY, SourceError, open_source, source_kind
 
 HEADER = ("photo_id\tphoto_url\tphoto_image_url\tphoto_submitted_at\tphoto_featured\tphoto_width\tphoto_height\t"
           "photo_aspect_ratio\tphoto_description\tphotographer_username\tphotographer_first_name\t"

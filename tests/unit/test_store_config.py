@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services.store.config import StoreSettings
+from services.embedded_store.config import StoreSettings
 
 
 def test_defaults_and_env_prefix(monkeypatch, tmp_path):

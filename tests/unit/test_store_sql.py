@@ -6,10 +6,10 @@ import re
 import numpy as np
 import pytest
 
-from services.common import store
+from services import photostore as store
 from services.common.errors import BadRequest
 from services.common.schemas import METADATA_FIELDS
-from services.common.store import CLICKHOUSE, MYSCALE, InvalidFilter, PhotoStore
+from services.photostore import CLICKHOUSE, MYSCALE, InvalidFilter, PhotoStore
 
 # Values that must reach the server only as bound parameters.
 SECRET_VALUES = ["Sp'ain; DROP TABLE x", "needle-text", 1234.5, "photo-to-skip"]

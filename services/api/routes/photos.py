@@ -7,8 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 
 from services.api.deps import ServicesDep, blocking, require_read_key
+from services.api.query import shape_result
 from services.api.schemas import Facet, Photo, Stats, filters_from_json
-from services.api.search import shape_result
 from services.common.errors import BadRequest, NotFound, ServiceError
 
 log = logging.getLogger(__name__)

@@ -9,8 +9,8 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from services.api.deps import ServicesDep, SettingsDep, require_read_key
+from services.api.query import SearchQuery, decode_base64_image, run_search
 from services.api.schemas import SearchRequest, SearchResponse, filters_from_json
-from services.api.search import SearchQuery, decode_base64_image, run_search
 from services.common.errors import BadRequest, PayloadTooLarge
 
 router = APIRouter(tags=["search"], dependencies=[Depends(require_read_key)])

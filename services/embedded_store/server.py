@@ -56,8 +56,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from services.store.config import StoreSettings
-from services.store.engine import (
+from services.embedded_store.config import StoreSettings
+from services.embedded_store.engine import (
     BAD_ARGUMENTS,
     STD_EXCEPTION,
     Outcome,
@@ -66,7 +66,7 @@ from services.store.engine import (
     StoreEngine,
     StoreQueryError,
 )
-from services.store.protocol import InsertHead, UnsupportedEncoding, body_decoder, match_insert, split_params
+from services.embedded_store.protocol import InsertHead, UnsupportedEncoding, body_decoder, match_insert, split_params
 
 log = logging.getLogger(__name__)
 

@@ -190,7 +190,7 @@ async def _search_store(services: Services, vector: np.ndarray, query: SearchQue
 
 
 def _check_same_model(table: dict[str, Any], model_info: dict[str, Any], vector: np.ndarray) -> None:
-    from services.common.store import ModelMismatch
+    from services.photostore import ModelMismatch
 
     table_model, table_dim = table.get("model"), table.get("dim")
     known_names = {model_info.get("name"), model_info.get("fingerprint")} - {None}

@@ -1,4 +1,4 @@
-"""`python -m services.worker.ingest SOURCE`: submit photos to the gateway and follow the job.
+"""`python -m tools.ingest SOURCE`: submit photos to the gateway and follow the job.
 
 Reads a source (see sources.py), posts the photos to the API's POST /v1/ingest in chunks (the first
 chunk creates the job, the next ones add to it), then polls GET /v1/jobs/{id} with a progress bar
@@ -27,7 +27,7 @@ from itertools import islice
 from pathlib import Path
 
 from services.common.config import CommonSettings
-from services.worker.sources import SourceError, open_source
+from tools.sources import SourceError, open_source
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ RANDOM_WEIGHTS_LINE = ("Note: the embedder runs a model with RANDOM WEIGHTS; sea
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m services.worker.ingest", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.ingest", description=__doc__.split("\n\n")[0])
     parser.add_argument("source", help="photos.tsv*, the Unsplash Lite .zip, a text file of URLs, or a folder")
     parser.add_argument("--limit", type=int, default=None, help="ingest at most this many photos")
     parser.add_argument("--batch-size", type=int, default=32, help="photos per worker task (1..256)")

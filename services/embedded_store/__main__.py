@@ -1,6 +1,6 @@
-"""Run the embedded store: `python -m services.store --host H --port P --data-dir DIR`.
+"""Run the embedded store: `python -m services.embedded_store --host H --port P --data-dir DIR`.
 
-Serves the ClickHouse HTTP interface (see services/store/server.py) over one chDB data folder.
+Serves the ClickHouse HTTP interface (see services/embedded_store/server.py) over one chDB data folder.
 Exits non-zero when the folder is in use by another store process or the port cannot be bound;
 stops gracefully on SIGTERM or SIGINT.
 """
@@ -13,12 +13,12 @@ from pathlib import Path
 
 import uvicorn
 
-from services.store.config import StoreSettings
-from services.store.engine import StoreEngine
-from services.store.lock import DataDirBusy, DataDirLock
-from services.store.server import create_app
+from services.embedded_store.config import StoreSettings
+from services.embedded_store.engine import StoreEngine
+from services.embedded_store.lock import DataDirBusy, DataDirLock
+from services.embedded_store.server import create_app
 
-log = logging.getLogger("services.store")
+log = logging.getLogger("services.embedded_store")
 
 
 class _Server(uvicorn.Server):
@@ -33,7 +33,7 @@ class _Server(uvicorn.Server):
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m services.store", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m services.embedded_store", description=__doc__.splitlines()[0])
     parser.add_argument("--host", help="address to listen on (STORE_HOST, default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (STORE_PORT, default 8123)")
     parser.add_argument("--data-dir", type=Path, help="chDB data folder (STORE_DATA_DIR, default <project>/data/store)")

@@ -1,7 +1,7 @@
 """Store access: the only module that imports clickhouse_connect.
 
 One URL (`STORE_URL`, a clickhouse-connect DSN such as `http://user:pass@host:8123/database`) picks the
-server: the embedded store (`services/store/`), MyScale or ClickHouse. All three speak the ClickHouse
+server: the embedded store (`services/embedded_store/`), MyScale or ClickHouse. All three speak the ClickHouse
 HTTP interface, so the same client code reaches them; what differs is the SQL dialect of vector search
 and of its index, which is decided once, by asking the server (`Dialect`, `dialect_for`).
 
@@ -974,12 +974,12 @@ class PhotoStore:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m services.common.store index build|status|drop`: manage the vector index of STORE_TABLE
+    """`python -m services.photostore index build|status|drop`: manage the vector index of STORE_TABLE
     at STORE_URL. Build it after a bulk ingestion; rows ingested later are indexed as they arrive."""
     import argparse
     import json
 
-    parser = argparse.ArgumentParser(prog="python -m services.common.store", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m services.photostore", description=main.__doc__)
     parser.add_argument("what", choices=["index"])
     parser.add_argument("action", choices=["build", "status", "drop"])
     from services.common.config import CommonSettings
