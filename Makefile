@@ -61,8 +61,9 @@ index: setup ## the vector index of STORE_TABLE: make index ACTION=build|status|
 random-model: setup ## write a CLIP with random weights: make random-model DIR=... SIZE=tiny|b32
 	$(PY) -m tools.random_model "$(DIR)" --size $(SIZE)
 
-lint: setup ## static checks (ruff)
+lint: setup ## static checks: ruff, then the layout (no import cycle, no module over 400 lines)
 	$(PY) -m ruff check services ui tools tests bench
+	$(PY) -m tools.lint_layout
 
 test: setup lint ## lint, then every test: unit, integration (real Redis and store), end to end (every service, a real browser)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)

@@ -1,4 +1,4 @@
-"""Settings that every part reads the same way (DESIGN.md, "Settings").
+"""Settings that every part reads the same way (docs/architecture.md, "Who owns which setting").
 
 Each service subclasses `CommonSettings` with its own env prefix (`EMBEDDER_`, `API_`,
 `WORKER_`, `UI_`, `STORE_`); the shared names below are read without a prefix, through

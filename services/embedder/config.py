@@ -18,8 +18,8 @@ class EmbedderSettings(CommonSettings):
     device: str = "auto"
     # "auto" is float16 on CUDA; on the CPU bfloat16 where the CPU has AMX tiles (5x faster than
     # float32 there), else float32 (without AMX, bfloat16 is emulated and several times slower).
-    # "int8" (CPU only, never chosen by auto): Linear layers dynamically quantized, 1.7x float32 on
-    # an AVX2 CPU, vectors moved slightly (cosine 0.9996 to float32's with random ViT-B/32 weights).
+    # "int8" (CPU only, never chosen by auto): Linear layers dynamically quantized; faster than float32
+    # on CPUs without AMX, vectors moved slightly (services/embedder/README.md, Precision).
     dtype: Literal["auto", "float32", "float16", "bfloat16", "int8"] = "auto"
     # CLIPProcessor's resize and crop without its numpy round trips; beyond 4:1 only the kept box is
     # resized (a 50000x1 picture would otherwise cost gigabytes). Vectors within 1e-4 of the
@@ -30,9 +30,8 @@ class EmbedderSettings(CommonSettings):
     jpeg_draft: bool = False
     # Micro-batching: concurrent requests are embedded together, up to this many items per forward
     # pass, waiting at most this long for company once the first item arrives. 0: no waiting; what
-    # arrives while the model works still shares the next pass. Measured with the ViT-B/32 shapes
-    # on 2 cores: 5 ms of waiting made a lone text query 5 ms slower (58 vs 53 ms in float32) and
-    # gained nothing with 16 clients sending one text each (73 texts/s either way).
+    # arrives while the model works still shares the next pass (waiting gained no throughput and cost
+    # a lone query its wait: services/embedder/README.md, Throughput).
     max_batch: int = Field(64, ge=1, le=4096)
     max_wait_ms: float = Field(0.0, ge=0.0, le=1000.0)
     # Items waiting for the model beyond this are refused with 503 + Retry-After, so an overloaded
