@@ -47,7 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--api-key", default=None, help="write key (default: API_KEY, else the first of API_KEYS)")
     parser.add_argument("--no-wait", action="store_true", help="submit and print the job id without waiting")
     parser.add_argument("--full-size", action="store_true",
-                        help="fetch Unsplash originals instead of the seed's 200-px rendition")
+                        help="fetch Unsplash originals instead of the 200-px rendition")
     parser.add_argument("--base-url", default=None, help="for a folder: the URL at which it is served")
     parser.add_argument("--serve", metavar="HOST:PORT", default=None,
                         help="for a folder: serve it over HTTP at HOST:PORT while the job runs (PORT 0: any free)")

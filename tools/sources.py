@@ -30,7 +30,7 @@ from services.common.schemas import PhotoRecord
 
 log = logging.getLogger(__name__)
 
-# The seed downloads a small JPEG rendition rather than the original (often several MB).
+# A small JPEG rendition is downloaded rather than the original (often several MB).
 SMALL_IMAGE_QUERY = "q=75&fm=jpg&w=200&fit=max"
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"})
 _TEXT_FIELDS = ("photo_url", "photo_description", "ai_description", "photographer_username",
@@ -49,7 +49,7 @@ def _log_bad_row(where: str, reason: str) -> None:
 
 
 def small_image_url(url: str) -> str:
-    """The seed's small rendition: add the resize query unless the URL already has a query."""
+    """The small rendition: add the resize query unless the URL already has a query."""
     return url if urlsplit(url).query else f"{url}?{SMALL_IMAGE_QUERY}"
 
 

@@ -10,28 +10,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from services.common.fetch import FetchError, FetchPolicy, fetch_many
 from services.common.images import ClipCrop, ImageRejected, ImageTooLarge, decode_image
+from services.common.ports import Embedder, PhotoStore
 from services.common.schemas import Failure, PhotoRecord
 
 log = logging.getLogger(__name__)
-
-
-class Embedder(Protocol):
-    def model_info(self) -> dict: ...
-    def embed_images_each(self, images: list[bytes]) -> list[Any]: ...
-    def embed_pixels(self, crops: np.ndarray) -> np.ndarray: ...
-
-
-class Store(Protocol):
-    def ensure_table(self, dim: int, model: str) -> None: ...
-    def existing_ids(self, photo_ids: Sequence[str]) -> set[str]: ...
-    def insert_photos(self, photos: Sequence[PhotoRecord], vectors: np.ndarray,
-                      ids: Sequence[int] | None = None) -> int: ...
 
 
 class BatchOutcome(NamedTuple):
@@ -40,7 +28,7 @@ class BatchOutcome(NamedTuple):
     failures: list[Failure]
 
 
-def prepare_store(embedder: Embedder, store: Store) -> dict:
+def prepare_store(embedder: Embedder, store: PhotoStore) -> dict:
     """Make sure the table exists for the embedder's model; returns the model info.
 
     A worker calls this once per process, before its first insert: the store refuses (ModelMismatch)
@@ -88,7 +76,7 @@ def parse_photos(photos: Sequence[dict | PhotoRecord]) -> tuple[list[PhotoRecord
     return records, failures
 
 
-def ingest_batch(photos: Sequence[dict | PhotoRecord], embedder: Embedder, store: Store, policy: FetchPolicy,
+def ingest_batch(photos: Sequence[dict | PhotoRecord], embedder: Embedder, store: PhotoStore, policy: FetchPolicy,
                  *, download_concurrency: int = 16, crop: ClipCrop | None = None,
                  max_image_pixels: int = 64_000_000) -> BatchOutcome:
     """Download, embed (one embedder request) and insert (one store insert) one batch of photos.

@@ -1,26 +1,21 @@
 """The ingestion task: thin glue between Celery and pipeline.ingest_batch.
 
-Clients (embedder, store, job store) are built once per worker process, on its first task, so that
-nothing is opened in the parent before the pool forks.
+A `shared_task`, so that this module never imports the app (celery_app.py lists this module in its
+`imports`). Its clients are the worker process's own (resources.py), opened when the process starts.
 """
 from __future__ import annotations
 
 import logging
-import os
-import threading
-from dataclasses import dataclass
-from typing import Any
 
-from celery import Task
+from celery import Task, shared_task
 
 from services.common import request_ids
 from services.common.errors import DependencyTimeout, DependencyUnavailable
-from services.common.fetch import FetchPolicy
-from services.common.jobs import JOB_DONE, JobStore
+from services.common.jobs import JOB_DONE
 from services.common.queue import TASK_NAME
-from services.worker import pipeline
-from services.worker.celery_app import app
-from services.worker.config import WorkerSettings, get_settings
+from services.worker import pipeline, resources
+from services.worker.config import get_settings
+from services.worker.resources import Resources
 
 log = logging.getLogger(__name__)
 
@@ -29,62 +24,21 @@ log = logging.getLogger(__name__)
 TRANSIENT = (DependencyUnavailable, DependencyTimeout)
 
 
-@dataclass
-class Resources:
-    settings: WorkerSettings
-    embedder: Any
-    store: Any
-    jobs: JobStore
-    policy: FetchPolicy
-    model: dict | None = None
-    crop: Any = None  # a ClipCrop when this worker decodes and crops (pipeline.choose_crop)
-
-
-_resources: Resources | None = None
-_resources_pid: int | None = None
-_lock = threading.Lock()
-
-
-def build_resources(settings: WorkerSettings) -> Resources:
-    """Real clients from the settings (imported here: the store client pulls clickhouse_connect)."""
-    from services.common.embedder_client import EmbedderClient
-    from services.photostore import PhotoStore
-
-    return Resources(
-        settings=settings,
-        embedder=EmbedderClient(settings.embedder_urls, timeout=settings.embedder_timeout_s),
-        store=PhotoStore(settings.store_url, settings.store_table, connect_timeout=settings.store_connect_timeout_s,
-                         query_timeout=settings.store_query_timeout_s, **settings.store_options()),
-        jobs=JobStore(settings.redis_url, ttl_seconds=settings.job_ttl_s),
-        policy=settings.fetch_policy(),
-    )
-
-
-def resources() -> Resources:
-    global _resources, _resources_pid
-    with _lock:
-        if _resources is None or _resources_pid != os.getpid():
-            _resources = build_resources(get_settings())
-            _resources_pid = os.getpid()
-        return _resources
-
-
-def close_resources() -> None:
-    global _resources
-    with _lock:
-        if _resources is not None and _resources_pid == os.getpid():
-            for client, method in ((_resources.embedder, "close"), (_resources.store, "close"),
-                                   (_resources.jobs, "close")):
-                try:
-                    getattr(client, method)()
-                except Exception:  # closing is best effort at shutdown
-                    log.debug("closing %s failed", client, exc_info=True)
-        _resources = None
-
-
 class IngestTask(Task):
-    """Records a batch as failed when it cannot succeed (retries exhausted or a permanent error), so
-    that its job still finishes and says why."""
+    """Takes its retry limits from the settings, and records a batch as failed when it cannot
+    succeed (retries exhausted or a permanent error), so that its job still finishes and says why."""
+
+    # Written as `max_retries=get_settings().max_retries` in the decorator, the limits would be read
+    # when this module is imported. Celery reads them from the task instead when they are not passed
+    # to the decorator: `max_retries` at each retry, `retry_backoff_max` once, when it builds the task
+    # on the worker's app at start-up. So both are properties reading the settings then.
+    @property
+    def max_retries(self) -> int:  # type: ignore[override]
+        return get_settings().max_retries
+
+    @property
+    def retry_backoff_max(self) -> int:
+        return get_settings().retry_backoff_max_s
 
     def on_failure(self, exc, task_id, args, kwargs, einfo):
         job_id, batch_id, photos = kwargs.get("job_id"), kwargs.get("batch_id") or task_id, kwargs.get("photos") or []
@@ -97,14 +51,14 @@ class IngestTask(Task):
         code = getattr(exc, "code", None) or "batch_failed"
         failures = [failure.model_dump() for failure in pipeline.failed_batch(photos, code, reason)]
         try:
-            res = resources()
+            res = resources.current()
             if res.jobs.finish_batch(job_id, batch_id, 0, 0, failures) == JOB_DONE:
                 build_index_if_due(res, job_id)
         except Exception:
             log.exception("job %s batch %s: could not record the batch's failure", job_id, batch_id)
 
 
-@app.task(
+@shared_task(
     name=TASK_NAME,
     base=IngestTask,
     bind=True,
@@ -112,13 +66,11 @@ class IngestTask(Task):
     reject_on_worker_lost=True,
     autoretry_for=TRANSIENT,
     retry_backoff=2,
-    retry_backoff_max=get_settings().retry_backoff_max_s,
     retry_jitter=True,
-    max_retries=get_settings().max_retries,
     ignore_result=True,
 )
 def ingest_batch(self, job_id: str, batch_id: str, photos: list[dict]) -> dict:
-    res = resources()
+    res = resources.current()
     # The embedder's log lines for this batch carry the job's id (services/common/request_ids.py).
     with request_ids.bound(f"job-{job_id}"):
         if res.model is None:

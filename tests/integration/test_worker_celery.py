@@ -1,8 +1,8 @@
 """A real Celery worker process ingesting batches end to end.
 
 Private redis-server, a fake embedder over HTTP (deterministic vectors), a local image server, and the
-real embedded store server when it starts (else a Redis-backed fake store). Batches are enqueued the
-way the gateway does (JobStore + enqueue_ingest) and the job is followed until done.
+real embedded store server (the tests fail if it does not start). Batches are enqueued the way the
+gateway does (JobStore + enqueue_ingest) and the job is followed until done.
 """
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ import pytest
 
 from services.common.jobs import JobStore
 from services.common.queue import enqueue_ingest
-from tests.integration.test_worker_support import DIM, MODEL, FakeStore, jpeg, serve_images, vector_of
+from services.photostore import PhotoStore
+from tests.integration.test_worker_support import DIM, MODEL, jpeg, serve_images, vector_of
 from tests.support import free_port, redis_server, stop_process, wait_for_http
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,19 +43,12 @@ def stack(tmp_path_factory):
                                "--host", "127.0.0.1", "--port", str(embedder_port)], workdir / "embedder.log")
             processes.append(embedder)
 
-            # Prefer the real embedded store; fall back to the fake one only if it does not come up.
             store_port = free_port()
             store_url = f"http://127.0.0.1:{store_port}"
             store = _start([sys.executable, "-m", "services.embedded_store", "--host", "127.0.0.1", "--port", str(store_port),
                             "--data-dir", str(workdir / "store-data")], workdir / "store.log")
             processes.append(store)
-            try:
-                if os.environ.get("TEST_WORKER_STORE") == "fake":  # to exercise the fallback on purpose
-                    raise RuntimeError("fake store asked for")
-                wait_for_http(f"{store_url}/ping", timeout=60, process=store)
-                real_store = True
-            except (RuntimeError, TimeoutError):
-                real_store = False
+            wait_for_http(f"{store_url}/ping", timeout=60, process=store)
             wait_for_http(f"http://127.0.0.1:{embedder_port}/healthz", timeout=60, process=embedder)
 
             table = f"worker_test_{uuid.uuid4().hex[:8]}"
@@ -63,20 +57,14 @@ def stack(tmp_path_factory):
                    "WORKER_MAX_RETRIES": "1", "WORKER_DOWNLOAD_TIMEOUT_S": "5",
                    # Tiny, so that the first job pushes the table past exact search (auto index).
                    "STORE_EXACT_BELOW": "6"}
-            if not real_store:
-                env["TEST_WORKER_FAKE_STORE"] = "1"
-            worker = _start([sys.executable, "-m", "celery", "-A", "tests.integration.test_worker_support", "worker",
+            worker = _start([sys.executable, "-m", "celery", "-A", "services.worker.celery_app", "worker",
                              "-Q", "ingest", "--concurrency", "1", "--loglevel", "INFO", "--without-gossip",
                              "--without-mingle", "--without-heartbeat"], workdir / "worker.log", env=env)
             processes.append(worker)
 
-            if real_store:
-                from services.photostore import PhotoStore
-                photo_store = PhotoStore(store_url, table)
-            else:
-                photo_store = FakeStore(redis_url, table)
+            photo_store = PhotoStore(store_url, table)
             yield {"redis_url": redis_url, "images": f"http://127.0.0.1:{images.server_address[1]}",
-                   "store": photo_store, "worker": worker, "workdir": workdir, "real_store": real_store}
+                   "store": photo_store, "worker": worker, "workdir": workdir}
             photo_store.close()
         finally:
             # Before Redis goes: a worker that loses its broker spends its shutdown reconnecting.
@@ -126,9 +114,7 @@ def test_a_worker_ingests_batches_and_explains_failures(stack):
     assert (info["model"], info["dim"]) == (MODEL, DIM)
     stored = store.get_photo("w5", with_vector=True)
     assert stored["photo_image_url"] == f"{images}/img/5.jpg"
-    vector = stored.get("vector") if "vector" in stored else stored.get("embedding")
-    if vector is not None:
-        assert np.allclose(np.asarray(vector, dtype=np.float32), vector_of(jpeg(5)), atol=1e-5)
+    assert np.allclose(np.asarray(stored["vector"], dtype=np.float32), vector_of(jpeg(5)), atol=1e-5)
 
 
 def test_ingesting_the_same_photos_again_adds_nothing(stack):

@@ -1,25 +1,20 @@
-"""Test doubles for the worker tests (no tests here): a fake embedder HTTP app, a Redis-backed fake store,
-an image server, and a Celery app that swaps in the fake store when TEST_WORKER_FAKE_STORE is set.
+"""Test doubles for the worker tests (no tests here): a fake embedder HTTP app with deterministic
+vectors, and a local image server.
 
-Started as `celery -A tests.integration.test_worker_support worker ...` by test_worker_celery.py.
-The fake store is used only when the real embedded store server cannot be started.
+test_worker_celery.py serves the fake embedder as
+`uvicorn --factory tests.integration.test_worker_support:fake_embedder_app`.
 """
 from __future__ import annotations
 
 import hashlib
 import http.server
 import io
-import json
-import os
 import threading
 from typing import Annotated
 
 import numpy as np
 from fastapi import FastAPI, File, UploadFile
 from PIL import Image
-
-from services.worker import tasks
-from services.worker.celery_app import app  # noqa: F401 - the app celery -A finds here
 
 DIM = 16
 MODEL = "fake/clip-test"
@@ -98,64 +93,3 @@ def serve_images() -> http.server.ThreadingHTTPServer:
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
-
-
-class FakeStore:
-    """The PhotoStore calls the worker makes, kept in a Redis hash so the test process can read them."""
-
-    def __init__(self, redis_url: str, table: str = "photos"):
-        import redis
-
-        self.redis = redis.Redis.from_url(redis_url, decode_responses=True)
-        self.rows_key, self.table_key = f"fakestore:{table}:rows", f"fakestore:{table}:table"
-
-    def ensure_table(self, dim: int, model: str) -> None:
-        self.redis.hsetnx(self.table_key, "model", model)
-        self.redis.hsetnx(self.table_key, "dim", dim)
-
-    def table_info(self):
-        info = self.redis.hgetall(self.table_key)
-        return {"model": info["model"], "dim": int(info["dim"])} if info else None
-
-    def existing_ids(self, photo_ids):
-        present = self.redis.hmget(self.rows_key, list(photo_ids)) if photo_ids else []
-        return {photo_id for photo_id, row in zip(photo_ids, present) if row is not None}
-
-    def insert_photos(self, photos, vectors, ids=None) -> int:
-        mapping = {photo.photo_id: json.dumps({**photo.model_dump(), "vector": vector.tolist()})
-                   for photo, vector in zip(photos, vectors)}
-        self.redis.hset(self.rows_key, mapping=mapping)
-        return len(mapping)
-
-    def get_photo(self, photo_id, with_vector=False):
-        row = self.redis.hget(self.rows_key, photo_id)
-        return json.loads(row) if row else None
-
-    def count(self) -> int:
-        return self.redis.hlen(self.rows_key)
-
-    def wants_index(self) -> bool:
-        exact_below = int(os.environ.get("STORE_EXACT_BELOW", "50000"))
-        return self.count() >= exact_below and self.index_status()["status"] == "Absent"
-
-    def build_index(self, wait: bool = True) -> dict:
-        self.redis.hset(self.table_key, "index", "Built")
-        self.redis.hincrby(self.table_key, "index_builds", 1)
-        return self.index_status()
-
-    def index_status(self) -> dict:
-        return {"status": self.redis.hget(self.table_key, "index") or "Absent"}
-
-    def close(self) -> None:
-        self.redis.close()
-
-
-if os.environ.get("TEST_WORKER_FAKE_STORE"):
-    _build_real = tasks.build_resources
-
-    def _build_with_fake_store(settings):
-        resources = _build_real(settings)
-        resources.store = FakeStore(settings.redis_url, settings.store_table)
-        return resources
-
-    tasks.build_resources = _build_with_fake_store

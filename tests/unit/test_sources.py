@@ -30,7 +30,7 @@ def collect(source, **options):
     return records, bad
 
 
-def test_tsv_rows_map_onto_photo_records_with_the_seed_small_image_url(tmp_path):
+def test_tsv_rows_map_onto_photo_records_with_the_small_image_url(tmp_path):
     path = write_tsv(tmp_path / "photos.tsv000", [row("abc", "https://images.unsplash.com/photo-1"),
                                                   row("def", "https://images.unsplash.com/photo-2?ixid=1")])
     records, bad = collect(path)

@@ -1,0 +1,183 @@
+"""The ingestion task run in this process (Celery's eager `apply`), with its resources opened
+explicitly: what a job records when a batch succeeds, when its embedder stays down (retries, then
+every photo failed with the reason), and when no resources were opened. Also how the worker's
+modules import: no settings read, no cycle between the app and its task.
+
+The job store is a private redis-server; embedder and store are small in-process fakes.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from services.common.embedder_client import EmbedderUnavailable
+from services.common.fetch import FetchPolicy
+from services.common.jobs import JobStore
+from services.common.queue import TASK_NAME
+from services.worker import resources
+from services.worker.config import get_settings
+from services.worker.resources import Resources
+from tests.integration.test_worker_support import DIM, MODEL, jpeg, serve_images, vector_of
+from tests.support import redis_server
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+# Minimal in-process fakes, local until the shared ones (tests/fakes.py) exist.
+class FakeEmbedder:
+    def __init__(self, down: bool = False):
+        self.down, self.calls, self.closed = down, 0, False
+
+    def model_info(self):
+        return {"name": MODEL, "dim": DIM, "device": "cpu"}
+
+    def embed_images_each(self, images):
+        self.calls += 1
+        if self.down:
+            raise EmbedderUnavailable("The embedder at http://127.0.0.1:1 did not answer.")
+        return [vector_of(body) for body in images]
+
+    def close(self):
+        self.closed = True
+
+
+class FakeStore:
+    def __init__(self, wants_index: bool = False):
+        self.rows, self.table, self.index_builds, self.closed = {}, None, 0, False
+        self._wants_index = wants_index
+
+    def ensure_table(self, dim, model):
+        self.table = (dim, model)
+
+    def existing_ids(self, photo_ids):
+        return {photo_id for photo_id in photo_ids if photo_id in self.rows}
+
+    def insert_photos(self, photos, vectors, ids=None):
+        self.rows.update({photo.photo_id: vector for photo, vector in zip(photos, vectors)})
+        return len(photos)
+
+    def wants_index(self):
+        return self._wants_index and not self.index_builds
+
+    def build_index(self, wait=True):
+        self.index_builds += 1
+        return {"status": "Built"}
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory):
+    with redis_server(tmp_path_factory.mktemp("worker-tasks")) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def images():
+    server = serve_images()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture
+def task(monkeypatch, redis_url):
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("WORKER_MAX_RETRIES", "2")
+    get_settings.cache_clear()
+    from services.worker.celery_app import app
+    from services.worker.tasks import ingest_batch
+
+    assert ingest_batch.app is app
+    yield app.tasks[TASK_NAME]
+    get_settings.cache_clear()
+
+
+def opened(redis_url, embedder, store):
+    jobs = JobStore(redis_url)
+    policy = FetchPolicy(allow_hosts=("127.0.0.1",), timeout_s=5)
+    return resources.opened(Resources(get_settings(), embedder, store, jobs, policy)), jobs
+
+
+def new_job(jobs: JobStore, photos: int) -> str:
+    job_id = jobs.create()
+    jobs.add_batches(job_id, 1, photos)
+    return job_id
+
+
+def test_a_batch_run_in_process_is_ingested_and_its_job_finished(task, redis_url, images):
+    embedder, store = FakeEmbedder(), FakeStore(wants_index=True)
+    photos = [{"photo_id": f"t{i}", "photo_image_url": f"{images}/img/{i}.jpg"} for i in range(3)]
+    photos.append({"photo_id": "gone", "photo_image_url": f"{images}/nothing.jpg"})
+    context, jobs = opened(redis_url, embedder, store)
+    with context:
+        job_id = new_job(jobs, len(photos))
+        result = task.apply(kwargs={"job_id": job_id, "batch_id": uuid.uuid4().hex, "photos": photos})
+        assert result.successful(), result.traceback
+        job = jobs.get(job_id)
+    assert (job["state"], job["succeeded"], job["failed"]) == ("done", 3, 1)
+    assert job["failures"][0]["photo_id"] == "gone" and job["failures"][0]["code"] == "http_404"
+    assert store.table == (DIM, MODEL) and sorted(store.rows) == ["t0", "t1", "t2"]
+    assert np.allclose(store.rows["t1"], vector_of(jpeg(1)))
+    assert store.index_builds == 1  # the job ended with the table past exact search
+    # Leaving the block closed this process's clients.
+    assert embedder.closed and store.closed
+    with pytest.raises(RuntimeError, match="no worker resources"):
+        resources.current()
+
+
+def test_a_batch_whose_embedder_stays_down_is_retried_then_failed_photo_by_photo(task, redis_url, images):
+    embedder, store = FakeEmbedder(down=True), FakeStore()
+    photos = [{"photo_id": f"d{i}", "photo_image_url": f"{images}/img/{i}.jpg"} for i in range(2)]
+    context, jobs = opened(redis_url, embedder, store)
+    with context:
+        job_id = new_job(jobs, len(photos))
+        result = task.apply(kwargs={"job_id": job_id, "batch_id": uuid.uuid4().hex, "photos": photos})
+        job = jobs.get(job_id)
+    assert result.failed() and isinstance(result.result, EmbedderUnavailable)
+    assert embedder.calls == 3  # the first try and WORKER_MAX_RETRIES=2 retries
+    assert (job["state"], job["succeeded"], job["failed"]) == ("done", 0, 2)
+    assert {failure["photo_id"] for failure in job["failures"]} == {"d0", "d1"}
+    for failure in job["failures"]:
+        assert failure["code"] == "embedder_unavailable"
+        assert failure["reason"].startswith("Gave up after 2 retries: ") and "did not answer" in failure["reason"]
+    assert store.rows == {}
+
+
+def test_a_task_run_where_no_resources_were_opened_fails_and_says_why(task, redis_url, images):
+    result = task.apply(kwargs={"job_id": "j", "batch_id": "b",
+                                "photos": [{"photo_id": "x", "photo_image_url": f"{images}/img/1.jpg"}]})
+    assert result.failed() and "no worker resources" in str(result.result)
+
+
+def _python(code: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), **env})
+
+
+def test_importing_the_worker_reads_no_settings_and_the_task_does_not_import_the_app():
+    # Unreadable settings: any module reading them on import would fail here.
+    done = _python("import sys; import services.worker.tasks; "
+                   "assert 'services.worker.celery_app' not in sys.modules, 'tasks imported the app'; "
+                   "import services.worker.celery_app", WORKER_MAX_RETRIES="not-a-number")
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_worker_app_has_the_task_with_its_queue_serializer_and_retry_policy_from_the_settings():
+    done = _python(
+        # The worker loads the task modules its app lists, as here.
+        "from services.worker.celery_app import app; app.loader.import_default_modules(); c = app.conf; "
+        "t = app.tasks['imagesearch.ingest_batch']; "
+        "print(c.broker_url, c.task_serializer, c.accept_content, c.task_default_queue, c.worker_prefetch_multiplier, "
+        "t.acks_late, t.reject_on_worker_lost, t.max_retries, t.retry_backoff, t.retry_backoff_max, t.retry_jitter, "
+        "sorted(e.__name__ for e in t.autoretry_for))",
+        REDIS_URL="redis://127.0.0.1:1/3", WORKER_MAX_RETRIES="5", WORKER_RETRY_BACKOFF_MAX_S="42")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["redis://127.0.0.1:1/3", "json", "['json']", "ingest", "1", "True", "True", "5",
+                                   "2", "42", "True", "['DependencyTimeout',", "'DependencyUnavailable']"]
