@@ -16,212 +16,31 @@ A stateful statement without a session runs on a throwaway handle, so a `SET` ne
 into another client.
 
 Reads (`SELECT`, `WITH ... SELECT`) are streamed: `start` returns a
-`ResultStream` that pulls one block at a time from chDB (`send_query`), so a large result never
-sits in memory whole. The stream owns its handle (and, in a session, the session's lock) until it
-is finished or closed; each `next_chunk` call blocks and must not overlap another on the same stream.
+`ResultStream` (results.py) that pulls one block at a time from chDB, so a large result never
+sits in memory whole. The stream owns its handle (and, in a session, the session's lock) until
+it is finished or closed. Every call into chDB goes through chdb_adapter.py.
 """
 from __future__ import annotations
 
-import json
 import logging
 import re
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import chdb
+from services.embedded_store import codec
+from services.embedded_store.chdb_adapter import ChdbConnection, QueryResult
+from services.embedded_store.errors import TOO_MANY_SIMULTANEOUS_QUERIES, UNKNOWN_SETTING, StoreQueryError
+from services.embedded_store.protocol import DEFAULT_FORMAT, TRAILING_FORMAT_RE, Statement
+from services.embedded_store.results import Outcome, ResultStream
+from services.embedded_store.sessions import Session, quote_identifier, quote_literal
 
 log = logging.getLogger(__name__)
 
-# Statements that change the state of the handle they run on, beyond the query itself.
-_STATEFUL_RE = re.compile(r"^(?:SET\b(?!\s+ROLE\b)|USE\b|CREATE\s+TEMPORARY\b|DROP\s+TEMPORARY\b)", re.IGNORECASE)
-_LEADING_COMMENTS_RE = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.DOTALL)
-_TRAILING_FORMAT_RE = re.compile(r"\bFORMAT\s+(\w+)\s*;?\s*$", re.IGNORECASE)
 _SETTING_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_ERROR_CODE_RE = re.compile(r"Code:\s*(\d+)")
-# chDB streams SELECTs only (DESCRIBE, SHOW, EXPLAIN: "Streaming query is not supported").
-_READ_RE = re.compile(r"^\(*\s*(?:SELECT|WITH)\b", re.IGNORECASE)
 
-DEFAULT_FORMAT = "TabSeparated"
-# ClickHouse error codes used by the server itself.
-UNKNOWN_SETTING = 115
-BAD_ARGUMENTS = 36
-STD_EXCEPTION = 1001
-
-
-class StoreQueryError(Exception):
-    """A ClickHouse-style error: numeric code and the `Code: N. DB::Exception: ...` text."""
-
-    def __init__(self, code: int, message: str):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-    @classmethod
-    def from_engine(cls, exc: Exception) -> StoreQueryError:
-        text = str(exc).strip()
-        start = text.find("Code: ")
-        if start > 0:
-            text = text[start:]
-        match = _ERROR_CODE_RE.search(text)
-        if match:
-            return cls(int(match.group(1)), text)
-        return cls(STD_EXCEPTION, f"Code: {STD_EXCEPTION}. DB::Exception: {text}. (STD_EXCEPTION)")
-
-    @classmethod
-    def build(cls, code: int, name: str, sentence: str) -> StoreQueryError:
-        return cls(code, f"Code: {code}. DB::Exception: {sentence} ({name})")
-
-
-@dataclass
-class Statement:
-    """One request to run: SQL, bound values (names without `param_`), settings, session."""
-
-    sql: str
-    params: dict[str, str] = field(default_factory=dict)
-    settings: dict[str, str] = field(default_factory=dict)
-    database: str | None = None
-    session_id: str | None = None
-    session_timeout: float | None = None
-    close_session: bool = False
-    default_format: str | None = None
-
-    @property
-    def output_format(self) -> str:
-        match = _TRAILING_FORMAT_RE.search(self.sql)
-        if match:
-            return match.group(1)
-        return self.default_format or DEFAULT_FORMAT
-
-    @property
-    def is_stateful(self) -> bool:
-        head = _LEADING_COMMENTS_RE.sub("", self.sql, count=1)
-        return bool(_STATEFUL_RE.match(head))
-
-    @property
-    def is_read(self) -> bool:
-        """A query whose result can be streamed block by block."""
-        head = _LEADING_COMMENTS_RE.sub("", self.sql, count=1)
-        return bool(_READ_RE.match(head)) and " INTO OUTFILE " not in self.sql.upper()
-
-
-@dataclass
-class Outcome:
-    body: bytes
-    output_format: str
-    summary: dict[str, str]
-
-
-class ResultStream:
-    """A read's result, pulled from chDB one block at a time.
-
-    Uses chDB's low-level streaming calls rather than `StreamingResult`, whose iterator stops at
-    the first block without rows and so loses the header-only block of an empty JSON result.
-    """
-
-    def __init__(self, handle: _Handle, c_result, output_format: str, release, started: float,
-                 describe: tuple[str, dict[str, str]] | None = None):
-        self._describe = describe  # (SQL without its FORMAT, bound values), to name an empty result's columns
-        self._handle = handle
-        self._c_result = c_result
-        self._release = release  # called once with True (handle reusable) or False (discard it)
-        self.output_format = output_format
-        self.started = started
-        self.rows = 0
-        self.bytes = 0
-        self._finished = False
-        self._closed = False
-
-    def next_chunk(self) -> bytes | None:
-        """The next block's bytes, or None at the end (blocking)."""
-        if self._finished:
-            return None
-        try:
-            while True:
-                result = self._handle.connection._conn.streaming_fetch_result(self._c_result)
-                data = result.bytes() if result is not None else None
-                rows = int(result.rows_read()) if result is not None else 0
-                if not data:
-                    if result is None or rows == 0:
-                        header = self._empty_native_header() if self.bytes == 0 else None
-                        self._finish(reusable=True)
-                        if header:
-                            self.bytes += len(header)
-                        return header
-                    continue
-                self.rows += rows
-                self.bytes += len(data)
-                return data
-        except Exception as exc:
-            self._finish(reusable=True)
-            raise StoreQueryError.from_engine(exc) from None
-
-    def _empty_native_header(self) -> bytes | None:
-        """ClickHouse answers an empty Native result with a block of column names and types and
-        no rows (clients take the columns from it); chDB sends nothing, so build that block."""
-        if self.output_format != "Native" or self._describe is None:
-            return None
-        sql, params = self._describe
-        try:
-            rows = self._handle.run(f"DESCRIBE ({sql})", "JSONCompact", params).bytes()
-        except StoreQueryError:
-            return None
-        columns = [(row[0], row[1]) for row in json.loads(rows or b'{"data": []}')["data"]]
-        return native_header(columns)
-
-    def summary(self) -> dict[str, str]:
-        return {"read_rows": str(self.rows), "read_bytes": str(self.bytes), "written_rows": "0",
-                "written_bytes": "0", "total_rows_to_read": str(self.rows), "result_rows": str(self.rows),
-                "result_bytes": str(self.bytes),
-                "elapsed_ns": str(int((time.perf_counter() - self.started) * 1e9))}
-
-    def close(self) -> None:
-        """Cancel the query if it has not finished and give the handle back (idempotent)."""
-        if self._finished:
-            return
-        reusable = True
-        try:
-            self._handle.connection._conn.streaming_cancel_query(self._c_result)
-        except Exception:  # a handle whose query could not be cancelled is not reused
-            log.warning("cancelling a streamed query failed", exc_info=True)
-            reusable = False
-        self._finish(reusable)
-
-    def _finish(self, reusable: bool) -> None:
-        if not self._finished:
-            self._finished = True
-            self._release(reusable)
-
-
-def _varuint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def native_header(columns: list[tuple[str, str]]) -> bytes:
-    """A Native block with these (name, type) columns and no rows."""
-    out = bytearray(_varuint(len(columns)) + _varuint(0))
-    for name, type_name in columns:
-        for text in (name.encode(), type_name.encode()):
-            out += _varuint(len(text)) + text
-    return bytes(out)
-
-
-def quote_literal(value: str) -> str:
-    """A ClickHouse string literal. Only for SET, which takes no bound parameters; ClickHouse
-    converts a quoted literal to the setting's type."""
-    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def quote_identifier(name: str) -> str:
-    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
+__all__ = ["Outcome", "ResultStream", "Statement", "StoreEngine", "StoreQueryError"]
 
 
 def _check_setting_names(settings: dict[str, str]) -> None:
@@ -230,81 +49,17 @@ def _check_setting_names(settings: dict[str, str]) -> None:
             raise StoreQueryError.build(UNKNOWN_SETTING, "UNKNOWN_SETTING", f"Unknown setting '{name}'.")
 
 
-class _Handle:
-    """One chDB connection; `key` is the (settings, database) state it was opened with."""
-
-    def __init__(self, connection, key: tuple):
-        self.connection = connection
-        self.key = key
-
-    def run(self, sql: str, fmt: str = DEFAULT_FORMAT, params: dict[str, str] | None = None):
-        try:
-            return self.connection.query(sql, fmt, params=params or {})
-        except Exception as exc:  # chDB raises a bare RuntimeError subclass with the server text
-            raise StoreQueryError.from_engine(exc) from None
-
-    def stream(self, sql: str, fmt: str, params: dict[str, str] | None, release, started: float) -> ResultStream:
-        try:
-            c_result = self.connection._conn.send_query(sql, fmt, params=params or {})
-        except Exception as exc:
-            raise StoreQueryError.from_engine(exc) from None
-        describe = (_TRAILING_FORMAT_RE.sub("", sql).rstrip().rstrip(";"), params or {})
-        return ResultStream(self, c_result, fmt, release, started, describe)
-
-    def close(self) -> None:
-        try:
-            self.connection.close()
-        except Exception:  # closing must never take the server down
-            log.warning("closing a chDB handle failed", exc_info=True)
+def _stream(handle: ChdbConnection, statement: Statement, release, started: float) -> ResultStream:
+    cursor = handle.send_query(statement.sql, statement.output_format, statement.params)
+    describe = (TRAILING_FORMAT_RE.sub("", statement.sql).rstrip().rstrip(";"), statement.params or {})
+    return ResultStream(handle, cursor, statement.output_format, release, started, describe)
 
 
-class _Session:
-    def __init__(self, handle: _Handle, timeout: float):
-        self.handle = handle
-        self.timeout = timeout
-        self.lock = threading.Lock()
-        self.last_used = time.monotonic()
-        self.database = "default"  # the session's own (after USE)
-        self.current_database = "default"  # what the handle has now
-        self.overlay: dict[str, str] = {}  # URL settings applied on top of the session's own
-        self.base: dict[str, tuple[str, bool]] = {}  # the session's values under the overlay
-
-    def expired(self, now: float) -> bool:
-        return now - self.last_used > self.timeout and not self.lock.locked()
-
-    def use_database(self, database: str) -> None:
-        if database != self.current_database:
-            self.handle.run(f"USE {quote_identifier(database)}")
-            self.current_database = database
-
-    def apply_overlay(self, wanted: dict[str, str]) -> None:
-        """Make the handle's settings the session's own plus `wanted`, with as few SETs as
-        possible: a client sends the same settings on every request."""
-        stale = [name for name in self.overlay if name not in wanted]
-        changed = {name: value for name, value in wanted.items() if self.overlay.get(name) != value}
-        unseen = [name for name in changed if name not in self.base]
-        if unseen:
-            rows = self.handle.run(
-                "SELECT name, value, changed FROM system.settings WHERE name IN {names:Array(String)}",
-                "JSONCompact", {"names": "[" + ",".join(quote_literal(n) for n in unseen) + "]"},
-            )
-            for name, value, was_changed in json.loads(rows.bytes() or b'{"data": []}')["data"]:
-                self.base[name] = (value, bool(int(was_changed)))
-        assignments = [self._restore_expr(name) for name in stale]
-        assignments += [f"{name} = {quote_literal(value)}" for name, value in changed.items()]
-        if assignments:
-            self.handle.run("SET " + ", ".join(assignments))
-        for name in stale:
-            self.overlay.pop(name, None)
-            self.base.pop(name, None)
-        self.overlay.update(changed)
-
-    def drop_overlay(self) -> None:
-        self.apply_overlay({})
-
-    def _restore_expr(self, name: str) -> str:
-        value, was_changed = self.base.get(name, ("", False))
-        return f"{name} = {quote_literal(value)}" if was_changed else f"{name} = DEFAULT"
+def _summary(result: QueryResult, elapsed_ns: int) -> dict[str, str]:
+    return codec.summary(
+        read_rows=result.counter("rows_read"), read_bytes=result.counter("bytes_read"),
+        written_rows=result.counter("rows_written"), written_bytes=result.counter("bytes_written"),
+        result_rows=result.counter("rows_read"), result_bytes=len(result.data()), elapsed_ns=elapsed_ns)
 
 
 class StoreEngine:
@@ -316,9 +71,9 @@ class StoreEngine:
         self.idle_limit = idle_handles
         self.session_timeout = session_timeout
         self.max_sessions = max_sessions
-        self._anchor: _Handle | None = None
-        self._idle: OrderedDict[int, _Handle] = OrderedDict()
-        self._sessions: OrderedDict[str, _Session] = OrderedDict()
+        self._anchor: ChdbConnection | None = None
+        self._idle: OrderedDict[int, ChdbConnection] = OrderedDict()
+        self._sessions: OrderedDict[str, Session] = OrderedDict()
         self._lock = threading.Lock()
         self.version = ""
         self.timezone = "UTC"
@@ -328,8 +83,8 @@ class StoreEngine:
     def open(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         # The first handle starts the engine (about 0.3 s) and keeps it alive between requests.
-        self._anchor = _Handle(chdb.connect(str(self.data_dir)), ())
-        row = self._anchor.run("SELECT version(), timezone()").bytes().decode().rstrip("\n")
+        self._anchor = ChdbConnection(str(self.data_dir))
+        row = self._anchor.query("SELECT version(), timezone()", DEFAULT_FORMAT).data().decode().rstrip("\n")
         self.version, self.timezone = row.split("\t")
         log.info("chDB %s opened %s (timezone %s)", self.version, self.data_dir, self.timezone)
 
@@ -381,13 +136,13 @@ class StoreEngine:
         else:
             result = self._run_pooled(statement)
         elapsed_ns = int((time.perf_counter() - started) * 1e9)
-        return Outcome(result.bytes() or b"", statement.output_format, self._summary(result, elapsed_ns))
+        return Outcome(result.data(), statement.output_format, _summary(result, elapsed_ns))
 
     def _run_pooled(self, statement: Statement):
         key = (tuple(sorted(statement.settings.items())), statement.database or "default")
         handle = self._take_idle(key) or self._open_handle(key, statement.settings, statement.database)
         try:
-            result = handle.run(statement.sql, statement.output_format, statement.params)
+            result = handle.query(statement.sql, statement.output_format, statement.params)
         except StoreQueryError:
             self._give_back(handle)  # a failed query leaves the handle as it was
             raise
@@ -408,7 +163,7 @@ class StoreEngine:
                 handle.close()
 
         try:
-            return handle.stream(statement.sql, statement.output_format, statement.params, release, started)
+            return _stream(handle, statement, release, started)
         except StoreQueryError:
             self._give_back(handle)
             raise
@@ -416,7 +171,7 @@ class StoreEngine:
             handle.close()
             raise
 
-    def _stream_in_session(self, session: _Session, statement: Statement, started: float) -> ResultStream:
+    def _stream_in_session(self, session: Session, statement: Statement, started: float) -> ResultStream:
         # The session's lock is held until the stream ends: its handle runs one query at a time.
         session.lock.acquire()
         session.last_used = time.monotonic()
@@ -430,7 +185,7 @@ class StoreEngine:
         try:
             session.use_database(statement.database or session.database)
             session.apply_overlay(statement.settings)
-            return session.handle.stream(statement.sql, statement.output_format, statement.params, release, started)
+            return _stream(session.handle, statement, release, started)
         except BaseException:
             release(True)
             raise
@@ -438,11 +193,11 @@ class StoreEngine:
     def _run_throwaway(self, statement: Statement):
         handle = self._open_handle((), statement.settings, statement.database)
         try:
-            return handle.run(statement.sql, statement.output_format, statement.params)
+            return handle.query(statement.sql, statement.output_format, statement.params)
         finally:
             handle.close()
 
-    def _run_in_session(self, session: _Session, statement: Statement):
+    def _run_in_session(self, session: Session, statement: Statement):
         with session.lock:
             session.last_used = time.monotonic()
             try:
@@ -450,14 +205,14 @@ class StoreEngine:
                 if statement.is_stateful:
                     # A SET must change the session's own settings, not the per-query overlay.
                     session.drop_overlay()
-                    result = session.handle.run(statement.sql, statement.output_format, statement.params)
-                    current = session.handle.run("SELECT currentDatabase()").bytes().decode().strip()
+                    result = session.handle.query(statement.sql, statement.output_format, statement.params)
+                    current = session.handle.query("SELECT currentDatabase()", DEFAULT_FORMAT).data().decode().strip()
                     session.current_database = current
                     if not statement.database:
                         session.database = current
                     return result
                 session.apply_overlay(statement.settings)
-                return session.handle.run(statement.sql, statement.output_format, statement.params)
+                return session.handle.query(statement.sql, statement.output_format, statement.params)
             finally:
                 session.last_used = time.monotonic()
                 if statement.close_session:
@@ -465,20 +220,20 @@ class StoreEngine:
 
     # -- handles and sessions ----------------------------------------------------------------
 
-    def _open_handle(self, key: tuple, settings: dict[str, str], database: str | None) -> _Handle:
+    def _open_handle(self, key: tuple, settings: dict[str, str], database: str | None) -> ChdbConnection:
         with self._lock:  # chdb.connect touches the process-wide engine registry
-            handle = _Handle(chdb.connect(str(self.data_dir)), key)
+            handle = ChdbConnection(str(self.data_dir), key)
         try:
             if settings:
-                handle.run("SET " + ", ".join(f"{n} = {quote_literal(v)}" for n, v in settings.items()))
+                handle.query("SET " + ", ".join(f"{n} = {quote_literal(v)}" for n, v in settings.items()), DEFAULT_FORMAT)
             if database and database != "default":
-                handle.run(f"USE {quote_identifier(database)}")
+                handle.query(f"USE {quote_identifier(database)}", DEFAULT_FORMAT)
         except BaseException:
             handle.close()
             raise
         return handle
 
-    def _take_idle(self, key: tuple) -> _Handle | None:
+    def _take_idle(self, key: tuple) -> ChdbConnection | None:
         with self._lock:
             for ident, handle in reversed(self._idle.items()):
                 if handle.key == key:
@@ -486,7 +241,7 @@ class StoreEngine:
                     return handle
         return None
 
-    def _give_back(self, handle: _Handle) -> None:
+    def _give_back(self, handle: ChdbConnection) -> None:
         surplus = []
         with self._lock:
             self._idle[id(handle)] = handle
@@ -495,7 +250,7 @@ class StoreEngine:
         for old in surplus:
             old.close()
 
-    def _session_for(self, statement: Statement) -> _Session | None:
+    def _session_for(self, statement: Statement) -> Session | None:
         """The session's handle if it has state, creating it when this statement gives it some."""
         if not statement.session_id:
             return None
@@ -518,10 +273,10 @@ class StoreEngine:
             return session
         if len(self._sessions) >= self.max_sessions:
             raise StoreQueryError.build(
-                202, "TOO_MANY_SIMULTANEOUS_QUERIES",
+                TOO_MANY_SIMULTANEOUS_QUERIES, "TOO_MANY_SIMULTANEOUS_QUERIES",
                 f"Too many open sessions ({self.max_sessions}); close sessions or raise STORE_MAX_SESSIONS.")
         handle = self._open_handle((), {}, None)
-        session = _Session(handle, statement.session_timeout or self.session_timeout)
+        session = Session(handle, statement.session_timeout or self.session_timeout)
         with self._lock:
             existing = self._sessions.setdefault(statement.session_id, session)
         if existing is not session:  # another request of the same session won the race
@@ -533,22 +288,3 @@ class StoreEngine:
             session = self._sessions.pop(session_id, None) if session_id else None
         if session is not None:
             session.handle.close()
-
-    @staticmethod
-    def _summary(result, elapsed_ns: int) -> dict[str, str]:
-        def number(name: str) -> int:
-            try:
-                return int(getattr(result, name)())
-            except Exception:  # older chDB results lack some counters
-                return 0
-
-        return {
-            "read_rows": str(number("rows_read")),
-            "read_bytes": str(number("bytes_read")),
-            "written_rows": str(number("rows_written")),
-            "written_bytes": str(number("bytes_written")),
-            "total_rows_to_read": str(number("rows_read")),
-            "result_rows": str(number("rows_read")),
-            "result_bytes": str(len(result.bytes() or b"")),
-            "elapsed_ns": str(elapsed_ns),
-        }

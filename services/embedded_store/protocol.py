@@ -1,20 +1,32 @@
-"""The ClickHouse HTTP conventions the store server follows, independent of the web framework.
+"""The ClickHouse HTTP conventions the store server follows, independent of the web framework:
+how one request (method, URL parameters, headers, body) becomes a `Statement` for the engine.
 
 - URL parameters: a fixed set are transport parameters (`query`, `database`, `session_id`, ...),
   `param_<name>` are bound values, everything else is a setting for this query.
-- The SQL is the `query` parameter, then a newline, then the body; an `INSERT ... FORMAT X`
-  takes everything after its first line as data (ClickHouse skips blanks and one newline).
-- Request bodies may carry `Content-Encoding` lz4 (one LZ4 frame per block), zstd, gzip,
-  deflate or br; frames and gzip members may be concatenated.
+- The SQL is the `query` parameter, then a newline, then the body; or, for `multipart/form-data`
+  (clickhouse-connect's choice when bound values exceed 4096 characters), the `query` form field,
+  with `param_<name>` form fields as bound values.
+- An `INSERT ... FORMAT X` takes everything after its first line as data (ClickHouse skips blanks
+  and one newline): the body is decoded as it arrives into a spool file and loaded with
+  `INSERT ... FROM INFILE`, so a large insert never sits in memory whole.
 """
 from __future__ import annotations
 
+import os
 import re
-import zlib
-from dataclasses import dataclass
+import tempfile
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 
-# Parameters that steer the HTTP exchange rather than the query (see DESIGN.md's probe notes
-# and ClickHouse's HTTPHandler); they must never reach chDB as settings.
+from starlette.datastructures import Headers
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from services.embedded_store.codec import body_decoder
+from services.embedded_store.errors import BAD_ARGUMENTS, BodyTooLarge, FormRefused, StoreQueryError
+
+# Parameters that steer the HTTP exchange rather than the query (ClickHouse's HTTPHandler takes
+# them for itself); they must never reach chDB as settings.
 TRANSPORT_PARAMS = frozenset({
     "query", "database", "default_format", "session_id", "session_timeout", "session_check",
     "close_session", "query_id", "quota_key", "user", "password", "role", "buffer_size",
@@ -23,6 +35,11 @@ TRANSPORT_PARAMS = frozenset({
     "client_protocol_version", "stacktrace", "http_native_compression_disable_checksumming_on_decompress",
     "cancel_http_readonly_queries_on_client_close", "http_response_buffer_size",
 })
+DEFAULT_FORMAT = "TabSeparated"
+# Enough decoded bytes to see an insert's first line; more than any INSERT head needs.
+HEAD_BYTES = 64 * 1024
+# A form carries the query and its bound values, never files; the field count is generous.
+_MAX_FORM_FIELDS = 10_000
 
 # `INSERT INTO <target> FORMAT <name>` on the first line, with data after it.
 _INSERT_RE = re.compile(
@@ -31,6 +48,44 @@ _INSERT_RE = re.compile(
 )
 _NOT_A_TARGET_RE = re.compile(rb"\b(?:VALUES|SELECT|INFILE|WITH)\b", re.IGNORECASE)
 _FORMAT_NAME_RE = re.compile(r"^\w+$")
+# Statements that change the state of the handle they run on, beyond the query itself.
+_STATEFUL_RE = re.compile(r"^(?:SET\b(?!\s+ROLE\b)|USE\b|CREATE\s+TEMPORARY\b|DROP\s+TEMPORARY\b)", re.IGNORECASE)
+_LEADING_COMMENTS_RE = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.DOTALL)
+TRAILING_FORMAT_RE = re.compile(r"\bFORMAT\s+(\w+)\s*;?\s*$", re.IGNORECASE)
+# chDB streams SELECTs only (DESCRIBE, SHOW, EXPLAIN: "Streaming query is not supported").
+_READ_RE = re.compile(r"^\(*\s*(?:SELECT|WITH)\b", re.IGNORECASE)
+
+
+@dataclass
+class Statement:
+    """One request to run: SQL, bound values (names without `param_`), settings, session."""
+
+    sql: str
+    params: dict[str, str] = field(default_factory=dict)
+    settings: dict[str, str] = field(default_factory=dict)
+    database: str | None = None
+    session_id: str | None = None
+    session_timeout: float | None = None
+    close_session: bool = False
+    default_format: str | None = None
+
+    @property
+    def output_format(self) -> str:
+        match = TRAILING_FORMAT_RE.search(self.sql)
+        if match:
+            return match.group(1)
+        return self.default_format or DEFAULT_FORMAT
+
+    @property
+    def is_stateful(self) -> bool:
+        head = _LEADING_COMMENTS_RE.sub("", self.sql, count=1)
+        return bool(_STATEFUL_RE.match(head))
+
+    @property
+    def is_read(self) -> bool:
+        """A query whose result can be streamed block by block."""
+        head = _LEADING_COMMENTS_RE.sub("", self.sql, count=1)
+        return bool(_READ_RE.match(head)) and " INTO OUTFILE " not in self.sql.upper()
 
 
 @dataclass
@@ -40,7 +95,7 @@ class RequestParams:
     transport: dict[str, str]
 
 
-def split_params(items: list[tuple[str, str]]) -> RequestParams:
+def split_params(items: Iterable[tuple[str, str]]) -> RequestParams:
     """Sort URL (and form) parameters into settings, bound values and transport parameters."""
     settings: dict[str, str] = {}
     binds: dict[str, str] = {}
@@ -80,99 +135,143 @@ def match_insert(head: bytes) -> InsertHead | None:
     return InsertHead(match.group("target").decode("utf-8"), fmt, match.end())
 
 
-class UnsupportedEncoding(ValueError):
-    pass
+@dataclass
+class SpooledInsert:
+    """An insert whose data has been decoded into a temp file."""
+
+    head: InsertHead
+    path: Path
+
+    def discard(self) -> None:
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
 
 
-class _Identity:
-    def feed(self, chunk: bytes) -> bytes:
-        return chunk
+@dataclass
+class ParsedRequest:
+    """A request ready to run; `discard` must be called once the statement has run."""
 
-    def finish(self) -> bytes:
-        return b""
+    statement: Statement
+    spooled: SpooledInsert | None = None
 
-
-class _Frames:
-    """Back-to-back complete frames (clickhouse-connect sends one LZ4 or zstd frame per insert block)."""
-
-    def __init__(self, factory):
-        self._factory = factory
-        self._current = factory()
-
-    def feed(self, chunk: bytes) -> bytes:
-        out = []
-        while chunk:
-            out.append(self._current.decompress(chunk))
-            if self._current.eof:
-                chunk = self._current.unused_data
-                self._current = self._factory()
-            else:
-                chunk = b""
-        return b"".join(out)
-
-    def finish(self) -> bytes:
-        return b""
+    def discard(self) -> None:
+        if self.spooled is not None:
+            self.spooled.discard()
 
 
-def _lz4_frames() -> _Frames:
-    import lz4.frame
+def _as_chunks(body: AsyncIterator[bytes] | bytes) -> AsyncIterator[bytes]:
+    if not isinstance(body, bytes):
+        return body
 
-    return _Frames(lz4.frame.LZ4FrameDecompressor)
+    async def whole() -> AsyncIterator[bytes]:
+        if body:
+            yield body
 
-
-def _zstd_frames() -> _Frames:
-    import zstandard
-
-    return _Frames(zstandard.ZstdDecompressor().decompressobj)
-
-
-class _ZlibMembers:
-    def __init__(self, wbits: int):
-        self._wbits = wbits
-        self._current = zlib.decompressobj(wbits)
-
-    def feed(self, chunk: bytes) -> bytes:
-        out = []
-        while chunk:
-            out.append(self._current.decompress(chunk))
-            if self._current.eof:
-                chunk = self._current.unused_data
-                self._current = zlib.decompressobj(self._wbits)
-            else:
-                chunk = b""
-        return b"".join(out)
-
-    def finish(self) -> bytes:
-        return self._current.flush()
+    return whole()
 
 
-class _Brotli:
-    def __init__(self):
-        import brotli
-
-        self._current = brotli.Decompressor()
-
-    def feed(self, chunk: bytes) -> bytes:
-        return self._current.process(chunk)
-
-    def finish(self) -> bytes:
-        return b""
+def _open_spool(spool_dir: Path):
+    return tempfile.NamedTemporaryFile(dir=spool_dir, prefix="store-insert-", suffix=".data", delete=False)
 
 
-def body_decoder(content_encoding: str | None):
-    """A streaming decoder with `feed(chunk) -> bytes` and `finish() -> bytes`."""
-    encoding = (content_encoding or "").strip().lower()
-    if encoding in ("", "identity"):
-        return _Identity()
-    if encoding == "lz4":
-        return _lz4_frames()
-    if encoding == "zstd":
-        return _zstd_frames()
-    if encoding in ("gzip", "x-gzip"):
-        return _ZlibMembers(zlib.MAX_WBITS | 16)
-    if encoding == "deflate":
-        return _ZlibMembers(zlib.MAX_WBITS)
-    if encoding == "br":
-        return _Brotli()
-    raise UnsupportedEncoding(f"Unknown Content-Encoding '{content_encoding}'; this store accepts lz4, zstd, "
-                              "gzip, deflate and br.")
+async def read_body(chunks: AsyncIterator[bytes], prefix: bytes, content_encoding: str | None, limit: int,
+                    spool_dir: Path) -> bytes | SpooledInsert:
+    """Decode the body as it streams in: SQL text, or an insert's data spooled to a file.
+    `limit` applies to the bytes as sent (before decoding)."""
+    decoder = body_decoder(content_encoding)
+    received = 0
+    buffered = bytearray(prefix)
+    spool = None
+    head = None
+    decided = False
+    try:
+        async for chunk in chunks:
+            received += len(chunk)
+            if received > limit:
+                raise BodyTooLarge
+            data = decoder.feed(chunk)
+            if spool is not None:
+                spool.write(data)
+                continue
+            buffered += data
+            # The first non-blank line decides whether this is an insert with data after it.
+            if not decided and (len(buffered) >= HEAD_BYTES or b"\n" in buffered.lstrip()):
+                head = match_insert(bytes(buffered[:HEAD_BYTES]))
+                decided = True
+                if head is not None:
+                    spool = _open_spool(spool_dir)
+                    spool.write(buffered[head.data_offset:])
+                    buffered.clear()
+        tail = decoder.finish()
+        if spool is None and not decided:
+            head = match_insert(bytes(buffered[:HEAD_BYTES]) + tail[:HEAD_BYTES])
+            if head is not None:
+                spool = _open_spool(spool_dir)
+                spool.write(buffered[head.data_offset:])
+        if spool is not None:
+            spool.write(tail)
+            spool.close()
+            return SpooledInsert(head, Path(spool.name))
+        return bytes(buffered) + tail
+    except BaseException:
+        if spool is not None:
+            spool.close()
+            os.unlink(spool.name)
+        raise
+
+
+async def read_form(headers: Headers, chunks: AsyncIterator[bytes], max_part_size: int) -> list[tuple[str, str]]:
+    """The text fields of a multipart body, in order; files are refused (`FormRefused`)."""
+    try:
+        form = await MultiPartParser(headers, chunks, max_files=0, max_fields=_MAX_FORM_FIELDS,
+                                     max_part_size=max_part_size).parse()
+    except MultiPartException as error:
+        raise FormRefused(error.message) from None
+    return [(name, value) for name, value in form.multi_items() if isinstance(value, str)]
+
+
+def _statement(sql: str, items: list[tuple[str, str]]) -> Statement:
+    if not sql:
+        raise StoreQueryError.build(BAD_ARGUMENTS, "BAD_ARGUMENTS", "Empty query.")
+    params = split_params(items)
+    transport = params.transport
+    return Statement(
+        sql=sql,
+        params=params.binds,
+        settings=params.settings,
+        database=transport.get("database") or None,
+        session_id=transport.get("session_id") or None,
+        session_timeout=float(transport["session_timeout"]) if transport.get("session_timeout") else None,
+        close_session=transport.get("close_session") in ("1", "true"),
+        default_format=transport.get("default_format") or None,
+    )
+
+
+async def parse_request(method: str, query_items: Iterable[tuple[str, str]],
+                        headers: Mapping[str, str] | Headers, body: AsyncIterator[bytes] | bytes, *,
+                        max_body_bytes: int, spool_dir: Path) -> ParsedRequest:
+    """Turn one request into a statement. Raises StoreQueryError (empty query), BodyTooLarge,
+    FormRefused, UnsupportedEncoding, UnicodeDecodeError or ValueError (a bad parameter)."""
+    headers = headers if isinstance(headers, Headers) else Headers(headers=dict(headers))
+    items = list(query_items)
+    url_query = dict(items).get("query")
+    if method == "POST" and headers.get("content-type", "").startswith("multipart/form-data"):
+        fields = await read_form(headers, _as_chunks(body), max_body_bytes)
+        sql_parts = [url_query] if url_query else []
+        sql_parts += [value for name, value in fields if name == "query"]
+        items = [item for item in items if item[0] != "query"]
+        items += [(name, value) for name, value in fields if name != "query"]
+        return ParsedRequest(_statement("\n".join(sql_parts).strip(), items))
+    if method != "POST":
+        return ParsedRequest(_statement((url_query or "").strip(), items))
+    prefix = (url_query + "\n").encode() if url_query else b""
+    read = await read_body(_as_chunks(body), prefix, headers.get("content-encoding"), max_body_bytes, spool_dir)
+    if isinstance(read, SpooledInsert):
+        try:
+            return ParsedRequest(_statement(read.head.sql_from_file(str(read.path)), items), read)
+        except BaseException:
+            read.discard()
+            raise
+    return ParsedRequest(_statement(read.decode("utf-8").strip(), items))

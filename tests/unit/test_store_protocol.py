@@ -8,8 +8,9 @@ import lz4.frame
 import pytest
 import zstandard
 
-from services.embedded_store.engine import Statement, StoreQueryError
-from services.embedded_store.protocol import UnsupportedEncoding, body_decoder, match_insert, split_params
+from services.embedded_store.codec import ENCODERS, body_decoder, exception_block, native_header, response_encoding
+from services.embedded_store.errors import StoreQueryError, UnsupportedEncoding
+from services.embedded_store.protocol import Statement, match_insert, split_params
 
 
 def test_parameters_split_into_settings_binds_and_transport():
@@ -103,8 +104,6 @@ def test_reads_are_streamed_and_everything_else_is_not():
 
 
 def test_response_is_compressed_only_when_asked_twice_and_in_the_clients_order():
-    from services.embedded_store.server import response_encoding
-
     assert response_encoding("lz4,zstd,br,gzip,deflate", "1") == "lz4"
     assert response_encoding("br, zstd;q=0.9, gzip", "1") == "zstd"
     assert response_encoding("gzip;q=0, deflate", "1") == "deflate"
@@ -120,20 +119,16 @@ def test_response_is_compressed_only_when_asked_twice_and_in_the_clients_order()
     ("deflate", zlib.decompress),
 ])
 def test_streamed_response_is_one_stream_that_decodes_block_by_block(encoding, decompress):
-    from services.embedded_store.server import _ENCODERS
-
-    encoder = _ENCODERS[encoding]()
+    encoder = ENCODERS[encoding]()
     pieces = [encoder.encode(block) for block in BLOCKS]
     assert all(pieces[1:])  # every block is flushed as it goes, not held back to the end
     assert decompress(b"".join(pieces) + encoder.finish()) == b"".join(BLOCKS)
-    empty = _ENCODERS[encoding]()
+    empty = ENCODERS[encoding]()
     assert decompress(empty.finish()) == b""
 
 
 def test_error_inside_a_begun_result_uses_clickhouse_exception_tag_form():
     transform = pytest.importorskip("clickhouse_connect.driver.transform")
-    from services.embedded_store.server import exception_block
-
     block = exception_block("abc123", "Code: 395. DB::Exception: boom. (FUNCTION_THROW_IF_VALUE_IS_NON_ZERO)")
     assert block.startswith(b"__exception__\r\nabc123\r\n")
     assert block.endswith(b" abc123\r\n__exception__\r\n")
@@ -141,8 +136,6 @@ def test_error_inside_a_begun_result_uses_clickhouse_exception_tag_form():
 
 
 def test_native_header_block_for_an_empty_result():
-    from services.embedded_store.engine import native_header
-
     assert native_header([("id", "UInt32"), ("v", "Array(Float32)")]) == (
         b"\x02\x00" + b"\x02id" + b"\x06UInt32" + b"\x01v" + b"\x0eArray(Float32)")
     assert native_header([("x" * 200, "String")]).startswith(b"\x01\x00\xc8\x01")

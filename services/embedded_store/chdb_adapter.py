@@ -1,0 +1,84 @@
+"""The only module that talks to chDB: one connection handle, its results and its streamed
+queries, with chDB's errors turned into StoreQueryError.
+
+Streaming uses chDB's low-level calls on the connection's private `_conn` rather than
+`StreamingResult`, whose iterator stops at the first block without rows and so loses the
+header-only block of an empty JSON result. Keeping those calls here means a chDB upgrade that
+moves them touches this file alone.
+"""
+from __future__ import annotations
+
+import logging
+
+import chdb
+
+from services.embedded_store.errors import StoreQueryError
+
+log = logging.getLogger(__name__)
+
+
+class QueryResult:
+    """A whole result: its bytes and chDB's counters."""
+
+    def __init__(self, raw):
+        self._raw = raw
+
+    def data(self) -> bytes:
+        return self._raw.bytes() or b""
+
+    def counter(self, name: str) -> int:
+        """`rows_read`, `bytes_read`, `rows_written` or `bytes_written`; 0 where chDB lacks it."""
+        try:
+            return int(getattr(self._raw, name)())
+        except Exception:  # older chDB results lack some counters
+            return 0
+
+
+class StreamCursor:
+    """A query sent with `send_query`, its blocks fetched one at a time."""
+
+    def __init__(self, conn, c_result):
+        self._conn = conn
+        self._c_result = c_result
+
+    def fetch(self) -> tuple[bytes, int] | None:
+        """The next block's (bytes, rows), or None when chDB has nothing more (blocking)."""
+        try:
+            result = self._conn.streaming_fetch_result(self._c_result)
+        except Exception as exc:
+            raise StoreQueryError.from_engine(exc) from None
+        if result is None:
+            return None
+        return result.bytes() or b"", int(result.rows_read())
+
+    def cancel(self) -> None:
+        """Stop the query; raises whatever chDB raises (the caller decides whether the handle is spoiled)."""
+        self._conn.streaming_cancel_query(self._c_result)
+
+
+class ChdbConnection:
+    """One `chdb.connect` handle on the data folder; `key` is the (settings, database) state that
+    the engine's pool opened it with. Not for two threads at once."""
+
+    def __init__(self, data_dir: str, key: tuple = ()):
+        self._connection = chdb.connect(data_dir)
+        self.key = key
+
+    def query(self, sql: str, fmt: str, params: dict[str, str] | None = None) -> QueryResult:
+        try:
+            return QueryResult(self._connection.query(sql, fmt, params=params or {}))
+        except Exception as exc:  # chDB raises a bare RuntimeError subclass with the server text
+            raise StoreQueryError.from_engine(exc) from None
+
+    def send_query(self, sql: str, fmt: str, params: dict[str, str] | None = None) -> StreamCursor:
+        conn = self._connection._conn
+        try:
+            return StreamCursor(conn, conn.send_query(sql, fmt, params=params or {}))
+        except Exception as exc:
+            raise StoreQueryError.from_engine(exc) from None
+
+    def close(self) -> None:
+        try:
+            self._connection.close()
+        except Exception:  # closing must never take the server down
+            log.warning("closing a chDB handle failed", exc_info=True)

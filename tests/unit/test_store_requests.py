@@ -1,0 +1,128 @@
+"""How one ClickHouse HTTP request becomes a statement, and who may send it: parsed without the app."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import gzip
+
+import pytest
+
+from services.embedded_store.auth import Credentials
+from services.embedded_store.config import StoreSettings
+from services.embedded_store.errors import BodyTooLarge, FormRefused, StoreQueryError, UnsupportedEncoding
+from services.embedded_store.protocol import parse_request
+
+
+def parse(method, items, body=b"", headers=None, *, limit=1 << 20, spool_dir):
+    return asyncio.run(parse_request(method, items, headers or {}, body, max_body_bytes=limit, spool_dir=spool_dir))
+
+
+def chunked(data: bytes, size: int):
+    async def chunks():
+        for start in range(0, len(data), size):
+            yield data[start:start + size]
+
+    return chunks()
+
+
+def test_get_takes_the_sql_from_the_url_and_sorts_the_parameters(tmp_path):
+    parsed = parse("GET", [("query", " SELECT {x:UInt8} "), ("param_x", "7"), ("max_threads", "2"),
+                           ("database", "db1"), ("session_id", "s1"), ("session_timeout", "5"),
+                           ("close_session", "1"), ("default_format", "JSON"), ("query_id", "q")],
+                   spool_dir=tmp_path)
+    statement = parsed.statement
+    assert statement.sql == "SELECT {x:UInt8}"
+    assert statement.params == {"x": "7"}
+    assert statement.settings == {"max_threads": "2"}
+    assert (statement.database, statement.session_id, statement.session_timeout) == ("db1", "s1", 5.0)
+    assert statement.close_session and statement.output_format == "JSON"
+    assert parsed.spooled is None
+
+
+def test_post_sql_is_the_url_query_then_a_newline_then_the_body(tmp_path):
+    parsed = parse("POST", [("query", "SELECT 1")], b" UNION ALL SELECT 2\n", spool_dir=tmp_path)
+    assert parsed.statement.sql == "SELECT 1\n UNION ALL SELECT 2"
+    assert parse("POST", [], b"SELECT 3", spool_dir=tmp_path).statement.sql == "SELECT 3"
+
+
+def test_insert_data_is_spooled_to_a_file_and_loaded_from_it(tmp_path):
+    data = b"1\tone\n2\ttwo\n" * 5000
+    body = gzip.compress(b"INSERT INTO t (a, b) FORMAT TabSeparated\n" + data)
+    parsed = parse("POST", [("async_insert", "0")], chunked(body, 1000), {"Content-Encoding": "gzip"},
+                   spool_dir=tmp_path)
+    path = parsed.spooled.path
+    assert path.parent == tmp_path and path.read_bytes() == data
+    assert parsed.statement.sql == f"INSERT INTO t (a, b) FROM INFILE '{path}' FORMAT TabSeparated"
+    assert parsed.statement.settings == {"async_insert": "0"}
+    parsed.discard()
+    assert not path.exists()
+
+
+def test_insert_head_in_the_url_and_data_in_the_body(tmp_path):
+    parsed = parse("POST", [("query", "INSERT INTO t FORMAT CSV")], b"1,2\n", spool_dir=tmp_path)
+    assert parsed.spooled.path.read_bytes() == b"1,2\n"
+    parsed.discard()
+
+
+def test_small_statement_without_a_newline_is_not_spooled(tmp_path):
+    parsed = parse("POST", [], b"INSERT INTO t SELECT 1", spool_dir=tmp_path)
+    assert parsed.spooled is None and parsed.statement.sql == "INSERT INTO t SELECT 1"
+
+
+def multipart(fields: list[tuple[str, str]], file: bool = False) -> tuple[bytes, dict[str, str]]:
+    parts = [f'--b\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n' for name, value in fields]
+    if file:
+        parts.append('--b\r\nContent-Disposition: form-data; name="t"; filename="t.tsv"\r\n\r\n1\r\n')
+    return ("".join(parts) + "--b--\r\n").encode(), {"Content-Type": "multipart/form-data; boundary=b"}
+
+
+def test_multipart_form_carries_the_query_and_bound_values(tmp_path):
+    body, headers = multipart([("query", "SELECT {v:String}"), ("param_v", "x" * 5000)])
+    statement = parse("POST", [("max_threads", "1")], body, headers, spool_dir=tmp_path).statement
+    assert statement.sql == "SELECT {v:String}"
+    assert statement.params == {"v": "x" * 5000}
+    assert statement.settings == {"max_threads": "1"}
+
+
+def test_multipart_with_a_file_is_refused(tmp_path):
+    body, headers = multipart([("query", "SELECT 1")], file=True)
+    with pytest.raises(FormRefused):
+        parse("POST", [], body, headers, spool_dir=tmp_path)
+
+
+def test_body_over_the_limit_is_refused_and_leaves_no_spool_file(tmp_path):
+    body = b"INSERT INTO t FORMAT TSV\n" + b"1\n" * 4000
+    with pytest.raises(BodyTooLarge):
+        parse("POST", [], chunked(body, 1024), limit=2048, spool_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("method,items,body,headers,error", [
+    ("POST", [], b"  \n", {}, StoreQueryError),
+    ("GET", [("query", "SELECT 1"), ("session_timeout", "soon")], b"", {}, ValueError),
+    ("POST", [], b"SELECT 1", {"Content-Encoding": "compress"}, UnsupportedEncoding),
+    ("POST", [], b"SELECT '\xff'", {}, UnicodeDecodeError),
+])
+def test_bad_requests_raise_what_the_server_answers_with_bad_arguments(tmp_path, method, items, body, headers,
+                                                                       error):
+    with pytest.raises(error) as raised:
+        parse(method, items, body, headers, spool_dir=tmp_path)
+    if error is StoreQueryError:
+        assert raised.value.code == 36 and "Empty query" in raised.value.message
+
+
+class CaseInsensitive(dict):
+    def __init__(self, items: dict[str, str]):
+        super().__init__({name.lower(): value for name, value in items.items()})
+
+
+def test_credentials_by_basic_auth_headers_or_url_parameters():
+    credentials = Credentials(StoreSettings(_env_file=None, user="u", password="p"))
+    basic = "Basic " + base64.b64encode(b"u:p").decode()
+    assert credentials.accepts(CaseInsensitive({"Authorization": basic}), {})
+    assert credentials.accepts(CaseInsensitive({"X-ClickHouse-User": "u", "X-ClickHouse-Key": "p"}), {})
+    assert credentials.accepts({}, {"user": "u", "password": "p"})
+    assert not credentials.accepts({}, {"user": "u", "password": "wrong"})
+    assert not credentials.accepts(CaseInsensitive({"Authorization": "Basic !!!"}), {})
+    assert not credentials.accepts({}, {})
+    assert Credentials(StoreSettings(_env_file=None)).accepts({}, {})
