@@ -23,7 +23,6 @@ from services.common.errors import (
     DependencyTimeout,
     NotFound,
     PayloadTooLarge,
-    ServiceError,
 )
 from services.common.schemas import METADATA_FIELDS
 from services.common.vectors import combine, normalize
@@ -179,14 +178,8 @@ async def _search_store(services: Services, vector: np.ndarray, query: SearchQue
         # Nothing ingested yet: an empty answer, not an error.
         return []
     _check_same_model(table, model_info, vector)
-    try:
-        return await blocking(services.store.search, vector, top_k=query.top_k, min_score=query.min_score,
-                              filters=query.filters, offset=query.offset, collapse=query.collapse)
-    except ServiceError:
-        raise
-    except (TypeError, ValueError) as exc:
-        # A filter value the store cannot compare with its column is the caller's mistake.
-        raise BadRequest(f"The filters could not be applied: {exc}", code="invalid_filters") from exc
+    return await blocking(services.store.search, vector, top_k=query.top_k, min_score=query.min_score,
+                          filters=query.filters, offset=query.offset, collapse=query.collapse)
 
 
 def _check_same_model(table: dict[str, Any], model_info: dict[str, Any], vector: np.ndarray) -> None:

@@ -1,49 +1,17 @@
 """The gateway's HTTP bodies: search queries and results, photos, stats, ingestion jobs."""
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from services.common.errors import BadRequest
-from services.common.schemas import METADATA_FIELDS, PhotoRecord
+from services.common.schemas import PhotoRecord
+from services.photostore.filters import Filters, parse_filters
 
 TOP_K_MAX = 100
 OFFSET_MAX = 1000
 INGEST_MAX_PHOTOS = 5000
 BATCH_SIZE_MAX = 256
-
-# What a filter may name: the store filters on the photo's id and its metadata columns.
-FILTER_FIELDS: tuple[str, ...] = ("photo_id", *METADATA_FIELDS)
-
-
-def known_filters(value: dict[str, Any] | None) -> dict[str, Any] | None:
-    """`value` when it names only filterable fields (None when empty); else ValueError naming them."""
-    if value:
-        unknown = sorted(set(value) - set(FILTER_FIELDS))
-        if unknown:
-            raise ValueError(f"filters may only name metadata fields ({', '.join(FILTER_FIELDS)}); "
-                             f"unknown: {', '.join(unknown)}")
-    return value or None
-
-
-def filters_from_json(text: str | None) -> dict[str, Any] | None:
-    """Filters sent as JSON text (a form field, a query parameter), checked like a JSON body's."""
-    if text is None or not text.strip():
-        return None
-    try:
-        value = json.loads(text)
-    except ValueError:
-        value = None
-    if not isinstance(value, dict):
-        raise BadRequest('filters must be a JSON object, e.g. {"photo_location_country": "Spain"}.',
-                         code="invalid_filters")
-    try:
-        return known_filters(value)
-    except ValueError as exc:
-        raise BadRequest(f"{exc}.", code="invalid_filters") from exc
-
 
 class SearchRequest(BaseModel):
     """A query: any of text, an image (base64 here, or a multipart file), an image URL, or a stored
@@ -105,10 +73,13 @@ class SearchRequest(BaseModel):
             raise ValueError("min_score must be between -1 and 1 (a cosine similarity)")
         return value
 
-    @field_validator("filters")
+    @field_validator("filters", mode="wrap")
     @classmethod
-    def _known_filters(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        return known_filters(value)
+    def _valid_filters(cls, value: Any, handler: Any) -> Filters | None:
+        # The store's grammar, checked once here. InvalidFilter is not a ValueError, so pydantic lets it
+        # through as itself (422 `invalid_filter`) rather than as a generic `invalid_request`; "wrap"
+        # runs it before the type check, so a non-object is a filter error too.
+        return parse_filters(value)
 
     @field_validator("text", "photo_id", "image_url", "image_base64")
     @classmethod

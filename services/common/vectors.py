@@ -1,4 +1,4 @@
-"""Vector maths shared by the gateway and the tests: normalising and combining queries."""
+"""Vector maths shared by the gateway, the store client and the tests: normalising, combining, de-duplicating."""
 from __future__ import annotations
 
 import numpy as np
@@ -26,3 +26,17 @@ def combine(text: np.ndarray | None, image: np.ndarray | None, weight: float = 0
     if not 0.0 <= weight <= 1.0:
         raise ValueError("weight must be between 0 and 1")
     return normalize(weight * normalize(image) + (1.0 - weight) * normalize(text))
+
+
+def collapse_near_duplicates(vectors: np.ndarray, threshold: float) -> list[int]:
+    """Indices of the rows to keep, best first: a row goes if its cosine similarity to a row already
+    kept is `threshold` or more (the same photo uploaded twice, bursts of nearly identical shots)."""
+    kept: list[int] = []
+    if len(vectors) == 0:
+        return kept
+    unit = np.asarray(vectors, dtype=np.float32)
+    unit = unit / np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
+    for i in range(len(unit)):
+        if not kept or float(np.max(unit[kept] @ unit[i])) < threshold:
+            kept.append(i)
+    return kept

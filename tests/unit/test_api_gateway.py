@@ -327,7 +327,7 @@ def test_empty_multipart_query_is_the_same_422(client):
     ("offset", -1, "offset must be between 0 and 1000"),
     ("offset", 1001, "offset must be between 0 and 1000"),
     ("collapse", 1.5, "collapse must be between 0 and 1"),
-    ("filters", {"password": "x"}, "filters may only name metadata fields"),
+    ("filters", {"password": "x"}, "Cannot filter on 'password': filters may only name the metadata fields"),
     ("colour", "red", "colour is not a search field"),
 ])
 def test_out_of_range_fields_are_422_sentences(client, field, value, sentence):
@@ -426,12 +426,31 @@ def test_a_random_photo_can_be_drawn_within_filters(client, fakes):
         "code": "no_match", "message": "No stored photo matches these filters; loosen or clear them.",
         "request_id": nowhere.headers["X-Request-ID"]}
     not_json = client.get("/v1/photos/random", params={"filters": "country=Spain"})
-    assert not_json.status_code == 422 and error_of(not_json)["code"] == "invalid_filters"
+    assert not_json.status_code == 422 and error_of(not_json)["code"] == "invalid_filter"
     assert error_of(not_json)["message"].startswith("filters must be a JSON object, e.g.")
     unknown = client.get("/v1/photos/random", params={"filters": '{"colour": "red"}'})
-    assert unknown.status_code == 422 and "unknown: colour" in error_of(unknown)["message"]
+    assert unknown.status_code == 422 and "Cannot filter on 'colour'" in error_of(unknown)["message"]
     # Empty filters are no filters.
     assert client.get("/v1/photos/random", params={"filters": ""}).json()["photo_id"] in fakes.store.photos
+
+
+@pytest.mark.parametrize("bad, words", [
+    ({"colour": "red"}, "Cannot filter on 'colour'"),
+    ({"photo_width": "wide"}, "The filter on 'photo_width' needs a number, not 'wide'."),
+    ({"photo_location_city": {"between": 1}}, "Unknown filter operator 'between' on 'photo_location_city'"),
+    ("Spain", "filters must be a JSON object"),
+])
+def test_a_bad_filter_gets_the_same_answer_on_every_route(client, bad, words):
+    text = json.dumps(bad)
+    answers = [
+        client.post("/v1/search", json={"text": "x", "filters": bad}),
+        client.post("/v1/search", data={"text": "x", "filters": text}),
+        client.get("/v1/photos/random", params={"filters": text}),
+    ]
+    for response in answers:
+        assert response.status_code == 422, response.text
+        assert error_of(response)["code"] == "invalid_filter"
+        assert words in error_of(response)["message"] and error_of(response)["message"].endswith(".")
 
 
 def test_stats_while_the_embedder_is_down(client, fakes):

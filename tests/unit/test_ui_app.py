@@ -307,7 +307,7 @@ def test_filters_that_leave_nothing_say_so_and_what_to_loosen():
 
 def test_a_filter_the_gateway_refuses_shows_its_sentence():
     sentence = "The filter on 'photo_location_country' needs text, not 3."
-    client = FakeClient(error=ApiError(422, "invalid_filters", sentence))
+    client = FakeClient(error=ApiError(422, "invalid_filter", sentence))
     gallery, results, status, banner, _ = SearchPage(client).search("dog", None, 0.5, 12, 0.2, "Japan", "")
     assert client.calls[0][1]["filters"] == {"photo_location_country": "Japan"}
     assert status == "⚠️ The filter on 'photo\\_location\\_country' needs text, not 3."

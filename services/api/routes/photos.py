@@ -8,8 +8,9 @@ from fastapi import APIRouter, Depends, Query
 
 from services.api.deps import ServicesDep, blocking, require_read_key
 from services.api.query import shape_result
-from services.api.schemas import Facet, Photo, Stats, filters_from_json
-from services.common.errors import BadRequest, NotFound, ServiceError
+from services.api.schemas import Facet, Photo, Stats
+from services.common.errors import NotFound, ServiceError
+from services.photostore.filters import parse_filters_json
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +33,11 @@ async def random_photo(
         'Draw among the photos matching these metadata filters, as JSON text in the shape of '
         '/v1/search\'s: {"photo_location_country": ["Japan", "Peru"]}.'))] = None,
 ) -> dict[str, Any]:
-    wanted = filters_from_json(filters)
+    wanted = parse_filters_json(filters)
     table = await blocking(services.store.table_info)
     if table is None:
         raise NotFound(STORE_EMPTY, code="store_empty")
-    try:
-        row = await blocking(services.store.random_photo, wanted)
-    except (TypeError, ValueError) as exc:
-        raise BadRequest(f"The filters could not be applied: {exc}", code="invalid_filters") from exc
+    row = await blocking(services.store.random_photo, wanted)
     if row is None:
         if wanted:
             raise NotFound("No stored photo matches these filters; loosen or clear them.", code="no_match")

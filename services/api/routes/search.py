@@ -10,8 +10,9 @@ from starlette.datastructures import UploadFile
 
 from services.api.deps import ServicesDep, SettingsDep, require_read_key
 from services.api.query import SearchQuery, decode_base64_image, run_search
-from services.api.schemas import SearchRequest, SearchResponse, filters_from_json
+from services.api.schemas import SearchRequest, SearchResponse
 from services.common.errors import BadRequest, PayloadTooLarge
+from services.photostore.filters import parse_filters_json
 
 router = APIRouter(tags=["search"], dependencies=[Depends(require_read_key)])
 
@@ -102,7 +103,7 @@ async def _parse_form(request: Request, max_image_bytes: int) -> SearchQuery:
             # Browsers send every form field, empty or not; empty means not given.
             fields[name] = value
     if "filters" in fields:
-        fields["filters"] = filters_from_json(fields["filters"])
+        fields["filters"] = parse_filters_json(fields["filters"])
     return _query(_validate(fields), image)
 
 
