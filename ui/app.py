@@ -4,26 +4,42 @@ The page talks to the gateway only, through `ApiClient`, over HTTP. Every handle
 client's `ApiError` and shows the gateway's own sentence (a toast plus the status line), so a
 person never sees a traceback. Handlers live on `SearchPage`, a plain class that unit tests drive
 with a fake client; `build_app` only lays the page out and wires events to it.
+
+A handler returns its updates keyed by the names in `Outputs` ("status", "gallery", ...), never as
+a tuple whose order must match a list of components: `build_app` names the components once, and
+`wire` turns the names into Gradio's {component: update} answer. A name a handler leaves out keeps
+its value on the page. The words themselves (captions, status lines) are in `ui.formatting`.
 """
 from __future__ import annotations
 
-import html
+import functools
 import logging
 import threading
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import gradio as gr
 
 from services.common.api_client import ApiClient, ApiError
 from ui.config import UISettings, get_settings
+from ui.formatting import (
+    FILTER_NAMES,
+    describe_query,
+    facet_choices,
+    gallery_items,
+    markdown_text,
+    photo_details,
+    photo_html,
+    random_status,
+    result_status,
+    stats_markdown,
+)
 
 log = logging.getLogger(__name__)
 
 TOP_K_MAX = 50
-CAPTION_CHARS = 90
 # How long the stats line may be reused before asking the gateway again.
 STATS_TTL_S = 30.0
 
@@ -35,10 +51,11 @@ UNREACHABLE_BANNER = "⚠️ **The search service cannot be reached.** {message}
 EMPTY_QUERY = "Type a few words or upload an image, then press Search."
 UNEXPECTED = "Something went wrong in the page itself; it has been logged. Please try again."
 
-# The metadata column each of the Filters accordion's dropdowns filters, and its name in the status line.
-FILTER_NAMES = {"photo_location_country": "country", "photographer_username": "photographer"}
 # Values listed per dropdown: the most common ones; a rarer value can still be typed.
 FACET_LIMIT = 200
+
+# A handler's answer: an update (or a plain value) per output name.
+Updates = dict[str, Any]
 
 CSS = """
 #banner { background: #fff4ce; border: 1px solid #e0b400; border-radius: 8px; padding: 10px 14px; }
@@ -46,48 +63,6 @@ CSS = """
 #stats { color: var(--body-text-color-subdued); font-size: 0.9em; }
 #status p { margin: 0; }
 """
-
-
-def caption_for(result: dict[str, Any]) -> str:
-    """What a person reads under a result: its score, then the best description there is."""
-    words = (result.get("photo_description") or result.get("ai_description") or "").strip()
-    words = " ".join(words.split()) or str(result.get("photo_id", ""))
-    if len(words) > CAPTION_CHARS:
-        words = words[: CAPTION_CHARS - 1].rstrip() + "…"
-    score = result.get("score")
-    return f"{score:.3f} · {words}" if isinstance(score, (int, float)) else words
-
-
-def gallery_items(results: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    """The gallery shows image URLs directly: the browser loads them, the UI server never does."""
-    return [(r["photo_image_url"], caption_for(r)) for r in results if r.get("photo_image_url")]
-
-
-def photo_html(photo: dict[str, Any]) -> str:
-    """An <img> the browser loads itself: gr.Image would make the UI server download the URL."""
-    url = str(photo.get("photo_image_url") or "")
-    if not url.startswith(("http://", "https://")):
-        return "<p>This photo has no image address.</p>"
-    alt = photo.get("photo_description") or photo.get("ai_description") or photo.get("photo_id") or "photo"
-    return (f'<img src="{html.escape(url, quote=True)}" alt="{html.escape(str(alt), quote=True)}" '
-            'style="max-width:100%; max-height:260px; border-radius:8px; display:block; margin:auto;">')
-
-
-def stats_markdown(stats: dict[str, Any] | None) -> str:
-    if not stats:
-        return "Index statistics are not available right now."
-    photos = stats.get("photos")
-    model = stats.get("model") or {}
-    name = model.get("name") if isinstance(model, dict) else None
-    parts = [f"**{photos:,}** photos indexed" if isinstance(photos, int) else "photos indexed: unknown"]
-    if name:
-        dim = model.get("dim")
-        parts.append(f"model `{name}`" + (f" ({dim}-d)" if dim else ""))
-    else:
-        parts.append("model unknown (the embedder did not answer)")
-    if stats.get("random_weights"):
-        parts.append("random weights")
-    return " · ".join(parts)
 
 
 def wants_weight(text: str | None, image: str | None) -> bool:
@@ -125,41 +100,15 @@ def build_filters(country: str | list[str] | None, photographer: str | list[str]
     return filters or None
 
 
-def facet_choices(values: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    """A dropdown's choices from the gateway's facet values: "Japan (10)" is shown, "Japan" is sent."""
-    choices = []
-    for item in values:
-        value, photos = item.get("value"), item.get("photos")
-        if value:
-            choices.append((f"{value} ({photos:,})" if isinstance(photos, int) else str(value), str(value)))
-    return choices
-
-
 def min_score_or_none(value: float | None) -> float | None:
     """The slider's 0 means "no minimum": a cosine similarity cut-off of 0 would still hide photos."""
     return float(value) if value else None
 
 
-def describe_filters(filters: dict[str, Any] | None, min_score: float | None) -> str:
-    """The active filters in words for the status line, e.g. `country: Japan or Norway, score ≥ 0.20`."""
-    parts = []
-    for column, value in (filters or {}).items():
-        values = value if isinstance(value, list) else [value]
-        parts.append(f"{FILTER_NAMES.get(column, column)}: {' or '.join(str(v) for v in values)}")
-    if min_score is not None:
-        parts.append(f"score ≥ {min_score:.2f}")
-    return ", ".join(parts)
-
-
-def _markdown_text(sentence: str) -> str:
-    # The gateway's sentences are plain text; keep Markdown from reading `*`/`_` in ids as emphasis.
-    for char in ("\\", "*", "_", "`", "[", "]", "<", ">"):
-        sentence = sentence.replace(char, "\\" + char)
-    return sentence
-
-
 class SearchPage:
-    """The page's behaviour, independent of Gradio's layout. Returns values and `gr.update`s."""
+    """The page's behaviour, independent of Gradio's layout. Each event returns `Updates` keyed by
+    output name: banner, stats, status, gallery, results, country, photographer, photo_image,
+    photo_details, photo, photo_box."""
 
     def __init__(self, client: Any):
         self.client = client
@@ -179,7 +128,7 @@ class SearchPage:
         """A visible banner while the API is unreachable or its model has random weights."""
         with self._lock:
             if self._unreachable:
-                text = UNREACHABLE_BANNER.format(message=_markdown_text(self._unreachable))
+                text = UNREACHABLE_BANNER.format(message=markdown_text(self._unreachable))
             elif self._random_weights:
                 text = RANDOM_WEIGHTS_BANNER
             else:
@@ -209,9 +158,10 @@ class SearchPage:
         log.exception("unexpected error in the UI", exc_info=error)
         return UNEXPECTED
 
-    def _warn(self, message: str) -> str:
+    def _warning(self, message: str) -> Updates:
+        """A toast and the status line saying `message`; everything else on the page stays."""
         gr.Warning(message)
-        return f"⚠️ {_markdown_text(message)}"
+        return {"status": f"⚠️ {markdown_text(message)}", "banner": self.banner()}
 
     def stats_line(self, refresh: bool = False) -> str:
         now = time.monotonic()
@@ -228,7 +178,7 @@ class SearchPage:
 
     # -- events ---------------------------------------------------------------------------------
 
-    def filter_choices(self) -> tuple[dict, ...]:
+    def filter_choices(self) -> Updates:
         """The Country and Photographer dropdowns' choices, from the values the gateway has.
         A failure leaves both lists empty (typed values still work) and is remembered for the banner."""
         try:
@@ -240,54 +190,55 @@ class SearchPage:
             self._reached()
             with self._lock:
                 self._listed |= {value for choices in lists.values() for _, value in choices}
-        return tuple(gr.update(choices=lists.get(column, [])) for column in FILTER_NAMES)
+        return {FILTER_NAMES[column]: gr.update(choices=lists.get(column, [])) for column in FILTER_NAMES}
 
-    def load(self) -> tuple[dict, ...]:
+    def load(self) -> Updates:
         """On page load: the banner, the stats line and the filter lists. The lists are not asked for
         when the stats found the gateway unreachable: the page would only wait for more timeouts."""
         line = self.stats_line(refresh=True)
         with self._lock:
             unreachable = self._unreachable is not None
-        lists = tuple(gr.update(choices=[]) for _ in FILTER_NAMES) if unreachable else self.filter_choices()
-        return self.banner(), line, *lists
+        lists = ({name: gr.update(choices=[]) for name in FILTER_NAMES.values()} if unreachable
+                 else self.filter_choices())
+        return {"banner": self.banner(), "stats": line, **lists}
 
-    def filters_opened(self) -> tuple[dict, ...]:
+    def filters_opened(self) -> Updates:
         """Opening the Filters accordion refreshes its lists, so newly ingested values appear without a
-        reload. Outputs: country, photographer, banner."""
-        return *self.filter_choices(), self.banner()
+        reload."""
+        return {**self.filter_choices(), "banner": self.banner()}
 
     def query_changed(self, text: str | None, image: str | None) -> dict:
+        """The weight slider, shown only for a query with both text and image (its one output)."""
         return gr.update(visible=wants_weight(text, image))
 
     def search(self, text: str | None, image: str | None, weight: float, top_k: float,
                min_score: float | None = 0.0, country: str | list[str] | None = None,
-               photographer: str | list[str] | None = None):
+               photographer: str | list[str] | None = None) -> Updates:
         """Search by text, an uploaded image, or both, within the Filters accordion's filters: each
-        dropdown gives a list of values (or one string). Outputs: gallery, results, status, banner, stats."""
+        dropdown gives a list of values (or one string)."""
         text = (text or "").strip()
         if not text and not image:
-            return gr.update(), gr.update(), self._warn(EMPTY_QUERY), self.banner(), gr.update()
+            return self._warning(EMPTY_QUERY)
         try:
             image_bytes = Path(image).read_bytes() if image else None
         except OSError:
-            return (gr.update(), gr.update(), self._warn("The uploaded image could not be read; please upload it again."),
-                    self.banner(), gr.update())
+            return self._warning("The uploaded image could not be read; please upload it again.")
         return self._run_search(
             text=text or None,
             image=image_bytes,
             weight=float(weight) if wants_weight(text, image) else 0.5,
             top_k=int(top_k),
-            what=_describe_query(text, bool(image_bytes)),
+            what=describe_query(text, bool(image_bytes)),
             **self._narrowing(min_score, country, photographer),
         )
 
     def more_like_this(self, photo: dict | None, top_k: float, min_score: float | None = 0.0,
-                       country: str | list[str] | None = None, photographer: str | list[str] | None = None):
+                       country: str | list[str] | None = None,
+                       photographer: str | list[str] | None = None) -> Updates:
         """Search by the shown photo's id (the gateway reuses its stored vector), within the same filters
         as Search: a person who narrowed the results expects "more like this" to stay narrowed."""
         if not photo or not photo.get("photo_id"):
-            return (gr.update(), gr.update(), self._warn("Pick a photo first: press Random photo or click a result."),
-                    self.banner(), gr.update())
+            return self._warning("Pick a photo first: press Random photo or click a result.")
         return self._run_search(photo_id=photo["photo_id"], top_k=int(top_k),
                                 what=f"photos like {photo['photo_id']}",
                                 **self._narrowing(min_score, country, photographer))
@@ -301,78 +252,57 @@ class SearchPage:
                      "filters": build_filters(country, photographer, listed)}
         return {name: value for name, value in narrowing.items() if value is not None}
 
-    def _run_search(self, *, what: str, **query: Any):
+    def _run_search(self, *, what: str, **query: Any) -> Updates:
         try:
             answer = self.client.search(**query)
         except Exception as error:  # noqa: BLE001 - every failure becomes a sentence
-            status = self._warn(self._failed(error))
-            return gr.update(), gr.update(), status, self.banner(), gr.update()
+            return self._warning(self._failed(error))
         self._reached(answer.get("random_weights"))
         results = list(answer.get("results") or [])
-        status = _result_status(answer, results, what, query)
-        return gallery_items(results), results, status, self.banner(), self.stats_line()
+        return {"gallery": gallery_items(results), "results": results,
+                "status": result_status(answer, results, what, query), "banner": self.banner(),
+                "stats": self.stats_line()}
 
-    def random_photo(self, country: str | list[str] | None = None, photographer: str | list[str] | None = None):
+    def random_photo(self, country: str | list[str] | None = None,
+                     photographer: str | list[str] | None = None) -> Updates:
         """Show a random photo, among those the Filters' country and photographer allow (the minimum
-        score has nothing to compare with here). Outputs: photo image, photo details, chosen photo,
-        status, banner, button."""
+        score has nothing to compare with here)."""
         filters = self._narrowing(None, country, photographer).get("filters")
         try:
             photo = self.client.random_photo(**({"filters": filters} if filters else {}))
         except Exception as error:  # noqa: BLE001 - every failure becomes a sentence
-            status = self._warn(self._failed(error))
-            return gr.update(), gr.update(), gr.update(), status, self.banner(), gr.update()
+            return self._warning(self._failed(error))
         self._reached()
-        within = f" ({_markdown_text(describe_filters(filters, None))})" if filters else ""
-        return (*self._show_photo(photo), f"Random photo{within}: press **More like this** to search with it.",
-                self.banner(), gr.update(visible=True))
+        return {**show_photo(photo), "status": random_status(filters), "banner": self.banner()}
 
-    def select_result(self, results: list[dict] | None, event: gr.SelectData):
+    def select_result(self, results: list[dict] | None, event: gr.SelectData) -> Updates:
         """Clicking a result makes it the chosen photo, ready for "More like this"."""
         index = event.index if isinstance(event.index, int) else None
         if not results or index is None or not 0 <= index < len(results):
-            return gr.update(), gr.update(), gr.update(), gr.update()
-        return (*self._show_photo(results[index]), gr.update(visible=True))
-
-    @staticmethod
-    def _show_photo(photo: dict) -> tuple[Any, str, dict]:
-        words = (photo.get("photo_description") or photo.get("ai_description") or "").strip()
-        lines = [f"**{_markdown_text(words)}**" if words else f"**{_markdown_text(str(photo.get('photo_id')))}**"]
-        who = " ".join(p for p in (photo.get("photographer_first_name"), photo.get("photographer_last_name")) if p)
-        if who:
-            lines.append(f"by {_markdown_text(who)}")
-        # Where it was taken: what the country filter matches, so a person can check a result against it.
-        where_taken = photo.get("photo_location_name") or photo.get("photo_location_country")
-        if where_taken:
-            lines.append(f"in {_markdown_text(str(where_taken))}")
-        page = photo.get("photo_url", "")
-        if page.startswith(("http://", "https://")):
-            where = "Unsplash" if urlparse(page).hostname in ("unsplash.com", "www.unsplash.com") else "its page"
-            lines.append(f"[open on {where}]({page})")
-        lines.append(f"id `{photo.get('photo_id')}`")
-        return photo_html(photo), " · ".join(lines), photo
+            return {}
+        return show_photo(results[index])
 
 
-def _result_status(answer: dict[str, Any], results: list[dict[str, Any]], what: str, query: dict[str, Any]) -> str:
-    """The status line after a search: how many, for what, within which filters; or why there are none."""
-    took = answer.get("took_ms")
-    timing = f" in {took:.0f} ms" if isinstance(took, (int, float)) else ""
-    narrowed = describe_filters(query.get("filters"), query.get("min_score"))
-    within = f" ({_markdown_text(narrowed)})" if narrowed else ""
-    if results:
-        return f"{len(results)} result{'s' if len(results) != 1 else ''} for {_markdown_text(what)}{within}{timing}."
-    if not narrowed:
-        return f"No photos found for {_markdown_text(what)}. Is anything indexed yet?"
-    # Say what to loosen: only what is set.
-    loosen = [*(["clear them"] if query.get("filters") else []),
-              *(["lower the minimum score"] if query.get("min_score") is not None else [])]
-    return f"No photos match these filters{within} for {_markdown_text(what)}; {' or '.join(loosen)}."
+def show_photo(photo: dict[str, Any]) -> Updates:
+    """The chosen-photo box, shown, with `photo` as the one "More like this" searches by."""
+    return {"photo_image": photo_html(photo), "photo_details": photo_details(photo), "photo": photo,
+            "photo_box": gr.update(visible=True)}
 
 
-def _describe_query(text: str, has_image: bool) -> str:
-    if text and has_image:
-        return f"“{text}” and your image"
-    return f"“{text}”" if text else "your image"
+def wire(handler: Callable[..., Any], outputs: Mapping[str, Any]) -> Callable[..., Any]:
+    """`handler` as a Gradio event function whose outputs are `outputs` (name -> component): its
+    named updates become {component: update}, every output it leaves out is skipped (kept as is).
+    A name that is not an output is a wiring mistake, and says so."""
+
+    @functools.wraps(handler)
+    def event(*args: Any) -> dict[Any, Any]:
+        updates = handler(*args)
+        unknown = set(updates) - set(outputs)
+        if unknown:
+            raise KeyError(f"{handler.__name__} updates {sorted(unknown)}, which are not among its outputs")
+        return {component: updates.get(name, gr.skip()) for name, component in outputs.items()}
+
+    return event
 
 
 def build_app(settings: UISettings | None = None, client: Any = None) -> gr.Blocks:
@@ -416,7 +346,7 @@ def build_app(settings: UISettings | None = None, client: Any = None) -> gr.Bloc
                     random_button = gr.Button("Random photo", elem_id="random-button")
                 with gr.Group(visible=False) as photo_box:
                     photo_image = gr.HTML(elem_id="chosen-photo", js_on_load=None)
-                    photo_details = gr.Markdown(elem_id="chosen-details", padding=True)
+                    photo_details_box = gr.Markdown(elem_id="chosen-details", padding=True)
                     more_button = gr.Button("More like this", elem_id="more-button")
             with gr.Column(scale=5):
                 status = gr.Markdown("Type a query or upload an image to start.", elem_id="status")
@@ -426,17 +356,28 @@ def build_app(settings: UISettings | None = None, client: Any = None) -> gr.Bloc
         results_state = gr.State([])
         photo_state = gr.State(None)
 
-        search_outputs = [gallery, results_state, status, banner, stats]
+        # Each event's outputs, by the names its handler's updates use; the order is Gradio's business.
+        lists = {"country": country, "photographer": photographer}
+        shown = {"banner": banner, "status": status}
+        chosen = {"photo_image": photo_image, "photo_details": photo_details_box, "photo": photo_state,
+                  "photo_box": photo_box}
+        searched = {**shown, "gallery": gallery, "results": results_state, "stats": stats}
+
+        def on(trigger, handler: Callable[..., Any], inputs: list, outputs: Mapping[str, Any], **options: Any):
+            fn, wired = wire(handler, outputs), list(outputs.values())
+            if isinstance(trigger, list):
+                gr.on(trigger, fn, inputs=inputs, outputs=wired, **options)
+            else:
+                trigger(fn, inputs=inputs, outputs=wired, **options)
+
         narrowing = [min_score, country, photographer]  # the handlers' last three parameters, in order
-        app.load(page.load, outputs=[banner, stats, country, photographer])
-        filters.expand(page.filters_opened, outputs=[country, photographer, banner], show_progress="hidden")
-        for changed in (query_text.change, query_image.change):
-            changed(page.query_changed, inputs=[query_text, query_image], outputs=weight, queue=False)
-        gr.on([search_button.click, query_text.submit], page.search,
-              inputs=[query_text, query_image, weight, top_k, *narrowing], outputs=search_outputs)
-        more_button.click(page.more_like_this, inputs=[photo_state, top_k, *narrowing], outputs=search_outputs)
-        random_button.click(page.random_photo, inputs=[country, photographer],
-                            outputs=[photo_image, photo_details, photo_state, status, banner, photo_box])
-        gallery.select(page.select_result, inputs=results_state,
-                       outputs=[photo_image, photo_details, photo_state, photo_box])
+        on(app.load, page.load, [], {"banner": banner, "stats": stats, **lists})
+        on(filters.expand, page.filters_opened, [], {**lists, "banner": banner}, show_progress="hidden")
+        gr.on([query_text.change, query_image.change], page.query_changed, inputs=[query_text, query_image],
+              outputs=weight, queue=False)
+        on([search_button.click, query_text.submit], page.search,
+           [query_text, query_image, weight, top_k, *narrowing], searched)
+        on(more_button.click, page.more_like_this, [photo_state, top_k, *narrowing], searched)
+        on(random_button.click, page.random_photo, [country, photographer], {**chosen, **shown})
+        on(gallery.select, page.select_result, [results_state], chosen)
     return app

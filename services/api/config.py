@@ -12,7 +12,8 @@ from services.common.config import CommonSettings, split_csv
 class ApiSettings(CommonSettings):
     model_config = SettingsConfigDict(env_prefix="API_", env_file=".env", extra="ignore", populate_by_name=True)
 
-    # Writes always need a key; reads are open unless the operator says otherwise (DESIGN.md).
+    # Writes always need a key; reads are open unless the operator says otherwise, so a public demo
+    # needs no key to search.
     require_key_for_reads: bool = False
     # The largest query image accepted, as upload, base64 or fetched from image_url.
     max_image_bytes: int = Field(10 * 1024 * 1024, ge=1024)

@@ -11,7 +11,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol, runtime_checkable
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader
@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from services.api.config import ApiSettings
 from services.common.errors import DependencyUnavailable, ServiceError, Unauthorized
+from services.common.ports import AsyncEmbedder, PhotoStore
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,20 @@ log = logging.getLogger(__name__)
 EnqueueFn = Callable[[str, list[dict], int], int]
 # url -> image bytes; raises services.common.fetch.FetchError.
 FetchFn = Callable[[str], Awaitable[bytes]]
+
+
+@runtime_checkable
+class JobTracker(Protocol):
+    """What the gateway needs of the job store (`services.common.jobs.JobStore`): start a job, announce
+    its batches, read its progress. Blocking calls, like the store's."""
+
+    def create(self, job_id: str | None = None) -> str: ...
+
+    def add_batches(self, job_id: str, batches: int, photos: int) -> None: ...
+
+    def get(self, job_id: str) -> dict[str, Any] | None: ...
+
+    def ping(self) -> bool: ...
 
 
 class Cached:
@@ -50,11 +65,14 @@ class Cached:
 @dataclass
 class Services:
     """Everything a request handler may call. Store and job store are synchronous: call them
-    through `blocking()` so they never stall the event loop."""
+    through `blocking()` so they never stall the event loop.
 
-    embedder: Any
-    store: Any
-    jobs: Any
+    `table_info` is the gateway's only cache of the store's table (model, dim): every route that
+    needs it asks this one, never `store.table_info` directly."""
+
+    embedder: AsyncEmbedder
+    store: PhotoStore
+    jobs: JobTracker
     enqueue: EnqueueFn
     fetch: FetchFn
     model_info_ttl_s: float = 30.0

@@ -117,14 +117,14 @@ async def _gather(**named: Any) -> dict[str, Any]:
     return dict(zip(names, results))
 
 
-def shape_result(row: dict[str, Any], rank: int) -> dict[str, Any]:
-    """A store row as a result: flat metadata, score and rank; no vector."""
+def shape_result(row: dict[str, Any]) -> dict[str, Any]:
+    """A store row as a result: flat metadata and score; no vector. The rank is the store's (it counts
+    from the first page, so it stays right with an offset)."""
     result = {key: value for key, value in row.items() if key not in ("vector", "embedding", "metadata", "id")}
     nested = row.get("metadata")
     if isinstance(nested, dict):
         result.update({key: value for key, value in nested.items() if key in METADATA_FIELDS})
     result["score"] = float(row.get("score", 0.0))
-    result["rank"] = rank
     return result
 
 
@@ -162,7 +162,7 @@ async def run_search(services: Services, query: SearchQuery) -> dict[str, Any]:
     log.info("search text=%s image=%s photo_id=%s top_k=%d offset=%d -> %d results in %.1f ms",
              bool(query.text), bool(image), query.photo_id, query.top_k, query.offset, len(rows), took_ms)
     return {
-        "results": [shape_result(row, rank) for rank, row in enumerate(rows, start=query.offset + 1)],
+        "results": [shape_result(row) for row in rows],
         "took_ms": round(took_ms, 2),
         "offset": query.offset,
         "model": model_info.get("name"),
@@ -183,6 +183,8 @@ async def _search_store(services: Services, vector: np.ndarray, query: SearchQue
 
 
 def _check_same_model(table: dict[str, Any], model_info: dict[str, Any], vector: np.ndarray) -> None:
+    """The one check, per query, that the table and the embedder share a model: done here, before
+    the store is asked, so the refusal names both models and says how to fix it."""
     from services.photostore import ModelMismatch
 
     table_model, table_dim = table.get("model"), table.get("dim")

@@ -26,7 +26,8 @@ class SearchRequest(BaseModel):
     photo_id: str | None = Field(None, max_length=256,
                                  description="A stored photo to search like; it comes back itself, first.")
     weight: float = Field(0.5, description="The image's share of the query when there is text as well: "
-                                           "0 = text only, 1 = image only, 0.5 = the mean (the seed's rule).")
+                                           "0 = text only, 1 = image only, 0.5 = the mean of the two "
+                                           "unit vectors, normalised again.")
     top_k: int = Field(10, description=f"How many results, 1 to {TOP_K_MAX}.")
     min_score: float | None = Field(None, description="Drop results whose cosine similarity is below this.")
     offset: int = Field(0, description=f"Skip this many results: the next page starts at offset + top_k "

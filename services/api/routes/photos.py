@@ -20,7 +20,7 @@ router = APIRouter(tags=["photos"], dependencies=[Depends(require_read_key)])
 
 
 def _as_photo(row: dict[str, Any]) -> dict[str, Any]:
-    photo = shape_result(row, rank=0)
+    photo = shape_result(row)
     photo.pop("score", None)
     photo.pop("rank", None)
     return photo
@@ -34,7 +34,7 @@ async def random_photo(
         '/v1/search\'s: {"photo_location_country": ["Japan", "Peru"]}.'))] = None,
 ) -> dict[str, Any]:
     wanted = parse_filters_json(filters)
-    table = await blocking(services.store.table_info)
+    table = await services.table_info.get()
     if table is None:
         raise NotFound(STORE_EMPTY, code="store_empty")
     row = await blocking(services.store.random_photo, wanted)
@@ -47,7 +47,7 @@ async def random_photo(
 
 @router.get("/v1/photos/{photo_id:path}", response_model=Photo, summary="One stored photo by its id")
 async def get_photo(photo_id: str, services: ServicesDep) -> dict[str, Any]:
-    table = await blocking(services.store.table_info)
+    table = await services.table_info.get()
     row = await blocking(services.store.get_photo, photo_id) if table is not None else None
     if row is None:
         raise NotFound(f"No photo with photo_id {photo_id!r} is in the store.", code="photo_not_found")
@@ -66,7 +66,8 @@ async def facet(field: str, services: ServicesDep,
 
 @router.get("/v1/stats", response_model=Stats, summary="How many photos, which model, which table")
 async def stats(services: ServicesDep) -> dict[str, Any]:
-    table = await blocking(services.store.table_info)
+    # Fresh: the stats are what a person checks right after an ingest or a change of table.
+    table = await services.table_info.get(fresh=True)
     photos = await blocking(services.store.count) if table is not None else 0
     try:
         model = await services.model_info.get(fresh=True)

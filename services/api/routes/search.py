@@ -1,4 +1,4 @@
-"""POST /v1/search: one endpoint for JSON and multipart queries; parsing only, the rest is `search.py`."""
+"""POST /v1/search: one endpoint for JSON and multipart queries; parsing only, the rest is `query.py`."""
 from __future__ import annotations
 
 import json

@@ -1,0 +1,296 @@
+"""One in-memory fake per port, shared by every unit test that needs an embedder, a store or a job store.
+
+Each fake names the port it stands in for in `port`, and tests/unit/test_fakes.py checks that it has
+every method of that port with the port's parameters, so a fake cannot drift from the real adapter's
+shape. The fakes are honest, not canned: the store ranks by real cosine similarity and counts ranks
+from the first page, the embedders give each text or image its own unit vector. Every fake records
+what it was asked (`queries`, `calls`) and fails on demand (`down`, `failure`) so tests assert on what
+a caller sees.
+
+    store = FakeStore(dim=8)            # PhotoStore
+    store.add("cat", vector, photo_location_country="Spain")
+    embedder = FakeAsyncEmbedder(dim=8)   # AsyncEmbedder, for the gateway
+    embedder = FakeEmbedder(dim=8)        # Embedder (blocking), for the workers
+    jobs = FakeJobs()                   # JobTracker, the gateway's view of services.common.jobs.JobStore
+"""
+from __future__ import annotations
+
+import random
+import uuid
+import zlib
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from services.api.deps import JobTracker
+from services.common.embedder_client import EmbedItemError
+from services.common.errors import BadRequest
+from services.common.ports import AsyncEmbedder, Embedder, PhotoStore
+from services.common.schemas import PhotoRecord
+
+DIM = 8
+MODEL = "fake-clip"
+NOT_AN_IMAGE = b"not an image"  # image bytes starting so are refused by the fake embedders
+
+
+def unit_vector(seed: int, dim: int = DIM) -> np.ndarray:
+    vector = np.random.default_rng(seed).normal(size=dim).astype(np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+def text_vector(text: str, dim: int = DIM) -> np.ndarray:
+    """The fake embedders' vector for a text: the same text always gives the same unit vector."""
+    return unit_vector(zlib.crc32(text.encode()), dim)
+
+
+def image_vector(image: bytes, dim: int = DIM) -> np.ndarray:
+    """The fake embedders' vector for image bytes (never equal to a text's)."""
+    return unit_vector(zlib.crc32(image) + 1, dim)
+
+
+def _model_info(dim: int, random_weights: bool) -> dict[str, Any]:
+    return {"name": MODEL, "dim": dim, "device": "cpu", "dtype": "float32", "fingerprint": "f00d",
+            "random_weights": random_weights}
+
+
+def _refuse_non_images(images: Sequence[bytes]) -> None:
+    for index, image in enumerate(images):
+        if image.startswith(NOT_AN_IMAGE):
+            raise BadRequest(f"Image {index} is not an image the embedder can read.", code="invalid_image")
+
+
+class FakeAsyncEmbedder:
+    """The embedder as the gateway awaits it. Set `failure` to an exception to make every call raise it."""
+
+    port: ClassVar[type] = AsyncEmbedder
+
+    def __init__(self, dim: int = DIM, random_weights: bool = True) -> None:
+        self.dim = dim
+        self.random_weights = random_weights
+        self.failure: Exception | None = None
+        self.closed = False
+
+    def _check(self) -> None:
+        if self.failure:
+            raise self.failure
+
+    async def model_info(self) -> dict[str, Any]:
+        self._check()
+        return _model_info(self.dim, self.random_weights)
+
+    async def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        self._check()
+        return np.stack([text_vector(text, self.dim) for text in texts]).reshape(len(texts), self.dim)
+
+    async def embed_images(self, images: Sequence[bytes]) -> np.ndarray:
+        self._check()
+        _refuse_non_images(images)
+        return np.stack([image_vector(image, self.dim) for image in images]).reshape(len(images), self.dim)
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+class FakeEmbedder:
+    """The embedder as the workers call it (blocking). `failure` makes every call raise; an image
+    starting with NOT_AN_IMAGE is refused on its own by `embed_images_each`, the others still embed."""
+
+    port: ClassVar[type] = Embedder
+
+    def __init__(self, dim: int = DIM, random_weights: bool = True) -> None:
+        self.dim = dim
+        self.random_weights = random_weights
+        self.failure: Exception | None = None
+        self.calls: list[tuple[str, int]] = []  # (method, how many items)
+        self.closed = False
+
+    def _check(self, method: str, items: int) -> None:
+        self.calls.append((method, items))
+        if self.failure:
+            raise self.failure
+
+    def model_info(self) -> dict[str, Any]:
+        self._check("model_info", 0)
+        return _model_info(self.dim, self.random_weights)
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        self._check("embed_texts", len(texts))
+        return np.stack([text_vector(text, self.dim) for text in texts]).reshape(len(texts), self.dim)
+
+    def embed_images_each(self, images: Sequence[bytes]) -> list[Any]:
+        self._check("embed_images_each", len(images))
+        return [EmbedItemError("invalid_image", f"Image {index} is not an image the embedder can read.")
+                if image.startswith(NOT_AN_IMAGE) else image_vector(image, self.dim)
+                for index, image in enumerate(images)]
+
+    def embed_pixels(self, crops: np.ndarray) -> np.ndarray:
+        self._check("embed_pixels", len(crops))
+        return np.stack([image_vector(np.ascontiguousarray(crop).tobytes(), self.dim)
+                         for crop in crops]).reshape(len(crops), self.dim)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _matches(record: Mapping[str, Any], filters: Mapping[str, Any] | None) -> bool:
+    """Equality, or any of a list: the two filter shapes the page and the tests send."""
+    for column, wanted in (filters or {}).items():
+        allowed = wanted if isinstance(wanted, list) else [wanted]
+        if record.get(column) not in allowed:
+            return False
+    return True
+
+
+class FakeStore:
+    """A photo table in memory. `add` puts a photo in directly; `ensure_table` and `insert_photos`
+    behave as the real store's (a table of one model; a vector of another size is refused). Set
+    `down` to make every call fail as an unreachable store does."""
+
+    port: ClassVar[type] = PhotoStore
+
+    def __init__(self, dim: int = DIM, model: str = MODEL, exact_below: int = 50_000) -> None:
+        self.dim, self.model, self.exact_below = dim, model, exact_below
+        self.photos: dict[str, tuple[dict[str, Any], np.ndarray]] = {}
+        self.table: dict[str, Any] | None = None
+        self.queries: list[np.ndarray] = []  # every search's vector
+        self.options: dict[str, Any] = {}  # the last search's offset and collapse
+        self.index_builds = 0
+        self.down = False
+        self.closed = False
+
+    def add(self, photo_id: str, vector: np.ndarray, **metadata: Any) -> None:
+        """A stored photo, without the ingest path: the URL is made up from the id."""
+        record = {"photo_id": photo_id, "photo_image_url": f"http://img.test/{photo_id}.jpg", **metadata}
+        self.photos[photo_id] = (record, np.asarray(vector, np.float32) / np.linalg.norm(vector))
+
+    def _up(self) -> None:
+        if self.down:
+            from services.photostore import StoreUnavailable
+            raise StoreUnavailable("The store at http://store.test cannot be reached.")
+
+    def table_info(self) -> dict[str, Any] | None:
+        self._up()
+        if self.table is None and not self.photos:
+            return None
+        return dict(self.table or {"model": self.model, "dim": self.dim})
+
+    def ensure_table(self, dim: int, model: str) -> None:
+        from services.photostore import ModelMismatch
+
+        self._up()
+        info = self.table_info()
+        if info is not None and (info["model"], info["dim"]) != (model, dim):
+            raise ModelMismatch(f"The table holds {info['dim']}-dimensional vectors of model {info['model']!r}, "
+                                f"not {dim}-dimensional vectors of {model!r}.")
+        self.table = {"model": model, "dim": dim}
+
+    def existing_ids(self, photo_ids: Sequence[str]) -> set[str]:
+        self._up()
+        return {photo_id for photo_id in photo_ids if photo_id in self.photos}
+
+    def insert_photos(self, photos: Sequence[PhotoRecord | Mapping[str, Any]], vectors: np.ndarray,
+                      ids: Sequence[int] | None = None) -> int:
+        from services.photostore import ModelMismatch, StoreError
+
+        self._up()
+        info = self.table_info()
+        if info is None:
+            raise StoreError("The table does not exist yet: call ensure_table first.")
+        matrix = np.asarray(vectors, dtype=np.float32)
+        if len(photos) and (matrix.ndim != 2 or matrix.shape[1] != info["dim"]):
+            raise ModelMismatch(f"The table holds {info['dim']}-dimensional vectors; these have shape "
+                                f"{matrix.shape}.")
+        for photo, vector in zip(photos, matrix):
+            record = photo if isinstance(photo, PhotoRecord) else PhotoRecord.model_validate(photo)
+            self.photos[record.photo_id] = (record.model_dump(), vector)
+        return len(photos)
+
+    def search(self, vector: np.ndarray, top_k: int = 10, min_score: float | None = None,
+               filters: dict[str, Any] | None = None, exclude_photo_id: str | None = None, *,
+               offset: int = 0, collapse: float | None = None, **options: Any) -> list[dict[str, Any]]:
+        """Best first by cosine similarity; `rank` counts from the first page, as the real store's."""
+        self._up()
+        query = np.asarray(vector, dtype=np.float32)
+        self.queries.append(query)
+        self.options = {"offset": offset, "collapse": collapse}
+        rows = [{**record, "score": float(np.dot(stored, query)), "vector": stored}
+                for photo_id, (record, stored) in self.photos.items()
+                if photo_id != exclude_photo_id and _matches(record, filters)]
+        rows.sort(key=lambda row: (-row["score"], row["photo_id"]))
+        if min_score is not None:
+            rows = [row for row in rows if row["score"] >= min_score]
+        if collapse is not None:
+            kept: list[dict[str, Any]] = []
+            for row in rows:
+                if all(float(np.dot(row["vector"], other["vector"])) < collapse for other in kept):
+                    kept.append(row)
+            rows = kept
+        page = rows[offset:offset + top_k]
+        return [{**{k: v for k, v in row.items() if k != "vector"}, "rank": offset + number}
+                for number, row in enumerate(page, start=1)]
+
+    def get_photo(self, photo_id: str, with_vector: bool = False) -> dict[str, Any] | None:
+        self._up()
+        if photo_id not in self.photos:
+            return None
+        record, vector = self.photos[photo_id]
+        return {**record, "vector": vector.tolist()} if with_vector else dict(record)
+
+    def random_photo(self, filters: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        self._up()
+        matching = [record for record, _ in self.photos.values() if _matches(record, filters)]
+        return dict(random.choice(matching)) if matching else None
+
+    def count(self) -> int:
+        self._up()
+        return len(self.photos)
+
+    def facet(self, column: str, limit: int = 100) -> list[dict[str, Any]]:
+        """A column's values, most photos first (then by value); empty values are left out."""
+        self._up()
+        counts = Counter(record.get(column) for record, _ in self.photos.values())
+        ranked = sorted(((value, n) for value, n in counts.items() if value), key=lambda item: (-item[1], item[0]))
+        return [{"value": value, "photos": n} for value, n in ranked[:limit]]
+
+    def wants_index(self) -> bool:
+        self._up()
+        return self.count() >= self.exact_below and self.index_builds == 0
+
+    def build_index(self, wait: bool = True) -> dict[str, Any]:
+        self._up()
+        self.index_builds += 1
+        return {"status": "Built"}
+
+    def ping(self) -> bool:
+        self._up()
+        return True
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeJobs:
+    """Jobs in a dict, counted as the Redis job store counts them."""
+
+    port: ClassVar[type] = JobTracker
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, dict[str, Any]] = {}
+
+    def create(self, job_id: str | None = None) -> str:
+        job_id = job_id or uuid.uuid4().hex
+        self.jobs[job_id] = {"job_id": job_id, "state": "queued", "total": 0, "succeeded": 0, "skipped": 0,
+                             "failed": 0, "batches_total": 0, "batches_done": 0, "failures": []}
+        return job_id
+
+    def add_batches(self, job_id: str, batches: int, photos: int) -> None:
+        self.jobs[job_id]["batches_total"] += batches
+        self.jobs[job_id]["total"] += photos
+
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        return self.jobs.get(job_id)
+
+    def ping(self) -> bool:
+        return True

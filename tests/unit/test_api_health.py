@@ -1,0 +1,127 @@
+"""Unit tests of the gateway's keys, health, metrics and docs with fake adapters, and of `ApiClient`
+speaking real HTTP to it.
+"""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+import uvicorn
+
+from services.api.main import create_app
+from services.api.query import NOTHING_TO_SEARCH
+from services.common.api_client import ApiClient, ApiError
+from tests.unit.api_support import KEY, PHOTOS, GatewayFakes, error_of, gateway_client, make_settings
+
+
+@pytest.fixture
+def fakes() -> GatewayFakes:
+    return GatewayFakes()
+
+
+@pytest.fixture
+def client(fakes):
+    with gateway_client(fakes) as test_client:
+        yield test_client
+
+
+# -- keys ------------------------------------------------------------------------------------------
+
+def test_no_configured_keys_means_no_writes(fakes):
+    with gateway_client(fakes, api_keys="") as client:
+        response = client.post("/v1/ingest", json={"photos": PHOTOS}, headers={"X-API-Key": "anything"})
+        assert response.status_code == 401 and "API_KEYS" in error_of(response)["message"]
+
+
+def test_reads_need_a_key_when_configured(fakes):
+    with gateway_client(fakes, require_key_for_reads=True) as client:
+        assert client.post("/v1/search", json={"text": "x"}).status_code == 401
+        assert client.get("/v1/photos/random").status_code == 401
+        assert client.get("/v1/stats").status_code == 401
+        assert client.post("/v1/search", json={"text": "x"}, headers={"X-API-Key": KEY}).status_code == 200
+        assert client.get("/healthz").status_code == 200
+
+
+# -- health, metrics, docs -------------------------------------------------------------------------
+
+def test_health_ready_and_metrics(client, fakes):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").status_code == 200
+    fakes.store.down = True
+    response = client.get("/readyz")
+    assert response.status_code == 503 and "store" in error_of(response)["message"]
+    assert response.json()["checks"]["embedder"] == "ok"
+    client.get("/v1/photos/cat")
+    metrics = client.get("/metrics").text
+    assert 'api_requests_total{method="GET",route="/v1/photos/{photo_id}",status="503"}' in metrics
+    assert "api_request_duration_seconds_bucket" in metrics
+    assert client.get("/docs").status_code == 200
+    assert "multipart/form-data" in client.get("/openapi.json").json()["paths"]["/v1/search"]["post"]["requestBody"]["content"]
+
+
+def test_no_cors_headers_by_default(client):
+    response = client.get("/healthz", headers={"Origin": "http://evil.test"})
+    assert "access-control-allow-origin" not in response.headers
+
+
+# -- the client ------------------------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def served_gateway(fakes):
+    """The gateway with fake adapters on a real port, so ApiClient speaks real HTTP."""
+    port = _free_port()
+    app = create_app(make_settings(), services=fakes.services())
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(5)
+
+
+def test_api_client_round_trip(served_gateway, fakes):
+    with ApiClient(served_gateway, api_key=KEY) as api:
+        assert api.ready()
+        assert api.search(text="x", top_k=2)["results"][1]["rank"] == 2
+        assert api.search(image=b"dog")["results"][0]["photo_id"] == "dog"
+        both = api.search(text="a dog", image=b"cat", weight=0.2, filters={"photo_location_country": "Spain"})
+        assert {r["photo_id"] for r in both["results"]} == {"red", "cat"}
+        assert api.search(photo_id="red")["results"][0]["photo_id"] == "red"
+        assert api.get_photo("cat")["photo_id"] == "cat"
+        assert api.random_photo()["photo_id"]
+        assert api.stats()["photos"] == 5
+        job = api.ingest(PHOTOS[:5], batch_size=2)
+        assert job["batches"] == 3 and api.job(job["job_id"])["total"] == 5
+
+
+def test_api_client_errors_carry_the_servers_sentence(served_gateway):
+    with ApiClient(served_gateway) as api:
+        with pytest.raises(ApiError) as caught:
+            api.search(text="  ")
+        assert (caught.value.status, caught.value.code, caught.value.message) == (422, "empty_query", NOTHING_TO_SEARCH)
+        with pytest.raises(ApiError) as caught:
+            api.ingest(PHOTOS[:1])
+        assert caught.value.status == 401
+        with pytest.raises(ApiError) as caught:
+            api.get_photo("no/such photo")
+        assert caught.value.status == 404 and "no/such photo" in caught.value.message
+
+
+def test_api_client_names_an_unreachable_gateway():
+    url = f"http://127.0.0.1:{_free_port()}"
+    with ApiClient(url, timeout=2) as api:
+        assert api.ready() is False
+        with pytest.raises(ApiError) as caught:
+            api.stats()
+    assert caught.value.status == 0 and url in caught.value.message

@@ -1,0 +1,47 @@
+"""Unit tests of what the search page writes (ui/formatting.py): captions, the stats line, the chosen
+photo's details and image tag."""
+from __future__ import annotations
+
+from tests.unit.ui_support import result
+from ui.formatting import caption_for, gallery_items, photo_details, photo_html, stats_markdown
+
+
+def test_caption_prefers_description_then_ai_description_then_id():
+    assert caption_for(result(0, photo_description="A  dog\n on sand")) == "0.500 · A dog on sand"
+    assert caption_for(result(1, ai_description="a cat")) == "0.490 · a cat"
+    assert caption_for(result(2)) == "0.480 · p2"
+    long = caption_for(result(3, photo_description="word " * 50))
+    assert len(long) < 110 and long.endswith("…")
+
+
+def test_gallery_items_pair_urls_with_captions_and_skip_rows_without_url():
+    items = gallery_items([result(0), {"photo_id": "x", "score": 0.1}])
+    assert items == [("http://img.test/p0.jpg", "0.500 · p0")]
+
+
+def test_stats_line_names_count_and_model():
+    line = stats_markdown({"photos": 25000, "model": {"name": "openai/clip", "dim": 512}, "random_weights": True})
+    assert "25,000" in line and "openai/clip" in line and "512" in line and "random weights" in line
+    assert "not available" in stats_markdown(None)
+    assert "model unknown" in stats_markdown({"photos": 3, "model": None})
+
+
+def test_photo_html_escapes_what_the_gateway_sends():
+    tag = photo_html({"photo_image_url": 'http://x.test/a.jpg"onerror="alert(1)', "photo_description": "<b>"})
+    assert '"onerror' not in tag and "&quot;onerror" in tag and "&lt;b&gt;" in tag
+    assert "<img" not in photo_html({"photo_image_url": "javascript:alert(1)"})
+
+
+def test_chosen_photo_links_to_its_page_and_names_unsplash_only_for_unsplash():
+    unsplash = {"photo_id": "a1", "photo_image_url": "https://images.unsplash.com/a1",
+                "photo_url": "https://unsplash.com/photos/a1", "photo_description": "A red door"}
+    local = unsplash | {"photo_url": "http://127.0.0.1:8090/images/a1.jpg"}
+    assert "[open on Unsplash](https://unsplash.com/photos/a1)" in photo_details(unsplash)
+    details = photo_details(local)
+    assert "[open on its page](http://127.0.0.1:8090/images/a1.jpg)" in details and "Unsplash" not in details
+
+
+def test_chosen_photo_says_where_it_was_taken():
+    details = photo_details(result(1, photo_location_name="Kyoto, Japan", photo_location_country="Japan"))
+    assert "in Kyoto, Japan" in details
+    assert "in Norway" in photo_details(result(1, photo_location_country="Norway"))

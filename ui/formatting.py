@@ -1,0 +1,133 @@
+"""What the search page writes for a person: captions, the chosen photo's details, the stats line and
+the status lines. Plain functions of the gateway's answers, no Gradio and no calls, so that every
+sentence can be tested on its own."""
+from __future__ import annotations
+
+import html
+from typing import Any
+from urllib.parse import urlparse
+
+CAPTION_CHARS = 90
+
+# The metadata column each of the Filters accordion's dropdowns filters, and its name in the status line.
+FILTER_NAMES = {"photo_location_country": "country", "photographer_username": "photographer"}
+
+
+def markdown_text(sentence: str) -> str:
+    """Plain text made safe for Markdown: the gateway's sentences are plain text, and `*`/`_` in ids
+    must not turn into emphasis."""
+    for char in ("\\", "*", "_", "`", "[", "]", "<", ">"):
+        sentence = sentence.replace(char, "\\" + char)
+    return sentence
+
+
+def caption_for(result: dict[str, Any]) -> str:
+    """What a person reads under a result: its score, then the best description there is."""
+    words = (result.get("photo_description") or result.get("ai_description") or "").strip()
+    words = " ".join(words.split()) or str(result.get("photo_id", ""))
+    if len(words) > CAPTION_CHARS:
+        words = words[: CAPTION_CHARS - 1].rstrip() + "…"
+    score = result.get("score")
+    return f"{score:.3f} · {words}" if isinstance(score, (int, float)) else words
+
+
+def gallery_items(results: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The gallery shows image URLs directly: the browser loads them, the UI server never does."""
+    return [(r["photo_image_url"], caption_for(r)) for r in results if r.get("photo_image_url")]
+
+
+def photo_html(photo: dict[str, Any]) -> str:
+    """An <img> the browser loads itself: gr.Image would make the UI server download the URL."""
+    url = str(photo.get("photo_image_url") or "")
+    if not url.startswith(("http://", "https://")):
+        return "<p>This photo has no image address.</p>"
+    alt = photo.get("photo_description") or photo.get("ai_description") or photo.get("photo_id") or "photo"
+    return (f'<img src="{html.escape(url, quote=True)}" alt="{html.escape(str(alt), quote=True)}" '
+            'style="max-width:100%; max-height:260px; border-radius:8px; display:block; margin:auto;">')
+
+
+def photo_details(photo: dict[str, Any]) -> str:
+    """The chosen photo in one line: what it shows, who took it, where, a link to its page, its id."""
+    words = (photo.get("photo_description") or photo.get("ai_description") or "").strip()
+    lines = [f"**{markdown_text(words)}**" if words else f"**{markdown_text(str(photo.get('photo_id')))}**"]
+    who = " ".join(p for p in (photo.get("photographer_first_name"), photo.get("photographer_last_name")) if p)
+    if who:
+        lines.append(f"by {markdown_text(who)}")
+    # Where it was taken: what the country filter matches, so a person can check a result against it.
+    where_taken = photo.get("photo_location_name") or photo.get("photo_location_country")
+    if where_taken:
+        lines.append(f"in {markdown_text(str(where_taken))}")
+    page = photo.get("photo_url", "")
+    if page.startswith(("http://", "https://")):
+        where = "Unsplash" if urlparse(page).hostname in ("unsplash.com", "www.unsplash.com") else "its page"
+        lines.append(f"[open on {where}]({page})")
+    lines.append(f"id `{photo.get('photo_id')}`")
+    return " · ".join(lines)
+
+
+def stats_markdown(stats: dict[str, Any] | None) -> str:
+    """The line under the page: how many photos, which model (and its size), random weights or not."""
+    if not stats:
+        return "Index statistics are not available right now."
+    photos = stats.get("photos")
+    model = stats.get("model") or {}
+    name = model.get("name") if isinstance(model, dict) else None
+    parts = [f"**{photos:,}** photos indexed" if isinstance(photos, int) else "photos indexed: unknown"]
+    if name:
+        dim = model.get("dim")
+        parts.append(f"model `{name}`" + (f" ({dim}-d)" if dim else ""))
+    else:
+        parts.append("model unknown (the embedder did not answer)")
+    if stats.get("random_weights"):
+        parts.append("random weights")
+    return " · ".join(parts)
+
+
+def facet_choices(values: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """A dropdown's choices from the gateway's facet values: "Japan (10)" is shown, "Japan" is sent."""
+    choices = []
+    for item in values:
+        value, photos = item.get("value"), item.get("photos")
+        if value:
+            choices.append((f"{value} ({photos:,})" if isinstance(photos, int) else str(value), str(value)))
+    return choices
+
+
+def describe_filters(filters: dict[str, Any] | None, min_score: float | None) -> str:
+    """The active filters in words for the status line, e.g. `country: Japan or Norway, score ≥ 0.20`."""
+    parts = []
+    for column, value in (filters or {}).items():
+        values = value if isinstance(value, list) else [value]
+        parts.append(f"{FILTER_NAMES.get(column, column)}: {' or '.join(str(v) for v in values)}")
+    if min_score is not None:
+        parts.append(f"score ≥ {min_score:.2f}")
+    return ", ".join(parts)
+
+
+def describe_query(text: str, has_image: bool) -> str:
+    """What was searched for, as the status line names it."""
+    if text and has_image:
+        return f"“{text}” and your image"
+    return f"“{text}”" if text else "your image"
+
+
+def result_status(answer: dict[str, Any], results: list[dict[str, Any]], what: str, query: dict[str, Any]) -> str:
+    """The status line after a search: how many, for what, within which filters; or why there are none."""
+    took = answer.get("took_ms")
+    timing = f" in {took:.0f} ms" if isinstance(took, (int, float)) else ""
+    narrowed = describe_filters(query.get("filters"), query.get("min_score"))
+    within = f" ({markdown_text(narrowed)})" if narrowed else ""
+    if results:
+        return f"{len(results)} result{'s' if len(results) != 1 else ''} for {markdown_text(what)}{within}{timing}."
+    if not narrowed:
+        return f"No photos found for {markdown_text(what)}. Is anything indexed yet?"
+    # Say what to loosen: only what is set.
+    loosen = [*(["clear them"] if query.get("filters") else []),
+              *(["lower the minimum score"] if query.get("min_score") is not None else [])]
+    return f"No photos match these filters{within} for {markdown_text(what)}; {' or '.join(loosen)}."
+
+
+def random_status(filters: dict[str, Any] | None) -> str:
+    """The status line under a random photo: within which filters, and what to do next."""
+    within = f" ({markdown_text(describe_filters(filters, None))})" if filters else ""
+    return f"Random photo{within}: press **More like this** to search with it."
