@@ -80,13 +80,13 @@ test-e2e: setup ## end-to-end tests (every service its own process, headless Chr
 conformance: setup ## the store conformance suite; against your server: make conformance STORE=https://user:pw@host:8443/default
 	HF_HUB_OFFLINE=1 $(if $(STORE),CONFORMANCE_STORE_URL=$(STORE)) $(PY) -m pytest tests/conformance $(PYTEST_ARGS)
 
-bench-embedder: setup ## embedder throughput vs the seed's one-image loop (b32 random weights); DEVICE=cpu|cuda, DTYPE=int8|..., QUICK=1
+bench-embedder: setup ## embedder throughput vs the article's one-image loop (b32 random weights); DEVICE=cpu|cuda, DTYPE=int8|..., QUICK=1
 	$(PY) -m bench.embedder $(if $(DEVICE),--device $(DEVICE)) $(if $(DTYPE),--dtype $(DTYPE)) $(if $(QUICK),--quick)
 
 bench-store: setup ## vector search: insert rate, index build, latency, recall@10 at 25k and 200k rows (SIZE=1000000 runs that size instead)
 	$(PY) -m bench.store $(if $(filter-out tiny b32,$(SIZE)),--sizes $(SIZE)) $(if $(QUICK),--quick)
 
-bench-ingest: setup ## photos/s through the whole system (ingest command, Celery workers, embedder, store) vs the seed's download-and-embed loop; PHOTOS=400, DTYPE=int8|..., QUICK=1
+bench-ingest: setup ## photos/s through the whole system (ingest command, Celery workers, embedder, store) vs the article's download-and-embed loop; PHOTOS=400, DTYPE=int8|..., QUICK=1
 	$(PY) -m bench.ingest $(if $(PHOTOS),--photos $(PHOTOS)) $(if $(DTYPE),--dtype $(DTYPE)) $(if $(QUICK),--quick)
 
 bench: bench-embedder bench-ingest bench-store ## every benchmark; figures go to bench/results/

@@ -1,13 +1,13 @@
-"""How fast does the embedder turn 200 px JPEG bytes (and texts) into vectors, against the seed's loop?
+"""How fast does the embedder turn 200 px JPEG bytes (and texts) into vectors, against the article's loop?
 
     python -m bench.embedder [--quick] [--device cpu|cuda] [--dtype auto|float32|bfloat16|float16|int8]
                              [--batches 1,8,32,64,128] [--http]
 
 Builds the `b32` random-weight CLIP (the real ViT-B/32 shapes, so the compute cost is real) in a
-temporary folder, draws JPEG photos about 200 px wide (the size the seed downloads), and measures in
+temporary folder, draws JPEG photos about 200 px wide (the size the article downloads), and measures in
 one run:
 
-- the seed's loop: `CLIPProcessor` on one PIL image, then `get_image_features`, one at a time, in
+- the article's loop: `CLIPProcessor` on one PIL image, then `get_image_features`, one at a time, in
   float32 on the same device (and the same for one text at a time);
 - the embedder's own path, in-process: `EmbedderService.embed_images` on requests of N JPEG byte
   strings (decoding pool, preprocessing, micro-batcher, one forward pass per batch of N, vectors
@@ -15,7 +15,7 @@ one run:
 - the forward pass alone on already-preprocessed pixels, and decoding + preprocessing alone;
 - with `--http`, the same requests over HTTP to the service run by uvicorn in a subprocess.
 
-The headline is the ratio of the service's best images/s to the seed loop's. Prints a table and
+The headline is the ratio of the service's best images/s to the article loop's. Prints a table and
 writes `bench/results/embedder-<device>.json`.
 """
 from __future__ import annotations
@@ -50,7 +50,7 @@ TEXTS = [
 
 
 def jpeg_photos(count: int, seed: int = 0) -> list[bytes]:
-    """JPEG bytes about 200 px wide, as the seed downloads them (`w=200&fit=max`, quality 75)."""
+    """JPEG bytes about 200 px wide, as the article downloads them (`w=200&fit=max`, quality 75)."""
     from PIL import Image, ImageFilter
 
     from tools.sample_data import draw_photo
@@ -73,7 +73,7 @@ def query_texts(count: int) -> list[str]:
     return [f"{TEXTS[index % len(TEXTS)]} ({index})" for index in range(count)]
 
 
-# -- the seed's loop ----------------------------------------------------------------------------
+# -- the article's loop ----------------------------------------------------------------------------
 
 
 def seed_loops(folder: Path, device: str, photos: list[bytes], texts: list[str]):
@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the embedder's precision (auto: fp16 on CUDA, bf16 on AMX CPUs, else fp32)")
     parser.add_argument("--batches", help="comma-separated batch sizes (default 1,8,32,64,128)")
     parser.add_argument("--items", type=int, help="images/texts per batch size, at least two batches (default 256)")
-    parser.add_argument("--seed-items", type=int, help="images through the seed loop (default 16)")
+    parser.add_argument("--seed-items", type=int, help="images through the article's loop (default 16)")
     parser.add_argument("--in-flight", type=int, default=2, help="concurrent requests (default 2)")
     parser.add_argument("--http", action="store_true", help="also measure over HTTP (uvicorn subprocess)")
     parser.add_argument("--model", help="an existing CLIP folder instead of the b32 random-weight model")
@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(table, ["kind", "path", "batch", "items", "per s", "x seed", "per CPU-s", "x seed (CPU)"]))
     service_images = [result.rate for kind_of, _, result in rows if kind_of == "image" and result.label == "embedder"]
     headline = max(service_images) / seed_images.rate
-    print(f"\nHeadline: the embedder embeds 200 px JPEG bytes {headline:.1f}x as fast as the seed's loop "
+    print(f"\nHeadline: the embedder embeds 200 px JPEG bytes {headline:.1f}x as fast as the article's loop "
           f"({max(service_images):.1f} vs {seed_images.rate:.2f} images/s) on {kind}, {model.info()['dtype']}.")
     print(f"Load average before/after: {load_before[0]:.1f} / {os.getloadavg()[0]:.1f} "
           f"(other work on the machine slows both sides; the ratio is what compares). Took {elapsed:.0f}s.")

@@ -1,12 +1,12 @@
-"""How fast does the system ingest photos, end to end, against the seed's loop?
+"""How fast does the system ingest photos, end to end, against the article's loop?
 
     python -m bench.ingest [--photos 400] [--quick] [--concurrency 2] [--model DIR] [--dtype auto|float32|bfloat16|int8]
 
-Writes N sample photos 200 px wide (the size the seed downloads), serves them from a local HTTP
+Writes N sample photos 200 px wide (the size the article downloads), serves them from a local HTTP
 server, builds the `b32` random-weight CLIP (the real ViT-B/32 shapes, so the compute cost is real),
 and measures in one run, on the same machine:
 
-- the seed's loop: for each URL, one keep-alive HTTP session downloads the photo (httpx standing in
+- the article's loop: for each URL, one keep-alive HTTP session downloads the photo (httpx standing in
   for the article's `requests.Session`, which is not installed here), `CLIPProcessor` and
   `get_image_features` embed it (float32, one at a time), then one `client.insert` of every row
   into a table like the article's, on the same store server;
@@ -104,7 +104,7 @@ class Seed:
             self.client.insert(f"default.{SEED_TABLE}", rows,
                                column_names=["id", "photo_id", "photo_image_url", "photo_embed"])
         stored = int(self.client.command(f"SELECT count() FROM default.{SEED_TABLE}"))
-        assert stored == len(photos), f"the seed's loop stored {stored} of {len(photos)} photos"
+        assert stored == len(photos), f"the article's loop stored {stored} of {len(photos)} photos"
         return Measurement("seed loop (download, embed, one at a time; one insert)", len(photos), watch.seconds,
                            [watch.seconds], cpu_seconds=watch.cpu_seconds)
 
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a short run")
     parser.add_argument("--concurrency", type=int, default=2, help="Celery worker processes (default 2)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "int8"],
-                        help="the embedder's EMBEDDER_DTYPE (the seed's loop is always float32)")
+                        help="the embedder's EMBEDDER_DTYPE (the article's loop is always float32)")
     parser.add_argument("--model", help="a CLIP checkpoint folder (default: build the b32 random-weight model)")
     parser.add_argument("--output", help="JSON path (default bench/results/ingest-cpu.json)")
     args = parser.parse_args(argv)
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [(m.label, m.items, m.seconds, m.rate, m.rate / seed.rate) for m in (seed, system)]
     print()
     print(format_table(rows, ["path", "photos", "seconds", "photos/s", "x seed"]))
-    print(f"\nHeadline: the system ingests 200 px photos {ratio:.1f}x as fast as the seed's loop "
+    print(f"\nHeadline: the system ingests 200 px photos {ratio:.1f}x as fast as the article's loop "
           f"({system.rate:.1f} vs {seed.rate:.1f} photos/s, {args.concurrency} worker processes, same machine).")
     print(format_table([(m.label, m.items, m.median_ms, m.extra["p95_ms"]) for m in (seed_query, system_query)],
                        ["text query", "queries", "median ms", "p95 ms"]))

@@ -1,7 +1,7 @@
 """`make demo`: start the whole stack and fill it with photos, with or without the internet.
 
 With the internet: the real CLIP model (`openai/clip-vit-base-patch32`) and the first 1,000 photos of
-Unsplash Lite, as in the seed article. Without it (no model hub or no Unsplash): the same stack on
+Unsplash Lite, as in the original article. Without it (no model hub or no Unsplash): the same stack on
 a CLIP with random weights and a generated local sample set, in a table of its own; it says so
 here, in the UI's banner and in every CLI summary, because such results mean nothing.
 """
@@ -84,7 +84,7 @@ def plan(offline: bool, limit: int, sample_count: int) -> tuple[dict[str, str], 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--offline", action="store_true", help="skip the internet check: random model, sample set")
-    parser.add_argument("--limit", type=int, default=1000, help="photos to ingest (default 1000, as in the seed)")
+    parser.add_argument("--limit", type=int, default=1000, help="photos to ingest (default 1000, as in the original article)")
     parser.add_argument("--samples", type=int, default=200, help="size of the offline sample set")
     args = parser.parse_args(argv)
 

@@ -14,7 +14,7 @@ def normalize(vectors: np.ndarray) -> np.ndarray:
 def combine(text: np.ndarray | None, image: np.ndarray | None, weight: float = 0.5) -> np.ndarray:
     """One query vector from a text vector, an image vector, or both.
 
-    Both: `weight` is the image's share. At 0.5 this is the seed's rule, the mean of the two
+    Both: `weight` is the image's share. At 0.5 this is the original article's rule, the mean of the two
     unit vectors, normalised again.
     """
     if text is None and image is None:

@@ -1,4 +1,4 @@
-"""bench/ingest.py end to end on the tiny model: the seed's loop and the real stack ingest the same
+"""bench/ingest.py end to end on the tiny model: the article's loop and the real stack ingest the same
 photos, and the record says how many each stored and the ratio (the real run uses the b32 shapes)."""
 from __future__ import annotations
 
