@@ -116,7 +116,7 @@ def batch_counts(metrics_text: str, kind: str) -> tuple[int, int]:
             name, value = line.rsplit(" ", 1)
             values[name] = float(value)
     return (int(values.get(f'embedder_batch_size_count{{kind="{kind}"}}', 0)),
-            int(values.get(f'embedder_batch_size_bucket{{kind="{kind}",le="1"}}', 0)))
+            int(values.get(f'embedder_batch_size_bucket{{kind="{kind}",le="1.0"}}', 0)))
 
 
 def test_concurrent_requests_are_batched(embedder_url):
