@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup up down status logs demo demo-offline ingest lint test test-unit test-integration test-e2e random-model index conformance bench bench-embedder bench-store bench-ingest clean
+.PHONY: help setup up down restart status logs demo demo-offline ingest lint test test-unit test-integration test-e2e random-model index conformance bench bench-embedder bench-store bench-ingest clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -33,14 +33,18 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) .env ## create the virtual environment with every service's dependencies, and .env
 
-up: setup ## start every service as its own process (logs in logs/, pids in run/)
+up: setup ## start every service that is not running yet, as its own process (logs in logs/, pids in run/)
 	$(PY) -m tools.stack up
+
+restart: setup ## stop and start one service: make restart SERVICE=store|embedder|worker|api|ui
+	@test -n "$(SERVICE)" || { echo "usage: make restart SERVICE=name (store, embedder, worker, api, ui)"; exit 2; }
+	$(PY) -m tools.stack restart "$(SERVICE)"
 
 down: ## stop every service started by make up / make demo
 	@test -x $(PY) && $(PY) -m tools.stack down || echo "nothing to stop (no venv)"
 
-status: ## show which services are running
-	$(PY) -m tools.stack status
+status: ## a table of the stack: each service's state, health and address, the ingest backlog, photos, index, model
+	@test -x $(PY) && $(PY) -m tools.stack status || echo "no venv yet: run make setup"
 
 logs: ## follow every service's log
 	tail -n 20 -F logs/*.log

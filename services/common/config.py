@@ -29,7 +29,8 @@ def split_csv(value: object) -> list[str]:
 
 
 class CommonSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+    # An empty variable means "the default": docker-compose.yml passes every setting as `${NAME:-}`.
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True, env_ignore_empty=True)
 
     embedder_model: str = Field(DEFAULT_MODEL, validation_alias=_alias("EMBEDDER_MODEL"))
     embedder_url: str = Field("http://127.0.0.1:8001", validation_alias=_alias("EMBEDDER_URL"))

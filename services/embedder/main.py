@@ -36,7 +36,7 @@ def create_app(settings: EmbedderSettings | None = None) -> FastAPI:
     app.include_router(router)
 
     def count_request(scope, status: int, seconds: float) -> None:
-        service.metrics.count_request(scope["method"], route_template(scope), status)
+        service.metrics.count_request(scope["method"], route_template(scope), status, seconds)
 
     install_request_ids(app, observe=count_request)
     return app

@@ -22,6 +22,8 @@ app.conf.update(
     # Batches are small; a process that has run many of them is recycled to bound memory growth.
     worker_max_tasks_per_child=500,
     worker_hijack_root_logger=False,
+    # WORKER_CONCURRENCY, unless the command line says --concurrency.
+    worker_concurrency=get_settings().concurrency,
     # On a lost broker connection, running batches are cancelled and redelivered: they are idempotent.
     worker_cancel_long_running_tasks_on_connection_loss=True,
 )

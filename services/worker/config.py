@@ -14,6 +14,8 @@ from services.common.fetch import FetchPolicy
 class WorkerSettings(CommonSettings):
     model_config = SettingsConfigDict(env_prefix="WORKER_", env_file=".env", extra="ignore", populate_by_name=True)
 
+    # Worker processes per worker (Celery's --concurrency); `make up` and compose scale by this.
+    concurrency: int = Field(2, ge=1, le=256)
     # Image downloads running at once inside one task (threads; they wait on the network).
     download_concurrency: int = Field(16, ge=1, le=256)
     # Per image: the whole download, redirects included, must finish within this.
