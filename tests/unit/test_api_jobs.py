@@ -5,19 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.api_support import KEY, PHOTOS, GatewayFakes, error_of, gateway_client
-
-
-@pytest.fixture
-def fakes() -> GatewayFakes:
-    return GatewayFakes()
-
-
-@pytest.fixture
-def client(fakes):
-    with gateway_client(fakes) as test_client:
-        yield test_client
-
+from tests.unit.api_support import KEY, PHOTOS, error_of
 
 # -- ingestion and keys ----------------------------------------------------------------------------
 
