@@ -9,6 +9,7 @@ _ERROR_CODE_RE = re.compile(r"Code:\s*(\d+)")
 # ClickHouse error codes used by the store itself.
 BAD_ARGUMENTS = 36
 UNKNOWN_SETTING = 115
+READONLY = 164
 TOO_MANY_SIMULTANEOUS_QUERIES = 202
 AUTHENTICATION_FAILED = 516
 STD_EXCEPTION = 1001

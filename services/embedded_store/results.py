@@ -20,6 +20,7 @@ class Outcome:
     body: bytes
     output_format: str
     summary: dict[str, str]
+    has_output: bool = True  # False for statements that return nothing (no X-ClickHouse-Format then)
 
 
 class ResultStream:
@@ -37,6 +38,9 @@ class ResultStream:
         self.started = started
         self.rows = 0
         self.bytes = 0
+        self.read_rows = 0  # from storage, by chDB's counters
+        self.read_bytes = 0
+        self.has_output = True
         self._finished = False
 
     def next_chunk(self) -> bytes | None:
@@ -46,6 +50,9 @@ class ResultStream:
         try:
             while True:
                 block = self._cursor.fetch()
+                if block is not None:
+                    self.read_rows += block[2]
+                    self.read_bytes += block[3]
                 if block is None or not block[0]:
                     if block is None or block[1] == 0:
                         header = self._empty_native_header() if self.bytes == 0 else None
@@ -54,7 +61,7 @@ class ResultStream:
                             self.bytes += len(header)
                         return header
                     continue
-                data, rows = block
+                data, rows = block[0], block[1]
                 self.rows += rows
                 self.bytes += len(data)
                 return data
@@ -78,7 +85,7 @@ class ResultStream:
         return codec.native_header(columns)
 
     def summary(self) -> dict[str, str]:
-        return codec.summary(read_rows=self.rows, read_bytes=self.bytes, result_rows=self.rows,
+        return codec.summary(read_rows=self.read_rows, read_bytes=self.read_bytes, result_rows=self.rows,
                              result_bytes=self.bytes, elapsed_ns=int((time.perf_counter() - self.started) * 1e9))
 
     def close(self) -> None:
