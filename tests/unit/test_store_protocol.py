@@ -98,6 +98,7 @@ def test_reads_are_streamed_and_everything_else_is_not():
     assert Statement("(SELECT 1) UNION ALL (SELECT 2)").is_read
     assert not Statement("SHOW TABLES").is_read and not Statement("DESCRIBE TABLE t").is_read  # chDB refuses
     assert not Statement("INSERT INTO t SELECT * FROM s").is_read
+    assert not Statement("WITH 5 AS x INSERT INTO t SELECT number + x FROM numbers(3)").is_read
     assert not Statement("CREATE TABLE t ENGINE Memory AS SELECT 1").is_read
     assert not Statement("SELECT 1 INTO OUTFILE '/tmp/x'").is_read
     assert not Statement("SET max_threads = 1").is_read
