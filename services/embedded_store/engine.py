@@ -34,11 +34,13 @@ import re
 import threading
 import time
 from collections import OrderedDict
+from dataclasses import replace
 from pathlib import Path
 
 from services.embedded_store import codec
 from services.embedded_store.chdb_adapter import ChdbConnection, QueryResult
 from services.embedded_store.errors import READONLY, TOO_MANY_SIMULTANEOUS_QUERIES, UNKNOWN_SETTING, StoreQueryError
+from services.embedded_store.kills import REPORT_SQL, RunningReads, kill_target
 from services.embedded_store.protocol import DEFAULT_FORMAT, TRAILING_FORMAT_RE, Statement
 from services.embedded_store.results import Outcome, ResultStream
 from services.embedded_store.sessions import Session, quote_identifier, quote_literal
@@ -47,6 +49,7 @@ log = logging.getLogger(__name__)
 
 _SETTING_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _RESULT_RE = re.compile(r"^[\s(]*(?:SELECT|WITH|SHOW|DESCRIBE|DESC|EXISTS|EXPLAIN)\b", re.IGNORECASE)
+_KILL_RE = re.compile(r"^\s*KILL\b", re.IGNORECASE)  # KILL QUERY/MUTATION answer with rows
 _SET_OR_USE_RE = re.compile(r"^\s*(?:SET\b(?!\s+ROLE\b)|USE\b)", re.IGNORECASE)
 # Formats whose per-block outputs concatenate into one valid answer (no header, footer or
 # separator between blocks); Native repeats its column header per block by design.
@@ -64,10 +67,20 @@ def _check_setting_names(settings: dict[str, str]) -> None:
             raise StoreQueryError.build(UNKNOWN_SETTING, "UNKNOWN_SETTING", f"Unknown setting '{name}'.")
 
 
-def _stream(handle: ChdbConnection, statement: Statement, release, started: float) -> ResultStream:
+def _stream(handle: ChdbConnection, statement: Statement, release, started: float,
+            reads: RunningReads | None = None) -> ResultStream:
     cursor = handle.send_query(statement.sql, statement.output_format, statement.params)
     describe = (TRAILING_FORMAT_RE.sub("", statement.sql).rstrip().rstrip(";"), statement.params or {})
-    return ResultStream(handle, cursor, statement.output_format, release, started, describe)
+    if reads is None or not statement.query_id:
+        return ResultStream(handle, cursor, statement.output_format, release, started, describe)
+
+    def finished(reusable: bool) -> None:  # known to KILL QUERY by the client's id while it runs
+        reads.remove(statement.query_id, stream)
+        release(reusable)
+
+    stream = ResultStream(handle, cursor, statement.output_format, finished, started, describe)
+    reads.add(statement.query_id, stream)
+    return stream
 
 
 def _summary(result: QueryResult, elapsed_ns: int) -> dict[str, str]:
@@ -90,6 +103,7 @@ class StoreEngine:
         self._idle: OrderedDict[int, ChdbConnection] = OrderedDict()
         self._sessions: OrderedDict[str, Session] = OrderedDict()
         self._lock = threading.Lock()
+        self._reads = RunningReads()
         self._classify_lock = threading.Lock()  # the anchor handle parses for everyone, one at a time
         self.version = ""
         self.timezone = "UTC"
@@ -141,6 +155,10 @@ class StoreEngine:
         _check_setting_names(statement.settings)
         has_output = self._check_kind(statement)
         started = time.perf_counter()
+        target = kill_target(statement.sql)
+        if target is not None and (killed := self._reads.kill(target)):
+            statement = replace(statement, sql=f"{REPORT_SQL} FORMAT {statement.output_format}",
+                                params={"kill_id": target, "kill_count": str(killed)})
         streamed = statement.is_read and statement.output_format in STREAMED_FORMATS
         if statement.external:
             return self._run_with_external(statement, started, streamed, has_output)
@@ -174,7 +192,7 @@ class StoreEngine:
                 READONLY, "READONLY",
                 "Cannot execute query in readonly mode. For queries over HTTP, method GET implies readonly. "
                 "You should use method POST for modifying queries.")
-        return kind == "READ_ONLY" or statement.is_read
+        return kind == "READ_ONLY" or statement.is_read or bool(_KILL_RE.match(statement.sql))
 
     def _run_with_external(self, statement: Statement, started: float, streamed: bool,
                            has_output: bool) -> Outcome | ResultStream:
@@ -188,7 +206,7 @@ class StoreEngine:
                 handle.query(f"INSERT INTO {name} FROM INFILE {quote_literal(str(table.path))} FORMAT {table.format}",
                              DEFAULT_FORMAT)
             if streamed:
-                return _stream(handle, statement, lambda _: handle.close(), started)
+                return _stream(handle, statement, lambda _: handle.close(), started, self._reads)
             result = handle.query(statement.sql, statement.output_format, statement.params)
         except BaseException:
             handle.close()
@@ -222,7 +240,7 @@ class StoreEngine:
                 handle.close()
 
         try:
-            return _stream(handle, statement, release, started)
+            return _stream(handle, statement, release, started, self._reads)
         except StoreQueryError:
             self._give_back(handle)
             raise
@@ -244,7 +262,7 @@ class StoreEngine:
         try:
             session.use_database(statement.database or session.database)
             session.apply_overlay(statement.settings)
-            return _stream(session.handle, statement, release, started)
+            return _stream(session.handle, statement, release, started, self._reads)
         except BaseException:
             release(True)
             raise

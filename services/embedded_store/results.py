@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from services.embedded_store import codec
 from services.embedded_store.chdb_adapter import ChdbConnection, StreamCursor
-from services.embedded_store.errors import StoreQueryError
+from services.embedded_store.errors import QUERY_WAS_CANCELLED, StoreQueryError
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +41,16 @@ class ResultStream:
         self.read_rows = 0  # from storage, by chDB's counters
         self.read_bytes = 0
         self.has_output = True
+        self.killed = False  # set by KILL QUERY (kills.py): stop before the next block
         self._finished = False
 
     def next_chunk(self) -> bytes | None:
         """The next block's bytes, or None at the end (blocking)."""
         if self._finished:
             return None
+        if self.killed:
+            self.close()
+            raise StoreQueryError.build(QUERY_WAS_CANCELLED, "QUERY_WAS_CANCELLED", "Query was cancelled.")
         try:
             while True:
                 block = self._cursor.fetch()

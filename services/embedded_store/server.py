@@ -39,8 +39,9 @@ Implemented:
 
 Not implemented: ClickHouse's native block compression (`compress=1`, `decompress=1`), progress
 headers while a query runs, `wait_end_of_query` buffering, the client's `query_id` inside the
-engine (chDB's query API takes none, so `queryID()` and `KILL QUERY` do not see it; it is echoed
-in `X-ClickHouse-Query-Id`). A client that goes away mid-result cancels the query.
+engine (chDB's query API takes none, so `queryID()` and `system.processes` show the engine's own
+ids; the client's is echoed in `X-ClickHouse-Query-Id`, and `KILL QUERY WHERE query_id = '...'`
+stops a streamed read by it: kills.py). A client that goes away mid-result cancels the query.
 """
 from __future__ import annotations
 

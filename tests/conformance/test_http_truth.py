@@ -4,6 +4,7 @@ the connection clean, bound values that are bytes (see conftest.py for the serve
 from __future__ import annotations
 
 import json
+import secrets
 from urllib.parse import urlparse
 
 import httpx
@@ -100,3 +101,21 @@ def test_a_bound_string_is_bytes(http):
     # 0xFF 0xFE are not UTF-8; a String holds them as they are.
     answer = http.get("?query=SELECT%20hex(%7Bp:String%7D),%20length(%7Bp:String%7D)&param_p=%FF%FEa%C3%A9")
     assert answer.status_code == 200 and answer.text == "FFFE61C3A9\t5\n"
+
+
+def test_kill_query_by_the_query_id_the_client_sent(connect):
+    reader, killer = connect(), connect()
+    query_id = f"conformance-kill-{secrets.token_hex(4)}"
+    with reader.raw_stream("SELECT number FROM system.numbers", fmt="TabSeparated",
+                           settings={"query_id": query_id}) as stream:
+        chunks = iter(stream)
+        assert next(chunks).startswith(b"0\n")
+        report = killer.query(f"KILL QUERY WHERE query_id = '{query_id}' SYNC")
+        assert [row[1] for row in report.result_rows] == [query_id]
+        received = 0
+        try:
+            for chunk in chunks:  # system.numbers never ends: only the kill ends this loop
+                received += len(chunk)
+                assert received < 200 * 1024 * 1024, "the query went on after KILL QUERY"
+        except DatabaseError:  # a server may end the body with the cancel error, or just end it
+            pass
