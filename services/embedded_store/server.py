@@ -30,7 +30,7 @@ Implemented:
 - Optional credentials (auth.py): basic auth, `X-ClickHouse-User`/`X-ClickHouse-Key`, or
   `user`/`password` URL parameters.
 
-- A GET is read-only, as on ClickHouse: a statement that writes answers READONLY (code 164, 403).
+- A GET is read-only, as on ClickHouse: a statement that writes answers READONLY (code 164).
 - External data tables (multipart files with `<name>_structure`/`_types`/`_format`): protocol.py.
 - Results in formats whose blocks do not concatenate (JSON, Arrow, Parquet, CSVWithNames, ...)
   are run whole and sent as one document (engine.STREAMED_FORMATS lists those that stream).
@@ -77,24 +77,17 @@ log = logging.getLogger(__name__)
 # A result that ends within this many bytes is sent as one response with a Content-Length.
 _STREAM_AFTER_BYTES = 1024 * 1024
 
-# ClickHouse answers these codes with 4xx; the rest are 500. clickhouse-connect raises
-# DatabaseError for any of them; only 429/503/504 would be retried, so none is used here.
+# The statuses ClickHouse's exceptionCodeToHTTPStatus gives these codes; every other code is 500.
+# clickhouse-connect raises DatabaseError for any of them, but retries 429/503/504, so the codes
+# ClickHouse answers with 503 (SOCKET_TIMEOUT, CANNOT_OPEN_FILE) stay 500 here.
+_BAD_REQUEST_CODES = (6, 8, 15, 25, 26, 27, 36, 38, 41, 44, 53, 62, 72, 117, 321, 376, 427)  # parse, syntax, ...
+_NOT_FOUND_CODES = (46, 47, 50, 56, 57, 60, 63, 73, 81, 115, 336, 511)  # UNKNOWN_TABLE, _FUNCTION, _SETTING, ...
 _STATUS_FOR_CODE = {
-    6: 400, 25: 400, 26: 400, 38: 400, 41: 400, 72: 400,  # CANNOT_PARSE_TEXT, _ESCAPE_SEQUENCE, ... _NUMBER
-    53: 400,   # TYPE_MISMATCH
-    117: 400,  # INCORRECT_DATA
-    62: 400,   # SYNTAX_ERROR
-    47: 400,   # UNKNOWN_IDENTIFIER
-    46: 400,   # UNKNOWN_FUNCTION
-    36: 400,   # BAD_ARGUMENTS
-    115: 400,  # UNKNOWN_SETTING
-    456: 400,  # UNKNOWN_QUERY_PARAMETER
-    457: 400,  # BAD_QUERY_PARAMETER
-    164: 403,  # READONLY
-    60: 404,   # UNKNOWN_TABLE
-    81: 404,   # UNKNOWN_DATABASE
-    413: 413,  # request body too large (our own use of the status)
-    516: 403,  # AUTHENTICATION_FAILED
+    **dict.fromkeys(_BAD_REQUEST_CODES, 400),
+    **dict.fromkeys(_NOT_FOUND_CODES, 404),
+    48: 501,   # NOT_IMPLEMENTED
+    159: 408,  # TIMEOUT_EXCEEDED
+    192: 403, 193: 403, 516: 403,  # UNKNOWN_USER, WRONG_PASSWORD, AUTHENTICATION_FAILED
 }
 
 _CONTENT_TYPES = {
