@@ -135,7 +135,7 @@ def build_services(settings: ApiSettings) -> Services:
                        query_timeout=settings.store_query_timeout_s, **settings.store_options())
     jobs = JobStore(settings.redis_url)
     policy = FetchPolicy(allow_hosts=tuple(settings.fetch_allow_list), max_bytes=settings.max_image_bytes,
-                         timeout_s=settings.fetch_timeout_s)
+                         timeout_s=settings.fetch_timeout_s, deny_urls=(settings.store_url,))
 
     def enqueue(job_id: str, photos: list[dict], batch_size: int) -> int:
         return enqueue_ingest(settings.redis_url, job_id, photos, batch_size)

@@ -41,7 +41,8 @@ class WorkerSettings(CommonSettings):
 
     def fetch_policy(self) -> FetchPolicy:
         return FetchPolicy(allow_hosts=tuple(self.fetch_allow_list), max_bytes=self.max_image_bytes,
-                           timeout_s=self.download_timeout_s, max_redirects=self.max_redirects)
+                           timeout_s=self.download_timeout_s, max_redirects=self.max_redirects,
+                           deny_urls=(self.store_url,))
 
 
 @lru_cache
