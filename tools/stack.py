@@ -23,6 +23,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parents[1]
+# uvicorn's protocol with a deadline on request headers (slow-loris senders): services/common/http_protocol.py.
+GUARDED_HTTP = "services.common.http_protocol:GuardedHttpToolsProtocol"
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
 
 
@@ -113,7 +115,7 @@ def build_services(settings: dict[str, str], python: str = sys.executable) -> li
     if _is_local(embedder_host):
         services.append(Service(
             "embedder",
-            [python, "-m", "uvicorn", "--factory", "services.embedder.main:create_app",
+            [python, "-m", "uvicorn", "--factory", "services.embedder.main:create_app", "--http", GUARDED_HTTP,
              "--host", embedder_host, "--port", str(embedder_port), "--no-access-log"],
             ready_url=f"http://{embedder_host}:{embedder_port}/readyz",
         ))
@@ -126,7 +128,7 @@ def build_services(settings: dict[str, str], python: str = sys.executable) -> li
     api_host, api_port = _host_port(settings["API_URL"], 8000)
     services.append(Service(
         "api",
-        [python, "-m", "uvicorn", "--factory", "services.api.main:create_app",
+        [python, "-m", "uvicorn", "--factory", "services.api.main:create_app", "--http", GUARDED_HTTP,
          "--host", api_host, "--port", str(api_port), "--no-access-log"],
         ready_url=f"http://{api_host}:{api_port}/readyz",
     ))

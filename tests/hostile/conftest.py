@@ -21,13 +21,14 @@ from services.common.embedder_client import EmbedderClient
 from services.common.schemas import PhotoRecord
 from services.photostore import PhotoStore
 from tests.support import free_port, redis_server, service_process
+from tools.stack import GUARDED_HTTP
 
 KEY = "hostile-key"
 TABLE = "photos_hostile"
 PHOTOS = 6
 # The gateway's query image limit; a query body may hold 4/3 of it (base64) plus 256 KiB.
 API_MAX_IMAGE_BYTES = 256 * 1024
-# How long a request body may take to arrive (gateway and embedder): short, to bound the slow senders.
+# How long request headers, and then a request body, may take to arrive (gateway and embedder): short, to bound the slow senders.
 BODY_TIMEOUT_S = 2
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -70,11 +71,12 @@ def hostile_stack(tmp_path_factory, tiny_model_dir) -> Iterator[HostileStack]:
                "EMBEDDER_MODEL": str(tiny_model_dir), "EMBEDDER_DEVICE": "cpu", "EMBEDDER_TORCH_THREADS": "1",
                "REDIS_URL": redis_url, "API_KEYS": KEY, "FETCH_ALLOW_HOSTS": "",
                "API_MAX_IMAGE_BYTES": str(API_MAX_IMAGE_BYTES),
-               "API_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S), "EMBEDDER_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
+               "API_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S), "HTTP_HEADER_TIMEOUT_S": str(BODY_TIMEOUT_S), "EMBEDDER_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
                # The embedder's body limit is max_items x max_image_bytes as base64 (12 MiB here).
                "EMBEDDER_MAX_ITEMS": "8", "EMBEDDER_MAX_IMAGE_BYTES": str(1024 * 1024), "STORE_MAX_BODY_BYTES": str(4 * 1024 * 1024),
                "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-        uvicorn = ["-m", "uvicorn", "--factory", "--host", "127.0.0.1", "--no-access-log", "--port"]
+        uvicorn = ["-m", "uvicorn", "--factory", "--http", GUARDED_HTTP, "--host", "127.0.0.1", "--no-access-log",
+                   "--port"]
         commands = {
             "store": (["-m", "services.embedded_store", "--host", "127.0.0.1", "--port", str(ports["store"]),
                        "--data-dir", str(workdir / "store")], f"{urls['store']}/ping"),

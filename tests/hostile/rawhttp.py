@@ -91,6 +91,17 @@ def trickle(url: str, head: bytes, trickled: bytes, every: float, budget: float)
         sock.close()
 
 
+def wait_silent(url: str, budget: float) -> int | str:
+    """Open a connection, send nothing, and wait up to `budget` seconds for the server to end it."""
+    sock = _connect(url, budget)
+    try:
+        if _answered_within(sock, budget):
+            return _status(sock, 2.0)
+        return OPEN
+    finally:
+        sock.close()
+
+
 def raw_request(url: str, data: bytes, timeout: float = 10.0) -> int | str:
     """Send `data` as is (a request line and headers no client would write) and read the status."""
     sock = _connect(url, timeout)
