@@ -180,7 +180,9 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body("invalid_request", _validation_sentence(exc)), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if isinstance(exc.__cause__, RecursionError):  # FastAPI's body reader wraps it in a 400
+            return await _too_deep(request, exc.__cause__)
         code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 408: "request_timeout",
                 413: "payload_too_large"}.get(exc.status_code, "http_error")
         return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code,

@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, Phase, settings
 from services.api.main import create_app
 from tests.unit.api_support import KEY, GatewayFakes, make_settings
 
-MAX_EXAMPLES = 30
-BUDGET_S = 60.0
+MAX_EXAMPLES = 20
+BUDGET_S = 45.0
 
 app = create_app(make_settings(), services=GatewayFakes().services())
 schema = schemathesis.openapi.from_asgi("/openapi.json", app)

@@ -38,7 +38,7 @@ def gateway() -> TestClient:
         yield client
 
 
-@pytest.mark.parametrize("where", ["body", "multipart", "query"])
+@pytest.mark.parametrize("where", ["body", "multipart", "query", "ingest"])
 def test_json_nested_thousands_deep_is_a_422_with_a_sentence(gateway, where):
     deep = deep_json(DEPTH)
     if where == "body":
@@ -46,6 +46,9 @@ def test_json_nested_thousands_deep_is_a_422_with_a_sentence(gateway, where):
                                 headers={"Content-Type": "application/json"})
     elif where == "multipart":
         response = gateway.post("/v1/search", data={"text": "cat", "filters": '{"a": ' + deep + "}"})
+    elif where == "ingest":  # a body FastAPI reads itself
+        response = gateway.post("/v1/ingest", content='{"photos": ' + deep + "}",
+                                headers={"Content-Type": "application/json"})
     else:
         response = gateway.get("/v1/photos/random", params={"filters": '{"a": ' + deep + "}"})
     assert response.status_code == 422
