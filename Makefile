@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup up down restart status logs demo demo-offline ingest lint test test-unit test-integration test-e2e random-model index conformance bench bench-embedder bench-store bench-ingest clean
+.PHONY: help setup up down restart status logs demo demo-offline ingest lint test test-unit test-integration test-e2e test-hostile random-model index conformance bench bench-embedder bench-store bench-ingest clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -77,6 +77,9 @@ test-unit: setup ## unit tests only (no network)
 
 test-integration: setup ## integration tests (real Redis, real embedded store)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+test-hostile: setup ## hostile inputs against the real services, and the gateway's OpenAPI fuzzed
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest tests/hostile $(PYTEST_ARGS)
 
 test-e2e: setup ## end-to-end tests (every service its own process, headless Chromium)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest tests/e2e $(PYTEST_ARGS)

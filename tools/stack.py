@@ -28,6 +28,8 @@ from tools.processes import signal_group as _signal_group
 from tools.stack_status import QUEUE, ServiceRow, gather, redact, render, service_state
 
 ROOT = Path(__file__).resolve().parents[1]
+# uvicorn's protocol with a deadline on request headers (slow-loris senders): services/common/http_protocol.py.
+GUARDED_HTTP = "services.common.http_protocol:GuardedHttpToolsProtocol"
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
 
 
@@ -102,7 +104,7 @@ def build_services(settings: dict[str, str], python: str = sys.executable) -> li
     if _is_local(embedder_host):
         services.append(Service(
             "embedder",
-            [python, "-m", "uvicorn", "--factory", "services.embedder.main:create_app",
+            [python, "-m", "uvicorn", "--factory", "services.embedder.main:create_app", "--http", GUARDED_HTTP,
              "--host", embedder_host, "--port", str(embedder_port), "--no-access-log"],
             ready_url=f"http://{embedder_host}:{embedder_port}/readyz",
         ))
@@ -115,7 +117,7 @@ def build_services(settings: dict[str, str], python: str = sys.executable) -> li
     api_host, api_port = _host_port(settings["API_URL"], 8000)
     services.append(Service(
         "api",
-        [python, "-m", "uvicorn", "--factory", "services.api.main:create_app",
+        [python, "-m", "uvicorn", "--factory", "services.api.main:create_app", "--http", GUARDED_HTTP,
          "--host", api_host, "--port", str(api_port), "--no-access-log"],
         ready_url=f"http://{api_host}:{api_port}/readyz",
     ))

@@ -81,7 +81,7 @@ async def embed_image(
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     # Refuse an oversized body before reading it.
     declared = request.headers.get("content-length")
-    limit = settings.max_items * settings.max_image_bytes * 4 // 3 + 1024 * 1024
+    limit = settings.max_body_bytes
     if declared and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"The request body is {int(declared):,} bytes; the limit is {limit:,}.")
     if content_type == "multipart/form-data":

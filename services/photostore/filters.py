@@ -124,6 +124,13 @@ def _value(column: str, value: Any, numeric: bool) -> Any:
         return float(value)
     if not isinstance(value, str):
         raise InvalidFilter(f"The filter on {column!r} needs text, not {value!r}.")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            # A JSON "\ud800" escape: half a UTF-16 pair, which the store's UTF-8 cannot carry.
+            raise InvalidFilter(f"The filter on {column!r} holds a lone surrogate, which is not valid "
+                                "Unicode; send valid UTF-8 text.") from None
     return value
 
 
