@@ -5,6 +5,10 @@ Accepted sources (`open_source` picks by looking at the path):
 - the Unsplash Lite dataset `.zip` (its `photos.tsv*` member is streamed, nothing is extracted);
 - a text file of image URLs, one per line (`#` comments and blank lines ignored); the photo id is a
   stable hash of the URL, so ingesting the list twice adds nothing;
+- a `.csv` (header first) or `.jsonl` / `.ndjson` (one JSON object a line) list: `photo_image_url` is
+  required, every other column is optional and named as in Unsplash Lite (`photo_id`,
+  `photo_description`, `photographer_username`, `photo_location_country`, ...); unknown columns are
+  ignored, and a row without `photo_id` gets the URL's stable hash;
 - a folder of images, with `base_url`: the URL under which the same folder is served over HTTP
   (workers may run on other machines, so `file://` paths are not fetchable). The ingest CLI's
   `--serve` starts such a server itself for the duration of the ingest.
@@ -18,12 +22,14 @@ import csv
 import gzip
 import hashlib
 import io
+import json
 import logging
 import os
 import sys
 import zipfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 from services.common.schemas import PhotoRecord
@@ -148,6 +154,95 @@ def read_zip(path: Path, **options) -> Iterator[PhotoRecord]:
 # --- URL list and folder ------------------------------------------------------------------------
 
 
+# --- CSV and JSON Lines lists -------------------------------------------------------------------
+
+# PhotoRecord's fields and their Python types: a list's columns are matched against these names.
+_RECORD_FIELDS = {name: field.annotation for name, field in PhotoRecord.model_fields.items()}
+
+
+def record_from_row(row: Mapping[str, Any]) -> PhotoRecord:
+    """A record from one list row: the columns named like PhotoRecord's fields, empty cells left at their
+    defaults, whole numbers read from "12" or "12.0"; a missing photo_id is the URL's stable hash.
+    Raises ValueError with what is wrong."""
+    url = str(row.get("photo_image_url") or "").strip()
+    if not _is_http_url(url):
+        raise ValueError(f"the row has no http(s) photo_image_url ({url[:200]!r})")
+    if len(url) > 4096:
+        raise ValueError("the URL is longer than 4096 characters")
+    values: dict[str, Any] = {}
+    for name, kind in _RECORD_FIELDS.items():
+        value = row.get(name)
+        if isinstance(value, str):
+            value = value.strip()
+        if value is None or value == "":
+            continue
+        if kind is int and isinstance(value, str):
+            try:
+                value = int(float(value))
+            except ValueError:
+                raise ValueError(f"{name}: {value[:50]!r} is not a number") from None
+        values[name] = value if kind is not str or isinstance(value, str) else str(value)
+    values["photo_image_url"] = url
+    values.setdefault("photo_id", stable_id("url", url))
+    values.setdefault("photo_url", url)
+    try:
+        return PhotoRecord(**values)
+    except ValueError as exc:  # pydantic's ValidationError: name the first field and its problem
+        errors = getattr(exc, "errors", lambda: [])()
+        if errors:
+            first = errors[0]
+            raise ValueError(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        raise
+
+
+def _rows_to_records(rows: Iterable[tuple[str, Any]], on_bad_row: BadRowHandler) -> Iterator[PhotoRecord]:
+    for where, row in rows:
+        if not isinstance(row, Mapping):
+            on_bad_row(where, "the line is not a JSON object")
+            continue
+        try:
+            yield record_from_row(row)
+        except (ValueError, TypeError) as exc:
+            on_bad_row(where, str(exc))
+
+
+def read_csv_list(path: Path, *, on_bad_row: BadRowHandler = _log_bad_row, **_) -> Iterator[PhotoRecord]:
+    """Records from a CSV list with a header row naming its columns (photo_image_url required)."""
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    with _open_text(path) as stream:
+        reader = csv.DictReader(stream)
+        if "photo_image_url" not in (reader.fieldnames or []):
+            raise SourceError(f"{path.name} has no photo_image_url column in its header; name the image URL "
+                              "column photo_image_url (other columns as in Unsplash Lite: photo_id, "
+                              "photo_description, ...).")
+
+        def rows() -> Iterator[tuple[str, Any]]:
+            for row in reader:
+                where = f"{path.name} line {reader.line_num}"
+                if None in row:
+                    on_bad_row(where, "the row has more columns than the header")
+                    continue
+                yield where, row
+
+        yield from _rows_to_records(rows(), on_bad_row)
+
+
+def read_jsonl_list(path: Path, *, on_bad_row: BadRowHandler = _log_bad_row, **_) -> Iterator[PhotoRecord]:
+    """Records from JSON Lines: one object a line, keys as in Unsplash Lite (photo_image_url required)."""
+    with _open_text(path) as stream:
+        def rows() -> Iterator[tuple[str, Any]]:
+            for number, line in enumerate(stream, start=1):
+                if not line.strip():
+                    continue
+                where = f"{path.name} line {number}"
+                try:
+                    yield where, json.loads(line)
+                except ValueError as exc:
+                    on_bad_row(where, f"the line is not valid JSON ({exc})")
+
+        yield from _rows_to_records(rows(), on_bad_row)
+
+
 def read_url_list(path: Path, *, on_bad_row: BadRowHandler = _log_bad_row, **_) -> Iterator[PhotoRecord]:
     with open(path, encoding="utf-8") as stream:
         for number, line in enumerate(stream, start=1):
@@ -188,7 +283,8 @@ def read_folder(folder: Path, *, base_url: str | None, **_) -> Iterator[PhotoRec
 
 
 def source_kind(path: Path) -> str:
-    """'folder', 'zip', 'tsv' or 'urls', from the path and, for plain files, the first line."""
+    """'folder', 'zip', 'tsv', 'csv', 'jsonl' or 'urls', from the path (its extension) and, for other
+    plain files, the first line."""
     if path.is_dir():
         return "folder"
     if not path.is_file():
@@ -197,6 +293,10 @@ def source_kind(path: Path) -> str:
         return "zip"
     if path.name.startswith("photos.tsv") or ".tsv" in path.suffixes:
         return "tsv"
+    if ".csv" in path.suffixes:
+        return "csv"
+    if ".jsonl" in path.suffixes or ".ndjson" in path.suffixes:
+        return "jsonl"
     with _open_text(path) as stream:
         first = stream.readline()
     return "tsv" if "\t" in first and "photo_id" in first else "urls"
@@ -207,7 +307,8 @@ def open_source(source: str | Path, *, limit: int | None = None, small_images: b
     """Records from any accepted source, at most `limit` of them."""
     path = Path(source).expanduser()
     kind = source_kind(path)
-    readers = {"folder": read_folder, "zip": read_zip, "tsv": read_tsv_file, "urls": read_url_list}
+    readers = {"folder": read_folder, "zip": read_zip, "tsv": read_tsv_file, "urls": read_url_list,
+               "csv": read_csv_list, "jsonl": read_jsonl_list}
     if kind == "folder":
         records = read_folder(path, base_url=base_url)
     else:
