@@ -41,7 +41,8 @@ SMALL_IMAGE_QUERY = "q=75&fm=jpg&w=200&fit=max"
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"})
 _TEXT_FIELDS = ("photo_url", "photo_description", "ai_description", "photographer_username",
                 "photographer_first_name", "photographer_last_name", "photo_location_name",
-                "photo_location_country", "photo_location_city", "photo_submitted_at")
+                "photo_location_country", "photo_location_city", "photo_submitted_at", "exif_camera_make",
+                "exif_camera_model")
 
 BadRowHandler = Callable[[str, str], None]
 
@@ -82,6 +83,15 @@ def _float(value: str) -> float:
     return float(value) if value.strip() else 0.0
 
 
+def _position(row: Mapping[str, Any]) -> dict[str, float]:
+    """Unsplash's photo_location_latitude / _longitude, when the row has both."""
+    latitude = (row.get("photo_location_latitude") or "").strip()
+    longitude = (row.get("photo_location_longitude") or "").strip()
+    if not latitude or not longitude:
+        return {}
+    return {"photo_location_latitude": float(latitude), "photo_location_longitude": float(longitude)}
+
+
 def read_tsv(stream: Iterable[str], *, name: str = "photos.tsv", small_images: bool = True,
              on_bad_row: BadRowHandler = _log_bad_row) -> Iterator[PhotoRecord]:
     """Records from the text of an Unsplash Lite `photos.tsv*` (header first)."""
@@ -113,6 +123,7 @@ def read_tsv(stream: Iterable[str], *, name: str = "photos.tsv", small_images: b
                 photo_width=_int(row.get("photo_width") or ""),
                 photo_height=_int(row.get("photo_height") or ""),
                 photo_aspect_ratio=_float(row.get("photo_aspect_ratio") or ""),
+                **_position(row),
                 **fields,
             )
         except ValueError as exc:

@@ -25,7 +25,7 @@ from services.common.errors import BadRequest
 from services.common.schemas import METADATA_FIELDS, PhotoRecord
 from services.photostore import index as vector_index
 from services.photostore import sql
-from services.photostore.columns import FACET_COLUMNS, PHOTO_COLUMNS, column_type
+from services.photostore.columns import FACET_COLUMNS, PHOTO_COLUMNS, column_type, insert_value
 from services.photostore.connection import Connection, is_unknown_table, redact_url
 from services.photostore.dialects import Dialect, dialect_for
 from services.photostore.errors import ModelMismatch, StoreError
@@ -151,9 +151,20 @@ class PhotoStore:
             )
         # Also after a crash between recording the model and creating the table.
         self.connection.command("table creation", sql.create_table_sql(self.database, self.table, dim))
+        self._add_missing_columns()
         self._info = {"model": model, "dim": dim, "table": self.table, "database": self.database,
                       "dialect": self.dialect.name}
         logger.info("store table %s.%s ready for %s (%d dims)", self.database, self.table, model, dim)
+
+    def _add_missing_columns(self) -> None:
+        """A table made by an older version lacks the newer metadata columns: add them (empty for the
+        rows already there), so old data keeps working beside new."""
+        present = {row[0] for row in self.connection.query(
+            "column check", sql.columns_sql(), {"db": self.database, "name": self.table}).result_rows}
+        for name in METADATA_FIELDS:
+            if name not in present:
+                self.connection.command("column addition", sql.add_column_sql(self.database, self.table, name))
+                logger.info("added the column %s to %s.%s", name, self.database, self.table)
 
     def _reindex_hint(self) -> str:
         meta = f"{self.database}.{sql.meta_table_name(self.table)}"
@@ -199,7 +210,7 @@ class PhotoStore:
             [r.photo_image_url for r in records],
             # Plain lists encode several times faster than lists of numpy rows.
             matrix.tolist(),
-            *([getattr(r, field) for r in records] for field in METADATA_FIELDS),
+            *([insert_value(field, getattr(r, field)) for r in records] for field in METADATA_FIELDS),
         ]
         self.connection.insert("insert", self.table, columns, names, types)
         return len(records)
