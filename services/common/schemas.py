@@ -1,7 +1,7 @@
 """Wire schemas shared between processes (JSON task arguments, HTTP bodies)."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
@@ -83,7 +83,7 @@ def parse_timestamp(value: Any) -> str | None:
     else:
         raise ValueError(f"{value!r} is not a date and time")
     if moment.tzinfo is not None:
-        moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
     if not 1970 <= moment.year <= 2105:  # what a ClickHouse DateTime holds
         raise ValueError(f"{moment.year} is outside the years 1970 to 2105 that can be stored")
     return moment.replace(microsecond=0).isoformat()

@@ -1,7 +1,7 @@
 """The photo table's columns and their server types: what every SQL builder and the filters agree on."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from services.common.schemas import METADATA_FIELDS
@@ -60,5 +60,5 @@ def insert_value(name: str, value: Any) -> Any:
     """A record's value as the driver takes it for this column: a time column takes an aware UTC datetime
     (a naive one would be read in the client's local time zone)."""
     if name in TIME_COLUMNS and isinstance(value, str):
-        return datetime.fromisoformat(value).replace(tzinfo=timezone.utc)
+        return datetime.fromisoformat(value).replace(tzinfo=UTC)
     return value

@@ -3,8 +3,6 @@ columns existed gains them and keeps its rows; time ranges, camera equality and 
 select the right photos; values come back as they went in."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
