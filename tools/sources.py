@@ -127,7 +127,7 @@ def read_tsv(stream: Iterable[str], *, name: str = "photos.tsv", small_images: b
                 **fields,
             )
         except ValueError as exc:
-            on_bad_row(where, f"photo {photo_id} has an invalid value: {str(exc).splitlines()[0]}")
+            on_bad_row(where, f"photo {photo_id} has an invalid value: {_problem(exc)}")
             continue
         yield record
 
@@ -198,12 +198,16 @@ def record_from_row(row: Mapping[str, Any]) -> PhotoRecord:
     values.setdefault("photo_url", url)
     try:
         return PhotoRecord(**values)
-    except ValueError as exc:  # pydantic's ValidationError: name the first field and its problem
-        errors = getattr(exc, "errors", lambda: [])()
-        if errors:
-            first = errors[0]
-            raise ValueError(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
-        raise
+    except ValueError as exc:
+        raise ValueError(_problem(exc)) from None
+
+
+def _problem(exc: ValueError) -> str:
+    """A pydantic ValidationError as "field: problem" (its first error); any other ValueError as it says."""
+    errors = exc.errors() if hasattr(exc, "errors") else []
+    if errors:
+        return f"{'.'.join(map(str, errors[0]['loc']))}: {errors[0]['msg']}"
+    return str(exc).splitlines()[0]
 
 
 def _rows_to_records(rows: Iterable[tuple[str, Any]], on_bad_row: BadRowHandler) -> Iterator[PhotoRecord]:
