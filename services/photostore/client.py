@@ -79,6 +79,7 @@ class PhotoStore:
         self._dialect: Dialect | None = None
         self._server_version: str | None = None
         self._info: dict[str, Any] | None = None
+        self._columns_checked = False
         self.exact_below = _option(exact_below, "STORE_EXACT_BELOW", DEFAULT_EXACT_BELOW)
         self.search_width = _option(search_width, "STORE_SEARCH_WIDTH", DEFAULT_SEARCH_WIDTH)
         self.index_type = index_type or DEFAULT_INDEX_TYPE
@@ -126,6 +127,7 @@ class PhotoStore:
             )
         info = {"model": str(rows[0][0]), "dim": int(rows[0][1]), "table": self.table,
                 "database": self.database, "dialect": self.dialect.name}
+        self._add_missing_columns()  # the gateway may read an old table before any worker opens it
         self._info = info
         return dict(info)
 
@@ -158,13 +160,16 @@ class PhotoStore:
 
     def _add_missing_columns(self) -> None:
         """A table made by an older version lacks the newer metadata columns: add them (empty for the
-        rows already there), so old data keeps working beside new."""
+        rows already there), so old data keeps working beside new. Once per process."""
+        if self._columns_checked:
+            return
         present = {row[0] for row in self.connection.query(
             "column check", sql.columns_sql(), {"db": self.database, "name": self.table}).result_rows}
         for name in METADATA_FIELDS:
             if name not in present:
                 self.connection.command("column addition", sql.add_column_sql(self.database, self.table, name))
                 logger.info("added the column %s to %s.%s", name, self.database, self.table)
+        self._columns_checked = True
 
     def _reindex_hint(self) -> str:
         meta = f"{self.database}.{sql.meta_table_name(self.table)}"

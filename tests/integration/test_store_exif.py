@@ -38,17 +38,22 @@ def vectors(count: int) -> np.ndarray:
     return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
 
 
-@pytest.fixture(scope="module")
-def upgraded(store_url):
-    """A table made with the columns of the version before, one photo in it; then opened by this
-    version, which adds the new columns, and filled with photos that have them."""
+def make_old_table(store_url: str, table: str) -> None:
+    """A table made with the columns of the version before, one photo in it."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("services.photostore.sql.METADATA_FIELDS", OLD_FIELDS)
         patch.setattr("services.photostore.client.METADATA_FIELDS", OLD_FIELDS)
-        old = PhotoStore(store_url, table="upgraded")
+        old = PhotoStore(store_url, table=table)
         old.ensure_table(DIM, MODEL)
         old.insert_photos([PhotoRecord(photo_id="old", photo_image_url="http://x.test/old.jpg")], vectors(1))
         old.close()
+
+
+@pytest.fixture(scope="module")
+def upgraded(store_url):
+    """An old table opened by this version's worker (ensure_table), which adds the new columns, and
+    filled with photos that have them."""
+    make_old_table(store_url, "upgraded")
     store = PhotoStore(store_url, table="upgraded")
     store.ensure_table(DIM, MODEL)
     records = [PhotoRecord(photo_id=name, photo_image_url=f"http://x.test/{name}.jpg", taken_at=taken,
@@ -70,6 +75,15 @@ def test_an_older_table_gains_the_new_columns_and_keeps_its_rows(upgraded):
     assert (old["taken_at"], old["exif_camera_model"], old["photo_location_latitude"]) == (None, "", None)
     upgraded.ensure_table(DIM, MODEL)  # again: nothing left to add
     assert upgraded.count() == 5
+
+
+def test_the_gateway_can_search_an_old_table_before_any_worker_opens_it(store_url):
+    make_old_table(store_url, "read_first")
+    with PhotoStore(store_url, table="read_first") as store:
+        # The old photo has no time, so a time range cannot match it.
+        assert store.search(vectors(1)[0], top_k=5, filters={"taken_at": {"gte": "2020-01-01"}}) == []
+        [old] = store.search(vectors(1)[0], top_k=5)
+        assert old["photo_id"] == "old" and old["exif_camera_make"] == "" and old["taken_at"] is None
 
 
 def test_time_camera_and_position_come_back_as_they_went_in(upgraded):
