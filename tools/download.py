@@ -123,10 +123,14 @@ def download_model(name: str) -> str | None:
         from huggingface_hub import HfApi, snapshot_download
     except ImportError:
         return None
-    files = HfApi().list_repo_files(name)
-    # One copy of the weights: safetensors when the repository has them, else the PyTorch file (not the
-    # TensorFlow and Flax copies, which the embedder never reads).
-    weights = ["*.safetensors"] if any(f.endswith(".safetensors") for f in files) else ["pytorch_model.bin"]
-    print(f"downloading the model {name} (once; later starts use the cache)", file=sys.stderr)
-    return snapshot_download(name, allow_patterns=["*.json", "*.txt", *weights])
+    try:
+        files = HfApi().list_repo_files(name)
+        # One copy of the weights: safetensors when the repository has them, else the PyTorch file (not
+        # the TensorFlow and Flax copies, which the embedder never reads).
+        weights = ["*.safetensors"] if any(f.endswith(".safetensors") for f in files) else ["pytorch_model.bin"]
+        print(f"downloading the model {name} (once; later starts use the cache)", file=sys.stderr)
+        return snapshot_download(name, allow_patterns=["*.json", "*.txt", *weights])
+    except Exception as exc:  # the hub's errors are many (HTTP, offline, not found): each says what it is
+        raise DownloadError(f"The model {name} could not be downloaded ({exc}). Running the command again "
+                            "resumes it; what arrived is kept in the Hugging Face cache.") from None
 

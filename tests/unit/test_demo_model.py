@@ -5,7 +5,7 @@ from __future__ import annotations
 import huggingface_hub
 import pytest
 
-from tools.download import download_model
+from tools.download import DownloadError, download_model
 
 
 @pytest.fixture
@@ -39,3 +39,12 @@ def test_the_pytorch_file_when_there_are_no_safetensors(hub):
 
 def test_a_local_model_folder_is_not_downloaded(hub, tmp_path):
     assert download_model(str(tmp_path)) is None and "snapshot" not in hub
+
+
+def test_a_failed_model_download_is_a_sentence(hub, monkeypatch):
+    def broken(name, allow_patterns):
+        raise OSError("connection reset")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", broken)
+    with pytest.raises(DownloadError, match="connection reset.*again resumes it"):
+        download_model("some/clip")
