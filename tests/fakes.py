@@ -279,18 +279,40 @@ class FakeJobs:
     def __init__(self) -> None:
         self.jobs: dict[str, dict[str, Any]] = {}
 
-    def create(self, job_id: str | None = None) -> str:
+    def create(self, job_id: str | None = None, *, retry_of: str | None = None) -> str:
         job_id = job_id or uuid.uuid4().hex
         self.jobs[job_id] = {"job_id": job_id, "state": "queued", "total": 0, "succeeded": 0, "skipped": 0,
-                             "failed": 0, "batches_total": 0, "batches_done": 0, "failures": []}
+                             "failed": 0, "batches_total": 0, "batches_done": 0, "failures": [],
+                             "failures_by_reason": {}, "rate": 0.0, "eta_s": None}
+        if retry_of:
+            self.jobs[job_id]["retry_of"] = retry_of
         return job_id
+
+    def fail(self, job_id: str, failure: dict[str, Any]) -> None:
+        """Record one failure (with its "record"), as a worker's finished batch would."""
+        job = self.jobs[job_id]
+        job["failed"] += 1
+        job["failures"].append(failure)
+        reasons = job["failures_by_reason"]
+        reasons[failure["code"]] = reasons.get(failure["code"], 0) + 1
+
+    def failures(self, job_id: str, offset: int = 0, limit: int = 100) -> tuple[int, list[dict[str, Any]]]:
+        stored = self.jobs[job_id]["failures"]
+        return len(stored), stored[offset:offset + limit]
+
+    def failed_records(self, job_id: str) -> list[dict[str, Any]]:
+        records = {f["record"]["photo_id"]: f["record"] for f in self.jobs[job_id]["failures"] if f.get("record")}
+        return list(records.values())
 
     def add_batches(self, job_id: str, batches: int, photos: int) -> None:
         self.jobs[job_id]["batches_total"] += batches
         self.jobs[job_id]["total"] += photos
 
     def get(self, job_id: str) -> dict[str, Any] | None:
-        return self.jobs.get(job_id)
+        job = self.jobs.get(job_id)
+        if job is None:
+            return None
+        return {**job, "failures": [{k: v for k, v in f.items() if k != "record"} for f in job["failures"][:20]]}
 
     def ping(self) -> bool:
         return True

@@ -39,7 +39,10 @@ RANDOM_WEIGHTS_LINE = ("Note: the embedder runs a model with RANDOM WEIGHTS; sea
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m tools.ingest", description=__doc__.split("\n\n")[0])
-    parser.add_argument("source", help="photos.tsv*, the Unsplash Lite .zip, a text file of URLs, or a folder")
+    parser.add_argument("source", nargs="?", help="photos.tsv*, the Unsplash Lite .zip, a list of URLs (.txt, .csv, "
+                        ".jsonl), or a folder")
+    parser.add_argument("--retry", metavar="JOB_ID", default=None,
+                        help="instead of a source: retry the failed photos of this job as a new job")
     parser.add_argument("--limit", type=int, default=None, help="ingest at most this many photos")
     parser.add_argument("--batch-size", type=int, default=32, help="photos per worker task (1..256)")
     parser.add_argument("--chunk-size", type=int, default=MAX_CHUNK, help=f"photos per request (1..{MAX_CHUNK})")
@@ -54,6 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--poll-interval", type=float, default=1.0, help="seconds between progress checks")
     parser.add_argument("--timeout", type=float, default=None, help="give up waiting after this many seconds")
     args = parser.parse_args(argv)
+    if bool(args.source) == bool(args.retry):
+        parser.error("give a source, or --retry JOB_ID (not both)")
     if args.chunk_size < 1 or args.chunk_size > MAX_CHUNK:
         parser.error(f"--chunk-size must be between 1 and {MAX_CHUNK}")
     if not 1 <= args.batch_size <= 256:
@@ -126,7 +131,7 @@ def wait_for(client, job_id: str, total: int, *, poll_interval: float, timeout: 
             processed = job["succeeded"] + job["skipped"] + job["failed"]
             bar.total = max(job.get("total") or total, processed)
             bar.n = processed
-            bar.set_postfix(ok=job["succeeded"], skipped=job["skipped"], failed=job["failed"], refresh=False)
+            bar.set_postfix_str(progress_line(job), refresh=False)
             bar.refresh()
             if job["state"] == "done":
                 return job
@@ -135,13 +140,46 @@ def wait_for(client, job_id: str, total: int, *, poll_interval: float, timeout: 
             time.sleep(poll_interval)
 
 
-def summary(job: dict, *, show_failures: int = 5) -> str:
+def progress_line(job: dict) -> str:
+    """What the progress bar says beside the count: outcomes, the job's rate and its ETA."""
+    eta = job.get("eta_s")
+    eta_text = "?" if eta is None else _duration(eta)
+    return (f"ok={job['succeeded']} skipped={job['skipped']} failed={job['failed']} "
+            f"{float(job.get('rate') or 0):.1f} photos/s ETA {eta_text}")
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60:02d}:{rest % 60:02d}"
+
+
+def failure_table(job: dict) -> list[str]:
+    """Failures by reason as an aligned table, most first, with an example reason for each code."""
+    by_reason: dict[str, int] = job.get("failures_by_reason") or {}
+    if not by_reason:
+        return []
+    examples: dict[str, str] = {}
+    for failure in job.get("failures", []):
+        examples.setdefault(str(failure.get("code")), str(failure.get("reason") or ""))
+    width = max(len("reason"), *(len(code) for code in by_reason))
+    count_width = max(len("photos"), *(len(str(n)) for n in by_reason.values()))
+    lines = [f"  {'reason':<{width}}  {'photos':>{count_width}}  example",
+             f"  {'-' * width}  {'-' * count_width}  -------"]
+    for code, count in by_reason.items():
+        example = examples.get(code, "")
+        lines.append(f"  {code:<{width}}  {count:>{count_width}}  {example[:100]}".rstrip())
+    return lines
+
+
+def summary(job: dict, *, api_url: str = "") -> str:
     lines = [f"Job {job['job_id']}: {job['succeeded']} ingested, {job['skipped']} skipped (already stored), "
              f"{job['failed']} failed, of {job['total']}."]
-    for failure in job.get("failures", [])[:show_failures]:
-        lines.append(f"  failed {failure.get('photo_id')}: [{failure.get('code')}] {failure.get('reason')}")
-    if job["failed"] > show_failures:
-        lines.append(f"  ... and {job['failed'] - show_failures} more (GET /v1/jobs/{job['job_id']} lists them).")
+    if job["failed"]:
+        lines.append("Failures by reason:")
+        lines.extend(failure_table(job))
+        lines.append(f"List them: GET {api_url}/v1/jobs/{job['job_id']}/failures ; retry them: "
+                     f"python -m tools.ingest --retry {job['job_id']}")
     return "\n".join(lines)
 
 
@@ -167,6 +205,11 @@ def main(argv: list[str] | None = None) -> int:
         random_weights = bool(stats.get("random_weights"))
         if random_weights:
             print(RANDOM_WEIGHTS_LINE)
+        if args.retry:
+            answer = client.retry_job(args.retry, batch_size=args.batch_size)
+            job_id, submitted = answer["job_id"], answer["photos"]
+            print(f"Retrying {submitted} failed photos of job {args.retry} as job {job_id}.")
+            return _follow(client, args, api_url, job_id, submitted, random_weights)
         base_url = args.base_url
         if args.serve:
             server, base_url = serve_folder(Path(args.source).expanduser(), args.serve)
@@ -179,14 +222,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"No photos found in {args.source}; nothing was submitted.", file=sys.stderr)
             return EXIT_REFUSED
         print(f"Submitted {submitted} photos as job {job_id} to {api_url}.")
-        if args.no_wait:
-            print(f"Follow it with GET {api_url}/v1/jobs/{job_id}.")
-            return EXIT_OK
-        job = wait_for(client, job_id, submitted, poll_interval=args.poll_interval, timeout=args.timeout)
-        print(summary(job))
-        if random_weights:
-            print(RANDOM_WEIGHTS_LINE)
-        return EXIT_OK
+        return _follow(client, args, api_url, job_id, submitted, random_weights)
     except SourceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_REFUSED
@@ -205,6 +241,17 @@ def main(argv: list[str] | None = None) -> int:
         close = getattr(client, "close", None)
         if close:
             close()
+
+
+def _follow(client, args: argparse.Namespace, api_url: str, job_id: str, submitted: int, random_weights: bool) -> int:
+    if args.no_wait:
+        print(f"Follow it with GET {api_url}/v1/jobs/{job_id}.")
+        return EXIT_OK
+    job = wait_for(client, job_id, submitted, poll_interval=args.poll_interval, timeout=args.timeout)
+    print(summary(job, api_url=api_url))
+    if random_weights:
+        print(RANDOM_WEIGHTS_LINE)
+    return EXIT_OK
 
 
 if __name__ == "__main__":

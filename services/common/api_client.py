@@ -72,6 +72,10 @@ class ApiClient:
     def job(self, job_id: str) -> dict:
         return self._request("GET", f"/v1/jobs/{_path(job_id)}")
 
+    def job_failures(self, job_id: str, offset: int = 0, limit: int = 100) -> dict:
+        """{"total", "offset", "limit", "failures": [{photo_id, url, code, reason, record}, ...]}."""
+        return self._request("GET", f"/v1/jobs/{_path(job_id)}/failures", params={"offset": offset, "limit": limit})
+
     def ready(self) -> bool:
         try:
             return self._http.get("/readyz").status_code == 200
@@ -87,6 +91,11 @@ class ApiClient:
         if batch_size is not None:
             body["batch_size"] = batch_size
         return self._request("POST", "/v1/ingest", json=body)
+
+    def retry_job(self, job_id: str, batch_size: int | None = None) -> dict:
+        """A new job with only `job_id`'s failed photos: {"job_id", "photos", "batches", "retry_of"}."""
+        params = {"batch_size": batch_size} if batch_size is not None else None
+        return self._request("POST", f"/v1/jobs/{_path(job_id)}/retry", params=params)
 
     # -- plumbing ------------------------------------------------------------------------------
 

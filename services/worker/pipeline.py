@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from services.common.fetch import FetchError, FetchPolicy, fetch_many
-from services.common.images import ClipCrop, ImageRejected, ImageTooLarge, decode_image
+from services.common.images import ClipCrop, ImageRejected, ImageTooLarge, decode_image, read_exif
 from services.common.ports import Embedder, PhotoStore
 from services.common.schemas import Failure, PhotoRecord
 
@@ -111,7 +111,7 @@ def ingest_batch(photos: Sequence[dict | PhotoRecord], embedder: Embedder, store
             failures.append(Failure(photo_id=record.photo_id, url=record.photo_image_url, code=result.code,
                                     reason=str(result)))
         else:
-            fetched.append((record, result))
+            fetched.append((with_exif(record, result), result))
     fetched_at = time.perf_counter()
     if not fetched:
         return BatchOutcome(0, skipped, failures)
@@ -165,6 +165,16 @@ def _embed_cropped(fetched: list[tuple[PhotoRecord, bytes]], embedder: Embedder,
         vectors = iter(embedder.embed_pixels(np.stack(crops)))
         results = [next(vectors) if result is None else result for result in results]
     return results
+
+
+def with_exif(record: PhotoRecord, body: bytes) -> PhotoRecord:
+    """The record with what the photo's EXIF says (time taken, camera, GPS) where the source said
+    nothing: a source's own values (Unsplash's columns) win."""
+    found = {name: value for name, value in read_exif(body).items() if getattr(record, name) in (None, "")}
+    if {"photo_location_latitude", "photo_location_longitude"} - found.keys():  # a position is a pair
+        found.pop("photo_location_latitude", None)
+        found.pop("photo_location_longitude", None)
+    return record.model_copy(update=found) if found else record
 
 
 def failed_batch(photos: Sequence[dict], code: str, reason: str) -> list[Failure]:

@@ -52,7 +52,7 @@ class IngestTask(Task):
         failures = [failure.model_dump() for failure in pipeline.failed_batch(photos, code, reason)]
         try:
             res = resources.current()
-            if res.jobs.finish_batch(job_id, batch_id, 0, 0, failures) == JOB_DONE:
+            if res.jobs.finish_batch(job_id, batch_id, 0, 0, failures, photos) == JOB_DONE:
                 build_index_if_due(res, job_id)
         except Exception:
             log.exception("job %s batch %s: could not record the batch's failure", job_id, batch_id)
@@ -81,7 +81,7 @@ def ingest_batch(self, job_id: str, batch_id: str, photos: list[dict]) -> dict:
                                         download_concurrency=res.settings.download_concurrency, crop=res.crop,
                                         max_image_pixels=res.settings.max_image_pixels)
     failures = [failure.model_dump() for failure in outcome.failures]
-    counted = res.jobs.finish_batch(job_id, batch_id, outcome.succeeded, outcome.skipped, failures)
+    counted = res.jobs.finish_batch(job_id, batch_id, outcome.succeeded, outcome.skipped, failures, photos)
     if not counted:
         log.info("job %s batch %s was already recorded (a redelivery); not counted again", job_id, batch_id)
     elif counted == JOB_DONE:

@@ -156,3 +156,28 @@ def test_where_images_are_cropped(info, preprocess, crops):
     assert (chosen is not None) == crops
     if chosen is not None:
         assert chosen.as_dict() == info["pixel_input"]
+
+
+@pytest.mark.parametrize("crop", [False, True], ids=["embedder-decodes", "worker-crops"])
+def test_the_time_camera_and_place_in_a_photos_exif_are_stored_with_it(images, crop):
+    from services.common.images import ClipCrop
+
+    class RecordingStore(Store):
+        def insert_photos(self, photos, vectors, ids=None):
+            self.records = {photo.photo_id: photo for photo in photos}
+            return super().insert_photos(photos, vectors, ids)
+
+    store = RecordingStore()
+    photos = [{"photo_id": "exif", "photo_image_url": f"{images}/exif.jpg"},
+              {"photo_id": "plain", "photo_image_url": f"{images}/img/1.jpg"},
+              {"photo_id": "told", "photo_image_url": f"{images}/exif.jpg", "exif_camera_model": "Source's own"}]
+    embedder = CroppingEmbedder() if crop else Embedder()
+    outcome = ingest_batch(photos, embedder, store, POLICY, crop=ClipCrop(40, 32, 32) if crop else None)
+    assert outcome.succeeded == 3, outcome.failures
+    exif = store.records["exif"]
+    assert (exif.taken_at, exif.exif_camera_make, exif.exif_camera_model) == ("2023-06-01T12:30:00", "Fujifilm",
+                                                                             "X-T4")
+    assert exif.photo_location_latitude == pytest.approx(48.8566) and exif.photo_location_longitude > 2.35
+    plain = store.records["plain"]
+    assert (plain.taken_at, plain.exif_camera_make, plain.photo_location_latitude) == (None, "", None)
+    assert store.records["told"].exif_camera_model == "Source's own"  # the source's value wins

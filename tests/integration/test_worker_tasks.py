@@ -121,8 +121,10 @@ def test_a_batch_run_in_process_is_ingested_and_its_job_finished(task, redis_url
         result = task.apply(kwargs={"job_id": job_id, "batch_id": uuid.uuid4().hex, "photos": photos})
         assert result.successful(), result.traceback
         job = jobs.get(job_id)
+        retry = jobs.failed_records(job_id)
     assert (job["state"], job["succeeded"], job["failed"]) == ("done", 3, 1)
     assert job["failures"][0]["photo_id"] == "gone" and job["failures"][0]["code"] == "http_404"
+    assert job["failures_by_reason"] == {"http_404": 1} and retry == [photos[-1]]  # kept for a retry
     assert store.table == (DIM, MODEL) and sorted(store.rows) == ["t0", "t1", "t2"]
     assert np.allclose(store.rows["t1"], vector_of(jpeg(1)))
     assert store.index_builds == 1  # the job ended with the table past exact search
@@ -140,7 +142,9 @@ def test_a_batch_whose_embedder_stays_down_is_retried_then_failed_photo_by_photo
         job_id = new_job(jobs, len(photos))
         result = task.apply(kwargs={"job_id": job_id, "batch_id": uuid.uuid4().hex, "photos": photos})
         job = jobs.get(job_id)
+        retry = jobs.failed_records(job_id)
     assert result.failed() and isinstance(result.result, EmbedderUnavailable)
+    assert retry == photos and job["failures_by_reason"] == {"embedder_unavailable": 2}
     assert embedder.calls == 3  # the first try and WORKER_MAX_RETRIES=2 retries
     assert (job["state"], job["succeeded"], job["failed"]) == ("done", 0, 2)
     assert {failure["photo_id"] for failure in job["failures"]} == {"d0", "d1"}

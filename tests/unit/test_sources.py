@@ -122,3 +122,17 @@ def test_folder_needs_a_base_url_and_maps_files_under_it(tmp_path):
 def test_a_missing_source_is_an_error(tmp_path):
     with pytest.raises(SourceError, match="does not exist"):
         collect(tmp_path / "nope.tsv")
+
+
+def test_unsplash_camera_and_position_columns_are_read(tmp_path):
+    path = tmp_path / "photos.tsv"
+    path.write_text("photo_id\tphoto_image_url\texif_camera_make\texif_camera_model\tphoto_location_latitude\t"
+                    "photo_location_longitude\n"
+                    "a\thttps://img.test/a\tCanon\tEOS 5D\t64.1466\t-21.9426\n"
+                    "b\thttps://img.test/b\t\t\t\t\n"
+                    "c\thttps://img.test/c\t\t\t95\t10\n")
+    records, bad = collect(path)
+    assert (records[0].exif_camera_make, records[0].exif_camera_model) == ("Canon", "EOS 5D")
+    assert (records[0].photo_location_latitude, records[0].photo_location_longitude) == (64.1466, -21.9426)
+    assert records[1].photo_location_latitude is None and records[1].exif_camera_make == ""
+    assert [where for where, _ in bad] == ["photos.tsv line 4"] and "photo_location_latitude" in bad[0][1]
