@@ -22,6 +22,15 @@ METADATA_FIELDS: tuple[str, ...] = (
 )
 
 
+class LocalFile(BaseModel):
+    """Where a photo from a folder was read: its path (on the machine that listed it), size and mtime.
+    The store keeps these per path, so a re-run skips unchanged files and --prune finds gone ones."""
+
+    path: str = Field(min_length=1, max_length=4096)
+    size: int = Field(0, ge=0)
+    mtime: float = 0.0
+
+
 class PhotoRecord(BaseModel):
     """One photo to ingest: what a source yields and what an ingest task receives."""
 
@@ -41,6 +50,8 @@ class PhotoRecord(BaseModel):
     photo_location_city: str = ""
     # As the source gives it (ISO 8601 text); empty when unknown.
     photo_submitted_at: str = ""
+    # Set for a photo from a folder (file:// or upload:// photo_image_url); not a stored column.
+    file: LocalFile | None = None
 
 
 class Failure(BaseModel):
