@@ -37,11 +37,21 @@ def parse_roots(roots: list[str]) -> list[Path]:
 def root_of(path: str | Path, roots: list[Path]) -> Path | None:
     """The root that holds `path` once every symlink is resolved, or None: a symlink that leads out of the
     library is outside it."""
-    real = Path(os.path.realpath(Path(path).expanduser()))
+    return _under(Path(os.path.realpath(Path(path).expanduser())), roots)
+
+
+def _under(path: Path, roots: list[Path]) -> Path | None:
     for root in roots:
-        if real == root or root in real.parents:
+        if path == root or root in path.parents:
             return root
     return None
+
+
+def listed_under(path: str | Path, roots: list[Path]) -> Path | None:
+    """The root under which `path` is listed: its folder resolved, its own name not. A file that is a
+    symlink out of the library is listed inside it; the worker that reads it refuses it alone."""
+    path = Path(path).expanduser()
+    return _under(Path(os.path.realpath(path.parent)) / path.name, roots)
 
 
 def outside_sentence(path: str | Path, roots: list[Path]) -> str:

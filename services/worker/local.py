@@ -59,7 +59,9 @@ def read_local_file(url: str, photo_id: str, roots: list[Path], max_bytes: int) 
     if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) or len(data) != before.st_size:
         raise LocalReadError("changed_while_read", f"{path} changed while it was read; run the ingest again "
                              "once it is written.")
-    if photo_id.startswith("img-") and content_id(data) != photo_id:
+    # The ingest command listed the file and named the photo after its bytes (or, when it could not
+    # read it, after its path: then it is refused here too).
+    if content_id(data) != photo_id:
         raise LocalReadError("changed_while_read", f"{path} changed after it was listed (its content is not "
                              "what the ingest command read); run the ingest again.")
     return data

@@ -17,7 +17,7 @@ import numpy as np
 
 from services.common.fetch import FetchError, FetchPolicy, fetch_many
 from services.common.images import ClipCrop, ImageRejected, ImageTooLarge, decode_image
-from services.common.library import is_local, upload_digest
+from services.common.library import is_local, path_of, upload_digest
 from services.common.ports import Embedder, PhotoStore
 from services.common.schemas import Failure, PhotoRecord
 from services.worker.local import LocalReadError, make_thumbnail, read_local_file, read_upload
@@ -91,7 +91,9 @@ def ingest_batch(photos: Sequence[dict | PhotoRecord], embedder: Embedder, store
     started = time.perf_counter()
     records, failures = parse_photos(photos)
     # Every copy of a local photo that is stored (now or before) gets its path recorded.
-    files = [(r.file.path, r.photo_id, r.file.size, r.file.mtime) for r in records if r.file is not None]
+    # A file:// photo is recorded at the path the worker read (the gateway checked it is under a root).
+    files = [(path_of(r.photo_image_url) or r.file.path, r.photo_id, r.file.size, r.file.mtime)
+             for r in records if r.file is not None]
     uploads = [d for d in (upload_digest(r.photo_image_url) for r in records) if d]
 
     # A photo named twice in one batch is ingested once.
