@@ -51,9 +51,10 @@ demo: setup ## set up, start everything, ingest 1,000 photos (a random model and
 demo-offline: setup ## the demo without trying the internet: random-weight model, generated sample photos
 	$(PY) -m tools.demo --offline --limit $(LIMIT)
 
+# A folder is ingested whole unless LIMIT is given; a file source takes at most LIMIT (default 1000) photos.
 ingest: setup ## enqueue photos: make ingest SOURCE=photos.tsv|dataset.zip|urls.txt|folder LIMIT=1000 [ARGS=...]
-	@test -n "$(SOURCE)" || { echo "usage: make ingest SOURCE=path/to/photos.tsv [LIMIT=1000]"; exit 2; }
-	$(PY) -m tools.ingest "$(SOURCE)" --limit $(LIMIT) $(ARGS)
+	@test -n "$(SOURCE)" || { echo "usage: make ingest SOURCE=path/to/photos.tsv|folder [LIMIT=1000]"; exit 2; }
+	$(PY) -m tools.ingest "$(SOURCE)" $(if $(and $(filter file,$(origin LIMIT)),$(wildcard $(SOURCE)/.)),,--limit $(LIMIT)) $(ARGS)
 
 index: setup ## the vector index of STORE_TABLE: make index ACTION=build|status|drop (build it after a bulk ingestion)
 	$(PY) -m services.photostore index $(or $(ACTION),status)
