@@ -141,6 +141,8 @@ def ingest_batch(photos: Sequence[dict | PhotoRecord], embedder: Embedder, store
 
 def _failure(record: PhotoRecord, code: str, reason: str) -> Failure:
     where = record.file.path if record.file is not None else record.photo_image_url
+    if record.file is not None and where not in reason:  # a local file's id says nothing to a person
+        reason = f"{where}: {reason}"
     return Failure(photo_id=record.photo_id, url=where, code=code, reason=reason)
 
 

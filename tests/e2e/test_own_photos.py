@@ -90,7 +90,7 @@ def test_folders_copies_search_thumbnails_rerun_prune_and_delete(library):
     output = second.stdout + second.stderr
     assert "1 ingested, 1 skipped" in output and "1 failed" in output, output
     assert "IMG_0002 copy.jpg = " in output and str(a / "IMG_0002.jpg") in output, output
-    assert "not_an_image" in output, output
+    assert "not_an_image" in output and "notes.jpg" in output, output
     assert library.photos() == 3
 
     # Every photo is found, and its thumbnail loads from the gateway (the ingest command is gone).
