@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup up down restart status logs demo demo-offline ingest lint test test-unit test-integration test-e2e test-hostile random-model index conformance bench bench-embedder bench-store bench-ingest clean
+.PHONY: help setup up down restart status logs demo demo-offline ingest lint test test-unit test-integration test-e2e test-hostile random-model index conformance bench bench-embedder bench-store bench-ingest bench-rerun clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -55,9 +55,10 @@ demo: setup ## set up, start everything, ingest 1,000 photos (a random model and
 demo-offline: setup ## the demo without trying the internet: random-weight model, generated sample photos
 	$(PY) -m tools.demo --offline --limit $(LIMIT)
 
+# A folder is ingested whole unless LIMIT is given; a file source takes at most LIMIT (default 1000) photos.
 ingest: setup ## enqueue photos: make ingest SOURCE=photos.tsv|dataset.zip|urls.txt|folder LIMIT=1000 [ARGS=...]
-	@test -n "$(SOURCE)" || { echo "usage: make ingest SOURCE=path/to/photos.tsv [LIMIT=1000]"; exit 2; }
-	$(PY) -m tools.ingest "$(SOURCE)" --limit $(LIMIT) $(ARGS)
+	@test -n "$(SOURCE)" || { echo "usage: make ingest SOURCE=path/to/photos.tsv|folder [LIMIT=1000]"; exit 2; }
+	$(PY) -m tools.ingest "$(SOURCE)" $(if $(and $(filter file,$(origin LIMIT)),$(wildcard $(SOURCE)/.)),,--limit $(LIMIT)) $(ARGS)
 
 index: setup ## the vector index of STORE_TABLE: make index ACTION=build|status|drop (build it after a bulk ingestion)
 	$(PY) -m services.photostore index $(or $(ACTION),status)
@@ -96,7 +97,10 @@ bench-store: setup ## vector search: insert rate, index build, latency, recall@1
 bench-ingest: setup ## photos/s through the whole system (ingest command, Celery workers, embedder, store) vs the article's download-and-embed loop; PHOTOS=400, DTYPE=int8|..., QUICK=1
 	$(PY) -m bench.ingest $(if $(PHOTOS),--photos $(PHOTOS)) $(if $(DTYPE),--dtype $(DTYPE)) $(if $(QUICK),--quick)
 
-bench: bench-embedder bench-ingest bench-store ## every benchmark; figures go to bench/results/
+bench-rerun: setup ## a re-run of an unchanged 2,000-file folder against its first ingest (FILES=2000, UPLOAD=1, QUICK=1)
+	$(PY) -m bench.rerun $(if $(FILES),--files $(FILES)) $(if $(UPLOAD),--upload) $(if $(QUICK),--quick)
+
+bench: bench-embedder bench-ingest bench-store bench-rerun ## every benchmark; figures go to bench/results/
 
 clean: down ## stop services and delete data/, logs/, run/ (keeps the venv)
 	rm -rf data logs run test-output

@@ -8,9 +8,11 @@ Exit status: 0 when the job finished (even with per-photo failures, which the su
 1 when the gateway refused the request or the source is unusable, 2 when the gateway cannot be
 reached, 130 when interrupted.
 
-A folder of images is fetched by the workers over HTTP: pass `--base-url` if it is already served,
-or `--serve HOST:PORT` to serve it from this command while the job runs (the workers must be able to
-reach that address, and a loopback or private host must be in their FETCH_ALLOW_HOSTS).
+A folder needs no flag (tools/folder_ingest.py): the workers read its files directly when it lies
+under LIBRARY_ROOTS, else this command uploads them to the gateway; a re-run sends only new and
+changed files, and `--prune` removes the photos whose files are gone. `--base-url` (the folder is
+already served over HTTP) and `--serve HOST:PORT` (serve it from this command while the job runs; the
+host must be in the workers' FETCH_ALLOW_HOSTS) still work, but nothing needs them any more.
 """
 from __future__ import annotations
 
@@ -54,6 +56,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--base-url", default=None, help="for a folder: the URL at which it is served")
     parser.add_argument("--serve", metavar="HOST:PORT", default=None,
                         help="for a folder: serve it over HTTP at HOST:PORT while the job runs (PORT 0: any free)")
+    parser.add_argument("--upload", action="store_true",
+                        help="for a folder: upload the files even if the workers could read them")
+    parser.add_argument("--no-upload", action="store_true",
+                        help="for a folder: fail rather than upload when the workers cannot read it")
+    parser.add_argument("--prune", action="store_true",
+                        help="for a folder: remove the photos of files that are gone from it")
+    parser.add_argument("--window", type=int, default=256,
+                        help="for an upload: at most this many uploaded photos waiting for the workers")
     parser.add_argument("--poll-interval", type=float, default=1.0, help="seconds between progress checks")
     parser.add_argument("--timeout", type=float, default=None, help="give up waiting after this many seconds")
     args = parser.parse_args(argv)
@@ -67,6 +77,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--serve needs to wait: the folder is served only while the command runs")
     if args.serve and args.base_url:
         parser.error("give either --serve or --base-url, not both")
+    if args.upload and args.no_upload:
+        parser.error("give either --upload or --no-upload, not both")
+    if (args.serve or args.base_url) and (args.upload or args.prune):
+        parser.error("--upload and --prune are for a folder read by the workers or uploaded, not served")
     return args
 
 
@@ -183,6 +197,55 @@ def summary(job: dict, *, api_url: str = "") -> str:
     return "\n".join(lines)
 
 
+def ingest_folder(client, folder: Path, args: argparse.Namespace, random_weights: bool) -> int:
+    """The folder path (tools/folder_ingest.py): paths or uploads, new files only, optional prune."""
+    from tools import folder_ingest
+
+    answer = client.files(str(folder))
+    upload = args.upload or not answer["readable"]
+    if not answer["readable"]:
+        if args.no_upload:
+            raise SourceError(answer["reason"])
+        folder_ingest.say(f"{answer['reason']} Uploading the files to the gateway instead.")
+    known = {row["path"]: row for row in answer["files"]}
+    found = folder_ingest.scan(folder, known, upload=upload, limit=args.limit)
+    folder_ingest.stored_copies(client, found)
+    for path, reason in found.unreadable[:10]:
+        folder_ingest.say(f"skipped {path}: it could not be read ({reason}).")
+    if args.prune:
+        gone, deleted = folder_ingest.prune(client, known, found.present)
+        print(f"Pruned {gone} files that are gone from {folder}; {deleted} photos with no file left were removed.")
+    if found.unchanged:
+        print(f"{found.unchanged} files are unchanged since the last ingest and were not read again.")
+    if not found.records:
+        if not found.present:
+            print(f"No photos found in {folder}; nothing was submitted.", file=sys.stderr)
+            return EXIT_REFUSED
+        print(f"Nothing new in {folder}.")
+        return EXIT_OK
+    if upload:
+        job_id = folder_ingest.upload_all(client, found.records, batch_size=args.batch_size,
+                                          window=args.window, poll_interval=args.poll_interval)
+    else:
+        job_id, _ = submit(client, found.records, chunk_size=args.chunk_size, batch_size=args.batch_size)
+    submitted = len(found.records)
+    how = "uploaded" if upload else "read by the workers from their paths"
+    print(f"Submitted {submitted} photos ({how}) as job {job_id} to {client.base_url}.")
+    copies = folder_ingest.copies_summary(found.copies, folder)
+    if args.no_wait:
+        print(f"Follow it with GET {client.base_url}/v1/jobs/{job_id}.")
+        if copies:
+            print(copies)
+        return EXIT_OK
+    job = wait_for(client, job_id, submitted, poll_interval=args.poll_interval, timeout=args.timeout)
+    print(summary(job))
+    if copies:
+        print(copies)
+    if random_weights:
+        print(RANDOM_WEIGHTS_LINE)
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -210,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
             job_id, submitted = answer["job_id"], answer["photos"]
             print(f"Retrying {submitted} failed photos of job {args.retry} as job {job_id}.")
             return _follow(client, args, api_url, job_id, submitted, random_weights)
+        folder = Path(args.source).expanduser()
+        if folder.is_dir() and not (args.serve or args.base_url):
+            return ingest_folder(client, folder.absolute(), args, random_weights)
         base_url = args.base_url
         if args.serve:
             server, base_url = serve_folder(Path(args.source).expanduser(), args.serve)

@@ -9,9 +9,9 @@ Accepted sources (`open_source` picks by looking at the path):
   required, every other column is optional and named as in Unsplash Lite (`photo_id`,
   `photo_description`, `photographer_username`, `photo_location_country`, ...); unknown columns are
   ignored, and a row without `photo_id` gets the URL's stable hash;
-- a folder of images, with `base_url`: the URL under which the same folder is served over HTTP
-  (workers may run on other machines, so `file://` paths are not fetchable). The ingest CLI's
-  `--serve` starts such a server itself for the duration of the ingest.
+- a folder of images served over HTTP at `base_url` (the ingest CLI's `--base-url` / `--serve`); a
+  folder without one is read by tools/folder_ingest.py instead (paths or uploads, no server). Either
+  way a photo's id comes from its bytes (services/common/library.py: `content_id`).
 
 Bad rows are reported through `on_bad_row(where, reason)` and skipped; nothing reads more than it
 yields beyond one row.
@@ -283,14 +283,22 @@ def iter_image_files(folder: Path) -> Iterator[Path]:
 
 
 def read_folder(folder: Path, *, base_url: str | None, **_) -> Iterator[PhotoRecord]:
-    """Records for the images in `folder`, as served under `base_url` (same relative paths)."""
+    """Records for the images in `folder`, as served under `base_url` (same relative paths), each named
+    by its bytes."""
+    from services.common.library import content_id
+
     if not base_url:
-        raise SourceError(f"{folder} is a folder: workers fetch images over HTTP, so give the URL it is served "
-                          f"at (--base-url), or let the ingest command serve it (--serve).")
+        raise SourceError(f"{folder} is a folder: run the ingest command on it without --base-url (the workers "
+                          f"read it, or the command uploads it).")
     base = base_url.rstrip("/")
     for path in iter_image_files(folder):
         relative = path.relative_to(folder).as_posix()
-        yield PhotoRecord(photo_id=stable_id("file", relative), photo_image_url=f"{base}/{quote(relative)}",
+        try:
+            photo_id = content_id(path.read_bytes())
+        except OSError as exc:
+            log.warning("skipped %s: %s", path, exc)
+            continue
+        yield PhotoRecord(photo_id=photo_id, photo_image_url=f"{base}/{quote(relative)}",
                           photo_description=path.stem.replace("_", " ").replace("-", " "))
 
 

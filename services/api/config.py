@@ -33,6 +33,10 @@ class ApiSettings(CommonSettings):
     table_info_ttl_s: float = Field(5.0, ge=0)
     # Comma-separated origins allowed by CORS; empty (the default) means no CORS headers at all.
     cors_origins: str = ""
+    # POST /v1/ingest/upload: the largest photo file, and how many files one request may carry (the
+    # ingest command sends 32 at a time); the bytes wait in Redis until a worker reads them.
+    max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024)
+    max_upload_files: int = Field(64, ge=1, le=1000)
     log_level: str = "INFO"
 
     @property

@@ -5,7 +5,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from services.common.schemas import PhotoRecord
+from services.common.schemas import LocalFile, PhotoRecord
 from services.photostore.filters import Filters, parse_filters
 
 TOP_K_MAX = 100
@@ -93,6 +93,9 @@ class SearchRequest(BaseModel):
 
 class Photo(PhotoRecord):
     """A stored photo as a user sees it: its id, image URL and Unsplash metadata (an ingested record)."""
+
+    thumbnail_url: str = Field("", description="The gateway path of the photo's thumbnail (a JPEG, 320 px).")
+    file: LocalFile | None = Field(None, exclude=True)
 
     @field_validator("photo_submitted_at", mode="before")
     @classmethod

@@ -45,6 +45,8 @@ class CommonSettings(BaseSettings):
     # Kept as the raw comma-separated text; use `api_key_list` / `fetch_allow_list`.
     api_keys: str = Field("", validation_alias=_alias("API_KEYS"))
     fetch_allow_hosts: str = Field("", validation_alias=_alias("FETCH_ALLOW_HOSTS"))
+    # Folders the workers may read photos from directly (comma-separated; services/common/library.py).
+    library_roots: str = Field("", validation_alias=_alias("LIBRARY_ROOTS"))
 
     @field_validator("embedder_url", "store_url", "api_url")
     @classmethod
@@ -67,3 +69,9 @@ class CommonSettings(BaseSettings):
     @property
     def fetch_allow_list(self) -> list[str]:
         return split_csv(self.fetch_allow_hosts)
+
+    @property
+    def library_root_list(self) -> list[Path]:
+        from services.common.library import parse_roots
+
+        return parse_roots(split_csv(self.library_roots))

@@ -32,6 +32,15 @@ METADATA_FIELDS: tuple[str, ...] = (
 )
 
 
+class LocalFile(BaseModel):
+    """Where a photo from a folder was read: its path (on the machine that listed it), size and mtime.
+    The store keeps these per path, so a re-run skips unchanged files and --prune finds gone ones."""
+
+    path: str = Field(min_length=1, max_length=4096)
+    size: int = Field(0, ge=0)
+    mtime: float = 0.0
+
+
 class PhotoRecord(BaseModel):
     """One photo to ingest: what a source yields and what an ingest task receives."""
 
@@ -57,6 +66,8 @@ class PhotoRecord(BaseModel):
     exif_camera_model: str = Field("", max_length=256)
     photo_location_latitude: float | None = Field(None, ge=-90, le=90)
     photo_location_longitude: float | None = Field(None, ge=-180, le=180)
+    # Set for a photo from a folder (file:// or upload:// photo_image_url); not a stored column.
+    file: LocalFile | None = None
 
     @field_validator("taken_at", mode="before")
     @classmethod

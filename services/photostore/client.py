@@ -30,6 +30,7 @@ from services.photostore.connection import Connection, is_unknown_table, redact_
 from services.photostore.dialects import Dialect, dialect_for
 from services.photostore.errors import ModelMismatch, StoreError
 from services.photostore.filters import filter_sql
+from services.photostore.library import LibraryTables
 from services.photostore.results import MAX_RESULTS, check_count, collapsed, ranked, search_rows
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ DEFAULT_EXACT_BELOW = 50_000
 DEFAULT_SEARCH_WIDTH = 256
 DEFAULT_INDEX_TYPE = "MSTG"
 
+
 def _option(value: int | None, name: str, default: int) -> int:
     if value is None:
         return default
@@ -51,7 +53,7 @@ def _option(value: int | None, name: str, default: int) -> int:
     return int(value)
 
 
-class PhotoStore:
+class PhotoStore(LibraryTables):
     """Photos and their vectors in one table of a ClickHouse-compatible server.
 
     `exact_below`, `search_width` and `index_type` are the search options (STORE_EXACT_BELOW,
@@ -154,6 +156,7 @@ class PhotoStore:
         # Also after a crash between recording the model and creating the table.
         self.connection.command("table creation", sql.create_table_sql(self.database, self.table, dim))
         self._add_missing_columns()
+        self.ensure_library_tables()
         self._info = {"model": model, "dim": dim, "table": self.table, "database": self.database,
                       "dialect": self.dialect.name}
         logger.info("store table %s.%s ready for %s (%d dims)", self.database, self.table, model, dim)
@@ -229,6 +232,7 @@ class PhotoStore:
         if present:
             self.connection.command("delete", sql.delete_sql(self.database, self.table),
                                     {"photo_ids": sorted(present)})
+            self.delete_library_rows(sorted(present))
             self._rows_seen = None
         return len(present)
 

@@ -79,7 +79,8 @@ def ingest_batch(self, job_id: str, batch_id: str, photos: list[dict]) -> dict:
             log.info("images are decoded and cropped %s", "here" if res.crop else "by the embedder")
         outcome = pipeline.ingest_batch(photos, res.embedder, res.store, res.policy,
                                         download_concurrency=res.settings.download_concurrency, crop=res.crop,
-                                        max_image_pixels=res.settings.max_image_pixels)
+                                        max_image_pixels=res.settings.max_image_pixels,
+                                        roots=res.settings.library_root_list, spool=res.spool)
     failures = [failure.model_dump() for failure in outcome.failures]
     counted = res.jobs.finish_batch(job_id, batch_id, outcome.succeeded, outcome.skipped, failures, photos)
     if not counted:

@@ -30,7 +30,7 @@ class Embedder:
 
 class Store:
     def __init__(self):
-        self.rows, self.inserts, self.table = {}, 0, None
+        self.rows, self.inserts, self.table, self.thumbnails, self.files = {}, 0, None, {}, []
 
     def ensure_table(self, dim, model):
         self.table = (dim, model)
@@ -43,6 +43,12 @@ class Store:
         self.inserts += 1
         self.rows.update({photo.photo_id: vector for photo, vector in zip(photos, vectors)})
         return len(photos)
+
+    def insert_thumbnails(self, thumbnails):
+        self.thumbnails.update(thumbnails)
+
+    def record_files(self, files):
+        self.files.extend(files)
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +75,11 @@ def test_a_batch_is_fetched_embedded_once_and_inserted_once(images):
 
     assert (outcome.succeeded, outcome.skipped) == (5, 1)
     assert sorted((f.photo_id, f.code) for f in outcome.failures) == [
-        ("#7", "invalid_record"), ("broken", "not_an_image"), ("gone", "http_404")]
+        ("#7", "invalid_record"), ("broken", "truncated_image"), ("gone", "http_404")]
     assert all(f.reason for f in outcome.failures)
-    assert embedder.calls == [6] and store.inserts == 1
+    # The broken image fails while its thumbnail is made, before the embedder sees it.
+    assert embedder.calls == [5] and store.inserts == 1
+    assert sorted(store.thumbnails) == [f"p{i}" for i in range(5)]
     assert np.allclose(store.rows["p3"], vector_of(jpeg(3)))
 
 

@@ -62,6 +62,12 @@ class FakeStore:
         self.rows.update({photo.photo_id: vector for photo, vector in zip(photos, vectors)})
         return len(photos)
 
+    def insert_thumbnails(self, thumbnails):
+        return len(thumbnails)
+
+    def record_files(self, files):
+        return len(files)
+
     def wants_index(self):
         return self._wants_index and not self.index_builds
 
