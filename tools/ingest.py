@@ -8,6 +8,11 @@ Exit status: 0 when the job finished (even with per-photo failures, which the su
 1 when the gateway refused the request or the source is unusable, 2 when the gateway cannot be
 reached, 130 when interrupted.
 
+When the job stops moving (no batch finished for `--stall-timeout` seconds) or disappears (a Redis
+restarted without persistence lost it), the broker may have lost queued batches: the command submits
+the same photos again as a new job and follows that one. This is safe because ingestion is
+idempotent (photos already stored are skipped), and it is what recovers a queue that was lost.
+
 A folder of images is fetched by the workers over HTTP: pass `--base-url` if it is already served,
 or `--serve HOST:PORT` to serve it from this command while the job runs (the workers must be able to
 reach that address, and a loopback or private host must be in their FETCH_ALLOW_HOSTS).
@@ -53,6 +58,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="for a folder: serve it over HTTP at HOST:PORT while the job runs (PORT 0: any free)")
     parser.add_argument("--poll-interval", type=float, default=1.0, help="seconds between progress checks")
     parser.add_argument("--timeout", type=float, default=None, help="give up waiting after this many seconds")
+    parser.add_argument("--stall-timeout", type=float, default=300.0,
+                        help="resubmit the photos (idempotently) when no batch finished for this many seconds; "
+                             "0: never")
     args = parser.parse_args(argv)
     if args.chunk_size < 1 or args.chunk_size > MAX_CHUNK:
         parser.error(f"--chunk-size must be between 1 and {MAX_CHUNK}")
@@ -116,13 +124,38 @@ def submit(client, records, *, chunk_size: int, batch_size: int) -> tuple[str | 
     return job_id, submitted
 
 
-def wait_for(client, job_id: str, total: int, *, poll_interval: float, timeout: float | None) -> dict:
+def wait_for(client, job_id: str, total: int, *, poll_interval: float, timeout: float | None,
+             resubmit=None, stall_timeout: float | None = None) -> dict:
+    """Poll the job until it is done. `resubmit()` (submits the photos again, returns the new job's
+    id) is called when the job vanished or made no progress for `stall_timeout` seconds; a gateway or
+    Redis that is briefly unavailable (503, unreachable) is waited for."""
     from tqdm import tqdm
 
+    from services.common.api_client import ApiError
+
     deadline = time.monotonic() + timeout if timeout else None
+    progress, moved_at = None, time.monotonic()
+
+    def start_again(why: str) -> str:
+        nonlocal progress, moved_at
+        print(f"\nJob {job_id} {why}; the broker may have lost its queued batches. Submitting the same photos "
+              f"again as a new job (photos already stored are skipped).", file=sys.stderr)
+        progress, moved_at = None, time.monotonic()
+        return resubmit()
+
     with tqdm(total=total, unit="photo", desc="ingest", file=sys.stderr) as bar:
         while True:
-            job = client.job(job_id)
+            if deadline and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} was not done after {timeout:g} s")
+            try:
+                job = client.job(job_id)
+            except ApiError as exc:
+                if exc.status == 404 and resubmit is not None:
+                    job_id = start_again("is gone (Redis lost it)")
+                elif exc.status not in (0, 502, 503, 504):
+                    raise
+                time.sleep(poll_interval)
+                continue
             processed = job["succeeded"] + job["skipped"] + job["failed"]
             bar.total = max(job.get("total") or total, processed)
             bar.n = processed
@@ -130,8 +163,10 @@ def wait_for(client, job_id: str, total: int, *, poll_interval: float, timeout: 
             bar.refresh()
             if job["state"] == "done":
                 return job
-            if deadline and time.monotonic() > deadline:
-                raise TimeoutError(f"job {job_id} was not done after {timeout:g} s")
+            if (job.get("batches_done"), processed) != progress:
+                progress, moved_at = (job.get("batches_done"), processed), time.monotonic()
+            elif resubmit is not None and stall_timeout and time.monotonic() - moved_at > stall_timeout:
+                job_id = start_again(f"made no progress for {stall_timeout:g} s")
             time.sleep(poll_interval)
 
 
@@ -172,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
             server, base_url = serve_folder(Path(args.source).expanduser(), args.serve)
         records = open_source(args.source, limit=args.limit, small_images=not args.full_size,
                               base_url=base_url, on_bad_row=on_bad_row)
+        # Kept, to submit again if the broker loses the job's batches (see wait_for).
+        records = list(records)
         job_id, submitted = submit(client, records, chunk_size=args.chunk_size, batch_size=args.batch_size)
         if bad_rows > 10:
             print(f"skipped {bad_rows} bad rows in all.", file=sys.stderr)
@@ -182,7 +219,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.no_wait:
             print(f"Follow it with GET {api_url}/v1/jobs/{job_id}.")
             return EXIT_OK
-        job = wait_for(client, job_id, submitted, poll_interval=args.poll_interval, timeout=args.timeout)
+        def resubmit() -> str:
+            return submit(client, records, chunk_size=args.chunk_size, batch_size=args.batch_size)[0]
+
+        job = wait_for(client, job_id, submitted, poll_interval=args.poll_interval, timeout=args.timeout,
+                       resubmit=resubmit, stall_timeout=args.stall_timeout)
         print(summary(job))
         if random_weights:
             print(RANDOM_WEIGHTS_LINE)

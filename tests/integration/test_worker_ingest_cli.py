@@ -15,7 +15,7 @@ import uvicorn
 from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse
 
-from tests.integration.test_worker_support import jpeg
+from tests.integration.worker_support import jpeg
 from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
