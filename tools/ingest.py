@@ -141,7 +141,13 @@ def wait_for(client, job_id: str, total: int, *, poll_interval: float, timeout: 
         print(f"\nJob {job_id} {why}; the broker may have lost its queued batches. Submitting the same photos "
               f"again as a new job (photos already stored are skipped).", file=sys.stderr)
         progress, moved_at = None, time.monotonic()
-        return resubmit()
+        try:
+            return resubmit()
+        except ApiError as exc:
+            if exc.status not in (0, 502, 503, 504):
+                raise
+            print(f"Could not submit them yet ({exc.message}); trying again.", file=sys.stderr)
+            return job_id
 
     with tqdm(total=total, unit="photo", desc="ingest", file=sys.stderr) as bar:
         while True:

@@ -1,7 +1,6 @@
 """JobStore against a real Redis: counting once per batch, states, capped failures, expiry."""
 from __future__ import annotations
 
-import os
 import uuid
 
 import pytest
@@ -9,19 +8,21 @@ import redis
 
 from services.common.errors import DependencyUnavailable
 from services.common.jobs import BATCH_COUNTED, BATCH_REPEATED, JOB_DONE, MAX_FAILURES, JobStore
+from tests.support import redis_server
 
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory):
+    """A private redis-server; a Redis that cannot start fails the tests rather than skipping them."""
+    with redis_server(tmp_path_factory.mktemp("jobs")) as url:
+        yield url
 
 
 @pytest.fixture
-def jobs():
+def jobs(redis_url):
     prefix = f"test-jobs-{uuid.uuid4().hex[:8]}:"
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        pytest.skip(f"no Redis at {REDIS_URL}")
-    store = JobStore(REDIS_URL, ttl_seconds=600, key_prefix=prefix)
+    client = redis.Redis.from_url(redis_url)
+    store = JobStore(redis_url, ttl_seconds=600, key_prefix=prefix)
     yield store
     for key in client.scan_iter(f"{prefix}*"):
         client.delete(key)
@@ -83,11 +84,11 @@ def test_failures_are_counted_in_full_but_listed_up_to_the_cap(jobs):
     assert job["failures"][0]["photo_id"] == "p0"
 
 
-def test_keys_expire_and_unknown_jobs_are_none(jobs):
+def test_keys_expire_and_unknown_jobs_are_none(jobs, redis_url):
     job_id = jobs.create()
     jobs.add_batches(job_id, 1, 1)
     jobs.finish_batch(job_id, "b1", 0, 0, [failure(0)])
-    client = redis.Redis.from_url(REDIS_URL)
+    client = redis.Redis.from_url(redis_url)
     keys = list(client.scan_iter(f"{jobs._prefix}job:{job_id}*"))
     assert len(keys) == 3 and all(0 < client.ttl(key) <= 600 for key in keys)
     assert jobs.get("no-such-job") is None
