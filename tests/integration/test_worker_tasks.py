@@ -174,3 +174,13 @@ def test_the_worker_app_has_the_task_with_its_queue_serializer_and_retry_policy_
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["redis://127.0.0.1:1/3", "json", "['json']", "ingest", "1", "True", "True", "5",
                                    "2", "42", "True", "['DependencyTimeout',", "'DependencyUnavailable']"]
+
+
+def test_the_worker_renews_what_it_holds_and_a_killed_workers_batches_wait_only_the_visibility_timeout():
+    done = _python(
+        "from services.worker.celery_app import app; c = app.conf; "
+        "print([s.__name__ for s in app.steps['consumer']], c.broker_transport_options)",
+        REDIS_URL="redis://127.0.0.1:1/3", WORKER_VISIBILITY_TIMEOUT_S="30")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ("['UnackedLease'] {'visibility_timeout': 30, 'unacked_restore_interval': 5, "
+                                   "'unacked_restore_throttle': 1}")
