@@ -75,7 +75,7 @@ class IngestTask(Task):
 )
 def ingest_batch(self, job_id: str, batch_id: str, photos: list[dict], busy_waits: int = 0) -> dict:
     try:
-        return _ingest(self, job_id, batch_id, photos)
+        return _ingest(job_id, batch_id, photos)
     except EmbedderBusy as exc:
         # The embedder is up but loading or saturated, and said when to come back: slow down to its
         # pace instead of backing off exponentially into a failure. Photos never fail for this.
@@ -85,7 +85,7 @@ def ingest_batch(self, job_id: str, batch_id: str, photos: list[dict], busy_wait
                                  "busy_waits": busy_waits + 1}) from None
 
 
-def _ingest(self: Task, job_id: str, batch_id: str, photos: list[dict]) -> dict:
+def _ingest(job_id: str, batch_id: str, photos: list[dict]) -> dict:
     res = resources.current()
     # The embedder's log lines for this batch carry the job's id (services/common/request_ids.py).
     with request_ids.bound(f"job-{job_id}"):
