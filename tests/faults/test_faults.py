@@ -26,6 +26,9 @@ from tests.conftest import ROOT
 from tests.faults.conftest import OUTCOMES
 from tests.faults.fault_stack import API_KEY, FaultStack
 
+# The workers' visibility timeout here: short, to keep the suite fast; FAULTS_VISIBILITY_TIMEOUT_S=60
+# shows the production default's timing.
+VISIBILITY_TIMEOUT_S = int(os.environ.get("FAULTS_VISIBILITY_TIMEOUT_S", "8"))
 SEARCH_TIMEOUT_S = 15  # the gateway's own timeouts are 5 s: anything slower is a hang
 EMBEDDER_DOWN_S = 20
 
@@ -113,7 +116,7 @@ def _wait_for_batches(stack: FaultStack, ingest: subprocess.Popen, count: int, t
 def test_an_ingestion_and_searches_recover_from(fault, photo_set, tiny_model_dir, tmp_path):
     tsv, photos = photo_set
     log_dir = ROOT / "test-output" / "faults" / fault.split()[0] / fault.split()[1]
-    stack = FaultStack(tmp_path, tiny_model_dir, log_dir)
+    stack = FaultStack(tmp_path, tiny_model_dir, log_dir, visibility_timeout_s=VISIBILITY_TIMEOUT_S)
     outcome = {"fault": fault, "outcome": "failed", "expected": photos}
     OUTCOMES.append(outcome)
     stack.start()
