@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup up down restart status logs demo demo-offline ingest lint test test-unit test-integration test-e2e test-hostile random-model index conformance bench bench-embedder bench-store bench-ingest bench-rerun clean
+.PHONY: help setup up down restart status logs demo demo-offline ingest lint test test-unit test-integration test-e2e test-hostile test-faults random-model index conformance bench bench-embedder bench-store bench-ingest bench-rerun clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -62,6 +62,9 @@ ingest: setup ## enqueue photos: make ingest SOURCE=photos.tsv|dataset.zip|urls.
 
 index: setup ## the vector index of STORE_TABLE: make index ACTION=build|status|drop (build it after a bulk ingestion)
 	$(PY) -m services.photostore index $(or $(ACTION),status)
+
+test-faults: setup ## fault tests: kill workers, stop the embedder, restart the store and Redis during an ingestion; prints a table
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest tests/faults $(PYTEST_ARGS)
 
 random-model: setup ## write a CLIP with random weights: make random-model DIR=... SIZE=tiny|b32
 	$(PY) -m tools.random_model "$(DIR)" --size $(SIZE)

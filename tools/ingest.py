@@ -13,6 +13,11 @@ under LIBRARY_ROOTS, else this command uploads them to the gateway; a re-run sen
 changed files, and `--prune` removes the photos whose files are gone. `--base-url` (the folder is
 already served over HTTP) and `--serve HOST:PORT` (serve it from this command while the job runs; the
 host must be in the workers' FETCH_ALLOW_HOSTS) still work, but nothing needs them any more.
+
+When the job stops moving (no batch finished for `--stall-timeout` seconds) or disappears (a Redis
+restarted without persistence lost it), the broker may have lost queued batches: the command submits
+the same photos again as a new job and follows that one. This is safe because ingestion is
+idempotent (photos already stored are skipped), and it is what recovers a queue that was lost.
 """
 from __future__ import annotations
 
@@ -66,6 +71,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="for an upload: at most this many uploaded photos waiting for the workers")
     parser.add_argument("--poll-interval", type=float, default=1.0, help="seconds between progress checks")
     parser.add_argument("--timeout", type=float, default=None, help="give up waiting after this many seconds")
+    parser.add_argument("--stall-timeout", type=float, default=300.0,
+                        help="resubmit the photos (idempotently) when no batch finished for this many seconds; "
+                             "0: never")
     args = parser.parse_args(argv)
     if bool(args.source) == bool(args.retry):
         parser.error("give a source, or --retry JOB_ID (not both)")
@@ -135,13 +143,44 @@ def submit(client, records, *, chunk_size: int, batch_size: int) -> tuple[str | 
     return job_id, submitted
 
 
-def wait_for(client, job_id: str, total: int, *, poll_interval: float, timeout: float | None) -> dict:
+def wait_for(client, job_id: str, total: int, *, poll_interval: float, timeout: float | None,
+             resubmit=None, stall_timeout: float | None = None) -> dict:
+    """Poll the job until it is done. `resubmit()` (submits the photos again, returns the new job's
+    id) is called when the job vanished or made no progress for `stall_timeout` seconds; a gateway or
+    Redis that is briefly unavailable (503, unreachable) is waited for."""
     from tqdm import tqdm
 
+    from services.common.api_client import ApiError
+
     deadline = time.monotonic() + timeout if timeout else None
+    progress, moved_at = None, time.monotonic()
+
+    def start_again(why: str) -> str:
+        nonlocal progress, moved_at
+        print(f"\nJob {job_id} {why}; the broker may have lost its queued batches. Submitting the same photos "
+              f"again as a new job (photos already stored are skipped).", file=sys.stderr)
+        progress, moved_at = None, time.monotonic()
+        try:
+            return resubmit()
+        except ApiError as exc:
+            if exc.status not in (0, 502, 503, 504):
+                raise
+            print(f"Could not submit them yet ({exc.message}); trying again.", file=sys.stderr)
+            return job_id
+
     with tqdm(total=total, unit="photo", desc="ingest", file=sys.stderr) as bar:
         while True:
-            job = client.job(job_id)
+            if deadline and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} was not done after {timeout:g} s")
+            try:
+                job = client.job(job_id)
+            except ApiError as exc:
+                if exc.status == 404 and resubmit is not None:
+                    job_id = start_again("is gone (Redis lost it)")
+                elif exc.status not in (0, 502, 503, 504):
+                    raise
+                time.sleep(poll_interval)
+                continue
             processed = job["succeeded"] + job["skipped"] + job["failed"]
             bar.total = max(job.get("total") or total, processed)
             bar.n = processed
@@ -149,8 +188,10 @@ def wait_for(client, job_id: str, total: int, *, poll_interval: float, timeout: 
             bar.refresh()
             if job["state"] == "done":
                 return job
-            if deadline and time.monotonic() > deadline:
-                raise TimeoutError(f"job {job_id} was not done after {timeout:g} s")
+            if (job.get("batches_done"), processed) != progress:
+                progress, moved_at = (job.get("batches_done"), processed), time.monotonic()
+            elif resubmit is not None and stall_timeout and time.monotonic() - moved_at > stall_timeout:
+                job_id = start_again(f"made no progress for {stall_timeout:g} s")
             time.sleep(poll_interval)
 
 
@@ -281,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
             server, base_url = serve_folder(Path(args.source).expanduser(), args.serve)
         records = open_source(args.source, limit=args.limit, small_images=not args.full_size,
                               base_url=base_url, on_bad_row=on_bad_row)
+        # Kept, to submit again if the broker loses the job's batches (see wait_for).
+        records = list(records)
         job_id, submitted = submit(client, records, chunk_size=args.chunk_size, batch_size=args.batch_size)
         if bad_rows > 10:
             print(f"skipped {bad_rows} bad rows in all.", file=sys.stderr)
@@ -288,7 +331,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"No photos found in {args.source}; nothing was submitted.", file=sys.stderr)
             return EXIT_REFUSED
         print(f"Submitted {submitted} photos as job {job_id} to {api_url}.")
-        return _follow(client, args, api_url, job_id, submitted, random_weights)
+        def resubmit() -> str:
+            return submit(client, records, chunk_size=args.chunk_size, batch_size=args.batch_size)[0]
+
+        return _follow(client, args, api_url, job_id, submitted, random_weights, resubmit=resubmit)
     except SourceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_REFUSED
@@ -309,11 +355,13 @@ def main(argv: list[str] | None = None) -> int:
             close()
 
 
-def _follow(client, args: argparse.Namespace, api_url: str, job_id: str, submitted: int, random_weights: bool) -> int:
+def _follow(client, args: argparse.Namespace, api_url: str, job_id: str, submitted: int, random_weights: bool,
+            resubmit=None) -> int:
     if args.no_wait:
         print(f"Follow it with GET {api_url}/v1/jobs/{job_id}.")
         return EXIT_OK
-    job = wait_for(client, job_id, submitted, poll_interval=args.poll_interval, timeout=args.timeout)
+    job = wait_for(client, job_id, submitted, poll_interval=args.poll_interval, timeout=args.timeout,
+                   resubmit=resubmit, stall_timeout=args.stall_timeout)
     print(summary(job, api_url=api_url))
     if random_weights:
         print(RANDOM_WEIGHTS_LINE)

@@ -4,7 +4,8 @@
 spread load, and a connection failure or a 503 moves on to the next one; only when every URL has
 failed does the call raise. Errors are mapped once, here:
 
-- `EmbedderUnavailable` (503): no embedder answered, or all were loading / saturated;
+- `EmbedderUnavailable` (503): no embedder answered, or all were loading / saturated (then
+  `EmbedderBusy`, whose `retry_after` is the embedder's Retry-After);
 - `EmbedderTimeout` (504): an embedder took longer than `timeout` (not retried: it may be overloaded);
 - `EmbedderRejected` (422): the embedder refused the input; the message is the embedder's sentence;
 - `EmbedderFailed` (502): any other unexpected answer.
@@ -32,6 +33,11 @@ log = logging.getLogger(__name__)
 
 class EmbedderUnavailable(DependencyUnavailable):
     code = "embedder_unavailable"
+
+
+class EmbedderBusy(EmbedderUnavailable):
+    """The embedder answered 503 (loading, saturated): it is up and says, in `retry_after`, when to
+    come back. Workers wait that long as often as it asks, without counting a retry."""
 
 
 class EmbedderTimeout(DependencyTimeout):
@@ -168,8 +174,8 @@ class _Base:
         code, message = _error_of(response)
         if response.status_code == 503:
             log.warning("embedder %s unavailable: %s", url, message)
-            return EmbedderUnavailable(f"The embedder at {url} is unavailable: {message}",
-                                       retry_after=_retry_after(response))
+            return EmbedderBusy(f"The embedder at {url} is unavailable: {message}",
+                                retry_after=_retry_after(response))
         if 400 <= response.status_code < 500:
             raise EmbedderRejected(message, code=code)
         raise EmbedderFailed(f"The embedder at {url} failed ({response.status_code}): {message}")
@@ -186,8 +192,9 @@ class _Base:
         if len(self.urls) == 1 and last is not None:
             return last
         detail = f" Last: {last.message}" if last is not None else ""
-        return EmbedderUnavailable(f"No embedder answered ({', '.join(self.urls)}).{detail}",
-                                   retry_after=last.retry_after if last else 5)
+        kind = type(last) if last is not None else EmbedderUnavailable  # busy if the last one said so
+        return kind(f"No embedder answered ({', '.join(self.urls)}).{detail}",
+                    retry_after=last.retry_after if last else 5)
 
 
 class EmbedderClient(_Base):

@@ -33,6 +33,9 @@ class WorkerSettings(CommonSettings):
     # Transient failures (embedder or store down) are retried with exponential backoff and jitter.
     max_retries: int = Field(8, ge=0)
     retry_backoff_max_s: int = Field(300, ge=1)
+    # A SIGKILLed worker's batches go back on the queue this long after their last lease renewal
+    # (services/worker/lease.py): recovery within about this plus 10 s of the kill.
+    visibility_timeout_s: int = Field(60, ge=4, le=3600)
     job_ttl_s: int = Field(7 * 24 * 3600, ge=60)
     # When a job ends and the table holds STORE_EXACT_BELOW rows or more with no vector index, start
     # building one (on the store server, in the background). Off: `make index ACTION=build` by hand.

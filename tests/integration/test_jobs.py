@@ -2,7 +2,6 @@
 paging, rate and ETA, expiry."""
 from __future__ import annotations
 
-import os
 import uuid
 
 import pytest
@@ -10,19 +9,21 @@ import redis
 
 from services.common.errors import DependencyUnavailable
 from services.common.jobs import BATCH_COUNTED, BATCH_REPEATED, FAILURES_SHOWN, JOB_DONE, JobStore
+from tests.support import redis_server
 
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory):
+    """A private redis-server; a Redis that cannot start fails the tests rather than skipping them."""
+    with redis_server(tmp_path_factory.mktemp("jobs")) as url:
+        yield url
 
 
 @pytest.fixture
-def jobs():
+def jobs(redis_url):
     prefix = f"test-jobs-{uuid.uuid4().hex[:8]}:"
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        pytest.skip(f"no Redis at {REDIS_URL}")
-    store = JobStore(REDIS_URL, ttl_seconds=600, key_prefix=prefix)
+    client = redis.Redis.from_url(redis_url)
+    store = JobStore(redis_url, ttl_seconds=600, key_prefix=prefix)
     yield store
     for key in client.scan_iter(f"{prefix}*"):
         client.delete(key)
@@ -117,11 +118,11 @@ def test_a_retry_names_the_job_it_retries(jobs):
     assert jobs.get(jobs.create(retry_of=first))["retry_of"] == first
 
 
-def test_keys_expire_and_unknown_jobs_are_none(jobs):
+def test_keys_expire_and_unknown_jobs_are_none(jobs, redis_url):
     job_id = jobs.create()
     jobs.add_batches(job_id, 1, 1)
     jobs.finish_batch(job_id, "b1", 0, 0, [failure(0)])
-    client = redis.Redis.from_url(REDIS_URL)
+    client = redis.Redis.from_url(redis_url)
     keys = list(client.scan_iter(f"{jobs._prefix}job:{job_id}*"))
     assert len(keys) == 4 and all(0 < client.ttl(key) <= 600 for key in keys)
     assert jobs.get("no-such-job") is None

@@ -15,7 +15,7 @@ import uvicorn
 from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse
 
-from tests.integration.test_worker_support import jpeg
+from tests.integration.worker_support import jpeg
 from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,6 +30,9 @@ class Gateway:
     def __init__(self):
         self.calls: list[dict] = []
         self.jobs: dict[str, dict] = {}
+        # The next jobs created are lost (404, as after a Redis restart without persistence) or stall
+        # (running with no progress, as when the broker lost their queued batches).
+        self.lose_next = self.stall_next = 0
         self.app = FastAPI()
         self.app.get("/v1/stats")(lambda: {"photos": 0, "model": None, "random_weights": True})
         self.app.post("/v1/ingest")(self.ingest)
@@ -43,7 +46,7 @@ class Gateway:
         failed = [failure["photo_id"] for failure in self.job(job_id)["failures"]]
         photos = [photo for photo in self.jobs[job_id]["photos"] if photo["photo_id"] in failed]
         new_id = uuid.uuid4().hex
-        self.jobs[new_id] = {"photos": photos, "polls": 0, "retry_of": job_id}
+        self.jobs[new_id] = {"photos": photos, "polls": 0, "retry_of": job_id, "lost": False, "stalled": False}
         return JSONResponse({"job_id": new_id, "photos": len(photos), "batches": 1, "retry_of": job_id},
                             status_code=202)
 
@@ -54,14 +57,24 @@ class Gateway:
         body = await request.json()
         self.calls.append(body)
         job_id = body.get("job_id") or uuid.uuid4().hex
-        job = self.jobs.setdefault(job_id, {"photos": [], "polls": 0})
+        if job_id not in self.jobs:
+            lost, stalled = self.lose_next > 0, self.lose_next == 0 and self.stall_next > 0
+            self.lose_next -= lost
+            self.stall_next -= stalled
+            self.jobs[job_id] = {"photos": [], "polls": 0, "lost": lost, "stalled": stalled}
+        job = self.jobs[job_id]
         job["photos"].extend(body["photos"])
         return JSONResponse({"job_id": job_id, "photos": len(body["photos"]), "batches": 1}, status_code=202)
 
     def job(self, job_id: str):
         job = self.jobs[job_id]
+        if job["lost"]:
+            return JSONResponse({"error": {"code": "not_found", "message": f"No job {job_id}."}}, status_code=404)
         job["polls"] += 1
         photos = job["photos"]
+        if job["stalled"]:
+            return {"job_id": job_id, "state": "running", "total": len(photos), "succeeded": 0, "skipped": 0,
+                    "failed": 0, "batches_total": 1, "batches_done": 0, "failures": []}
         failed = [photo for photo in photos if photo["photo_image_url"].startswith("http://127.0.0.1")
                   and not _reachable(photo["photo_image_url"])]
         return {"job_id": job_id, "state": "done" if job["polls"] >= 2 else "running", "total": len(photos),
@@ -169,3 +182,21 @@ def test_a_refused_key_and_an_unreachable_gateway_fail_with_a_sentence(gateway, 
 
     missing = run_ingest(str(tmp_path / "nope.tsv"), "--api-url", gateway.url)
     assert missing.returncode == 1 and "does not exist" in missing.stderr
+
+
+@pytest.mark.parametrize("fault", ["lost", "stalled"])
+def test_a_job_the_broker_lost_is_submitted_again_and_followed_to_the_end(gateway, tmp_path, fault):
+    source = tmp_path / "urls.txt"
+    source.write_text("https://images.test/a.jpg\nhttps://images.test/b.jpg\n")
+    gateway.calls.clear()
+    gateway.lose_next, gateway.stall_next = fault == "lost", fault == "stalled"
+
+    result = run_ingest(str(source), "--api-url", gateway.url, "--stall-timeout", "0.5")
+
+    assert result.returncode == 0, result.stderr
+    # The same photos twice, the second time as a new job; the summary is the new job's.
+    assert [call["photos"] for call in gateway.calls[1:]] == [gateway.calls[0]["photos"]]
+    assert "job_id" not in gateway.calls[1]
+    assert ("is gone" if fault == "lost" else "made no progress for 0.5 s") in result.stderr
+    assert "Submitting the same photos again as a new job" in result.stderr
+    assert "2 ingested, 0 skipped (already stored), 0 failed, of 2" in result.stdout

@@ -7,7 +7,7 @@ import pytest
 
 from services.common.fetch import FetchPolicy
 from services.worker.pipeline import ingest_batch, prepare_store
-from tests.integration.test_worker_support import DIM, MODEL, jpeg, serve_images, vector_of
+from tests.integration.worker_support import DIM, MODEL, jpeg, serve_images, vector_of
 
 
 class ItemError:

@@ -2,7 +2,7 @@
 vectors, and a local image server.
 
 test_worker_celery.py serves the fake embedder as
-`uvicorn --factory tests.integration.test_worker_support:fake_embedder_app`.
+`uvicorn --factory tests.integration.worker_support:fake_embedder_app`.
 """
 from __future__ import annotations
 
