@@ -157,7 +157,11 @@ class Stack:
                 "Install one (Debian: apt-get install redis-server; macOS: brew install redis) "
                 "or point REDIS_URL at a running Redis."
             )
-        service = Service("redis", [binary, "--bind", host, "--port", str(port), "--save", "", "--appendonly", "no"])
+        # The broker's queue and the batches workers hold must survive a restart: an append-only file.
+        data = Path(self.settings["STORE_DATA_DIR"]).parent / "redis"
+        data.mkdir(parents=True, exist_ok=True)
+        service = Service("redis", [binary, "--bind", host, "--port", str(port), "--save", "", "--appendonly", "yes",
+                                    "--appendfsync", "everysec", "--dir", str(data)])
         self._spawn(service)
         self._wait(service, lambda: port_open(host, port), timeout=20)
         return service
