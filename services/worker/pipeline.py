@@ -18,6 +18,7 @@ from services.common.fetch import FetchError, FetchPolicy, fetch_many
 from services.common.images import ClipCrop, ImageRejected, ImageTooLarge, decode_image
 from services.common.ports import Embedder, PhotoStore
 from services.common.schemas import Failure, PhotoRecord
+from services.worker.metrics import timed
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,8 @@ def ingest_batch(photos: Sequence[dict | PhotoRecord], embedder: Embedder, store
     if not todo:
         return BatchOutcome(0, skipped, failures)
 
-    downloaded = fetch_many([record.photo_image_url for record in todo], policy, concurrency=download_concurrency)
+    with timed("download"):
+        downloaded = fetch_many([record.photo_image_url for record in todo], policy, concurrency=download_concurrency)
     fetched: list[tuple[PhotoRecord, bytes]] = []
     for record, result in zip(todo, downloaded):
         if isinstance(result, FetchError):
@@ -116,10 +118,11 @@ def ingest_batch(photos: Sequence[dict | PhotoRecord], embedder: Embedder, store
     if not fetched:
         return BatchOutcome(0, skipped, failures)
 
-    if crop is None:
-        results = embedder.embed_images_each([body for _, body in fetched])
-    else:
-        results = _embed_cropped(fetched, embedder, crop, policy.max_bytes, max_image_pixels)
+    with timed("embed"):
+        if crop is None:
+            results = embedder.embed_images_each([body for _, body in fetched])
+        else:
+            results = _embed_cropped(fetched, embedder, crop, policy.max_bytes, max_image_pixels)
     if len(results) != len(fetched):
         raise RuntimeError(f"the embedder returned {len(results)} results for {len(fetched)} images")
     good: list[PhotoRecord] = []
@@ -141,7 +144,8 @@ def ingest_batch(photos: Sequence[dict | PhotoRecord], embedder: Embedder, store
     if not good:
         return BatchOutcome(0, skipped, failures)
 
-    written = store.insert_photos(good, np.stack(vectors).astype(np.float32, copy=False))
+    with timed("insert"):
+        written = store.insert_photos(good, np.stack(vectors).astype(np.float32, copy=False))
     done_at = time.perf_counter()
     log.info("batch: %d inserted, %d skipped, %d failed (download %.2fs, embed %.2fs, insert %.2fs)",
              len(good), skipped, len(failures), fetched_at - started, embedded_at - fetched_at,

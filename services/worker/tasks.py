@@ -13,7 +13,7 @@ from services.common import request_ids
 from services.common.errors import DependencyTimeout, DependencyUnavailable
 from services.common.jobs import JOB_DONE
 from services.common.queue import TASK_NAME
-from services.worker import pipeline, resources
+from services.worker import metrics, pipeline, resources
 from services.worker.config import get_settings
 from services.worker.resources import Resources
 
@@ -80,6 +80,7 @@ def ingest_batch(self, job_id: str, batch_id: str, photos: list[dict]) -> dict:
         outcome = pipeline.ingest_batch(photos, res.embedder, res.store, res.policy,
                                         download_concurrency=res.settings.download_concurrency, crop=res.crop,
                                         max_image_pixels=res.settings.max_image_pixels)
+    metrics.record_batch(outcome)
     failures = [failure.model_dump() for failure in outcome.failures]
     counted = res.jobs.finish_batch(job_id, batch_id, outcome.succeeded, outcome.skipped, failures)
     if not counted:
