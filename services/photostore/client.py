@@ -25,6 +25,7 @@ from services.common.errors import BadRequest
 from services.common.schemas import METADATA_FIELDS, PhotoRecord
 from services.photostore import index as vector_index
 from services.photostore import sql
+from services.photostore.cluster import Layout
 from services.photostore.columns import FACET_COLUMNS, PHOTO_COLUMNS, column_type
 from services.photostore.connection import Connection, is_unknown_table, redact_url
 from services.photostore.dialects import Dialect, dialect_for
@@ -60,7 +61,7 @@ class PhotoStore:
 
     def __init__(self, url: str, table: str = "photos", *, connect_timeout: float = 5, query_timeout: float = 30,
                  exact_below: int | None = DEFAULT_EXACT_BELOW, search_width: int | None = DEFAULT_SEARCH_WIDTH,
-                 index_type: str | None = DEFAULT_INDEX_TYPE):
+                 index_type: str | None = DEFAULT_INDEX_TYPE, cluster: str | None = None):
         self.url = url.strip().rstrip("/")
         self.safe_url = redact_url(self.url)
         parsed = urlparse(self.url)
@@ -84,6 +85,8 @@ class PhotoStore:
         self.index_type = index_type or DEFAULT_INDEX_TYPE
         sql.quote_identifier(self.index_type)
         self._rows_seen: tuple[float, int] | None = None  # (monotonic time, rows) of the last row count
+        # One server, or a cluster (STORE_CLUSTER): the DDL and where writes go (cluster.py).
+        self.layout = Layout(cluster or "")
 
     @property
     def dialect(self) -> Dialect:
@@ -136,7 +139,8 @@ class PhotoStore:
             raise ValueError("ensure_table needs the name of the model that makes the vectors.")
         info = self.table_info()
         if info is None:
-            self.connection.command("table creation", sql.create_meta_sql(self.database, self.table))
+            for statement in self.layout.create_meta(self.database, self.table):
+                self.connection.command("table creation", statement)
             rows = self._read_meta()
             if not rows:
                 self.connection.insert("model record", sql.meta_table_name(self.table), [[model], [dim]],
@@ -150,7 +154,8 @@ class PhotoStore:
                 f"mix. " + self._reindex_hint()
             )
         # Also after a crash between recording the model and creating the table.
-        self.connection.command("table creation", sql.create_table_sql(self.database, self.table, dim))
+        for statement in self.layout.create_table(self.database, self.table, dim):
+            self.connection.command("table creation", statement)
         self._info = {"model": model, "dim": dim, "table": self.table, "database": self.database,
                       "dialect": self.dialect.name}
         logger.info("store table %s.%s ready for %s (%d dims)", self.database, self.table, model, dim)
@@ -201,7 +206,7 @@ class PhotoStore:
             matrix.tolist(),
             *([getattr(r, field) for r in records] for field in METADATA_FIELDS),
         ]
-        self.connection.insert("insert", self.table, columns, names, types)
+        self.connection.insert("insert", self.table, columns, names, types, self.layout.insert_settings())
         return len(records)
 
     def delete_photos(self, photo_ids: Sequence[str]) -> int:
@@ -211,7 +216,8 @@ class PhotoStore:
             return 0
         present = self.existing_ids(wanted)
         if present:
-            self.connection.command("delete", sql.delete_sql(self.database, self.table),
+            self.connection.command("delete", self.layout.on_rows(sql.delete_sql(self.database, self.table),
+                                                                  self.database, self.table),
                                     {"photo_ids": sorted(present)})
             self._rows_seen = None
         return len(present)
