@@ -51,6 +51,7 @@ worker_process_shutdown.connect(resources.close_for_process)
 worker_shutdown.connect(resources.close_for_process)
 # Metrics (services/worker/metrics.py): served by the main process, counted in the children.
 worker_init.connect(metrics.on_worker_init)
+worker_shutdown.connect(metrics.on_worker_shutdown)
 worker_process_shutdown.connect(metrics.on_process_shutdown)
 task_success.connect(metrics.on_task_success)
 task_retry.connect(metrics.on_task_retry)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -43,6 +44,7 @@ class WorkerMetrics:
 
 
 _metrics: WorkerMetrics | None = None
+_own_folder: Path | None = None  # a temporary folder made here, removed when the worker stops
 
 
 def current() -> WorkerMetrics:
@@ -78,10 +80,11 @@ def start_worker_metrics(port: int, directory: str = "") -> int | None:
     """In the main worker process, before the pool forks: multiprocess mode and the HTTP server.
     Returns the port served, or None when off (port 0) or when the port is taken (logged, not fatal:
     ingestion matters more than its metrics)."""
-    global _metrics
+    global _metrics, _own_folder
     if not port:
         return None
     folder = Path(directory or tempfile.mkdtemp(prefix="worker-metrics-"))
+    _own_folder = None if directory else folder
     folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob("*.db"):
         stale.unlink()
@@ -108,6 +111,12 @@ def on_worker_init(**_) -> None:
 
     settings = get_settings()
     start_worker_metrics(settings.metrics_port, settings.metrics_dir)
+
+
+def on_worker_shutdown(**_) -> None:
+    """The main process stops: a temporary metrics folder goes with it (a configured one is kept)."""
+    if _own_folder is not None:
+        shutil.rmtree(_own_folder, ignore_errors=True)
 
 
 def on_process_shutdown(pid=None, **_) -> None:
