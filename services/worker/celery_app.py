@@ -31,15 +31,15 @@ app.conf.update(
     # Batches are small; a process that has run many of them is recycled to bound memory growth.
     worker_max_tasks_per_child=500,
     worker_hijack_root_logger=False,
-    # WORKER_CONCURRENCY, unless the command line says --concurrency.
-    worker_concurrency=get_settings().concurrency,
     # On a lost broker connection, running batches are cancelled and redelivered: they are idempotent.
     worker_cancel_long_running_tasks_on_connection_loss=True,
 )
 
 
 def _settings_config() -> dict[str, Any]:
-    return celery_config(get_settings().redis_url)
+    settings = get_settings()
+    # WORKER_CONCURRENCY, unless the command line says --concurrency.
+    return {**celery_config(settings.redis_url), "worker_concurrency": settings.concurrency}
 
 
 # A callable is read when the configuration is first needed (the worker starting, a task applied),
