@@ -269,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="e.g. bf16,i8,f32: clustered data, one index per quantization in turn (store_scale.py)")
     parser.add_argument("--hnsw-m", type=int, default=16, help="HNSW links per node (with --quantizations)")
     parser.add_argument("--ef-construction", type=int, default=64, help="HNSW build width (with --quantizations)")
+    parser.add_argument("--rescore", type=int, default=4,
+                        help="also search bf16/i8 with rescoring of this many x k candidates (0: off)")
     parser.add_argument("--budget-min", type=float, default=35, help="skip an index build that would not fit")
     args = parser.parse_args(argv)
     if args.quantizations:
@@ -330,7 +332,7 @@ def main_quantizations(args: argparse.Namespace) -> int:
                 report = store_scale.run(url, pids[0], size, queries=queries, exact_queries=min(queries, 10),
                                          widths=widths, quantizations=quantizations, m=args.hnsw_m,
                                          ef_construction=args.ef_construction, seed=args.seed,
-                                         budget_s=args.budget_min * 60)
+                                         budget_s=args.budget_min * 60, rescore_multiplier=args.rescore)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         report["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform(),

@@ -40,7 +40,8 @@ def test_the_index_ddl_names_the_quantization_and_refuses_others():
 def test_the_chart_is_a_png_with_a_line_per_measured_quantization(tmp_path):
     report = {"rows": 20000, "dim": 512, "recall_goal": 0.95, "quantizations": [
         {"quantization": "bf16", "index_build_s": 12.0,
-         "widths": [{"width": 16, "p50_ms": 4.1, "recall_at_10": 0.9}, {"width": 64, "p50_ms": 6.0, "recall_at_10": 0.99}]},
+         "widths": [{"width": 16, "p50_ms": 4.1, "recall_at_10": 0.9}, {"width": 64, "p50_ms": 6.0, "recall_at_10": 0.99}],
+         "rescored": [{"width": 16, "p50_ms": 5.0, "recall_at_10": 0.97}]},
         {"quantization": "f32", "skipped": "over the time budget"}]}
     path = store_scale.plot(report, tmp_path / "chart.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
