@@ -10,6 +10,8 @@ SOURCE ?=
 LIMIT ?= 1000
 DIR ?= data/models/clip-random
 SIZE ?= tiny
+# bench-store SIZE=...: the index quantizations compared side by side.
+QUANT ?= bf16,i8,f32
 PYTEST_ARGS ?=
 ARGS ?=
 
@@ -94,8 +96,8 @@ conformance: setup ## the store conformance suite; against your server: make con
 bench-embedder: setup ## embedder throughput vs the article's one-image loop (b32 random weights); DEVICE=cpu|cuda, DTYPE=int8|..., QUICK=1
 	$(PY) -m bench.embedder $(if $(DEVICE),--device $(DEVICE)) $(if $(DTYPE),--dtype $(DTYPE)) $(if $(QUICK),--quick)
 
-bench-store: setup ## vector search: insert rate, index build, latency, recall@10 at 25k and 200k rows (SIZE=1000000 runs that size instead)
-	$(PY) -m bench.store $(if $(filter-out tiny b32,$(SIZE)),--sizes $(SIZE)) $(if $(QUICK),--quick)
+bench-store: setup ## vector search: insert rate, index build, latency, recall@10 at 25k and 200k rows; SIZE=1000000: clustered, quantizations bf16, i8, f32 side by side (+ a PNG)
+	$(PY) -m bench.store $(if $(filter-out tiny b32,$(SIZE)),--sizes $(SIZE) --quantizations $(QUANT)) $(if $(QUICK),--quick)
 
 bench-ingest: setup ## photos/s through the whole system (ingest command, Celery workers, embedder, store) vs the article's download-and-embed loop; PHOTOS=400, DTYPE=int8|..., QUICK=1
 	$(PY) -m bench.ingest $(if $(PHOTOS),--photos $(PHOTOS)) $(if $(DTYPE),--dtype $(DTYPE)) $(if $(QUICK),--quick)

@@ -18,6 +18,9 @@ temporary data folder, and goes through `PhotoStore` like the gateway and the wo
     python -m bench.store --kinds clustered     # the CLIP-like data only (about 12 minutes)
     python -m bench.store --sizes 1000000       # on a bigger machine
     python -m bench.store --quick               # 5,000 rows, fewer queries: a smoke run
+    python -m bench.store --sizes 1000000 --quantizations bf16,i8,f32
+                                                # clustered only, each quantization of the index side by
+                                                # side (bench/store_scale.py): `make bench-store SIZE=1000000`
 
 Writes bench/results/store-<size>.json and prints a table per size.
 """
@@ -40,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from bench import store_scale
 from services.common.schemas import PhotoRecord
 from services.photostore import PhotoStore
 
@@ -107,12 +111,15 @@ def _free_port() -> int:
 
 
 @contextmanager
-def store_server(data_dir: Path):
+def store_server(data_dir: Path, pids: list[int] | None = None):
+    """The store server's URL; its process id is appended to `pids` (memory sampling)."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     log = open(data_dir.parent / "store.log", "wb")  # noqa: SIM115 - closed below
     process = subprocess.Popen([sys.executable, "-m", "services.embedded_store", "--host", "127.0.0.1", "--port", str(port),
                                 "--data-dir", str(data_dir)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    if pids is not None:
+        pids.append(process.pid)
     try:
         deadline = time.monotonic() + 90
         while True:
@@ -258,7 +265,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kinds", default="clustered,uniform")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--no-write", action="store_true", help="print only; write no JSON")
+    parser.add_argument("--quantizations", default="",
+                        help="e.g. bf16,i8,f32: clustered data, one index per quantization in turn (store_scale.py)")
+    parser.add_argument("--hnsw-m", type=int, default=16, help="HNSW links per node (with --quantizations)")
+    parser.add_argument("--ef-construction", type=int, default=64, help="HNSW build width (with --quantizations)")
+    parser.add_argument("--rescore", type=int, default=4,
+                        help="also search bf16/i8 with rescoring of this many x k candidates (0: off)")
+    parser.add_argument("--budget-min", type=float, default=35, help="skip an index build that would not fit")
     args = parser.parse_args(argv)
+    if args.quantizations:
+        return main_quantizations(args)
     sizes = [5000] if args.quick else [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
     queries = 50 if args.quick else args.queries
     exact_queries = min(queries, 20 if args.quick else args.exact_queries)
@@ -295,6 +311,39 @@ def main(argv: list[str] | None = None) -> int:
                 print_table(report)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def main_quantizations(args: argparse.Namespace) -> int:
+    """`--quantizations`: the million-photo run (bench/store_scale.py), a JSON and a PNG per size."""
+    sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
+    widths = [int(w) for w in args.widths.split(",")]
+    quantizations = [q.strip() for q in args.quantizations.split(",") if q.strip()]
+    queries = 50 if args.quick else args.queries
+    for size in sizes:
+        # Large tables go to disk: in /dev/shm the data (2 GB per million rows, twice while merging)
+        # would count against memory.
+        work = Path(tempfile.mkdtemp(prefix="bench-store-", dir="/dev/shm" if size < 300_000 and
+                                     Path("/dev/shm").is_dir() else None))
+        pids: list[int] = []
+        try:
+            with store_server(work / "data", pids) as url:
+                store_scale.progress(f"{size:,} rows, quantizations {quantizations}, widths {widths}")
+                report = store_scale.run(url, pids[0], size, queries=queries, exact_queries=min(queries, 10),
+                                         widths=widths, quantizations=quantizations, m=args.hnsw_m,
+                                         ef_construction=args.ef_construction, seed=args.seed,
+                                         budget_s=args.budget_min * 60, rescore_multiplier=args.rescore)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        report["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform(),
+                             "load_average_at_end": [round(x, 2) for x in os.getloadavg()]}
+        store_scale.print_table(report)
+        if not args.no_write:
+            RESULTS.mkdir(parents=True, exist_ok=True)
+            path = RESULTS / f"store-{size}-quantization{'-quick' if args.quick else ''}.json"
+            path.write_text(json.dumps(report, indent=2) + "\n")
+            store_scale.plot(report, path.with_suffix(".png"))
+            store_scale.progress(f"wrote {path.name} and {path.with_suffix('.png').name}")
     return 0
 
 

@@ -40,6 +40,9 @@ class CommonSettings(BaseSettings):
     store_exact_below: int | None = Field(None, ge=0, validation_alias=_alias("STORE_EXACT_BELOW"))
     store_search_width: int | None = Field(None, ge=0, validation_alias=_alias("STORE_SEARCH_WIDTH"))
     store_index_type: str | None = Field(None, validation_alias=_alias("STORE_INDEX_TYPE"))
+    # A self-managed ClickHouse cluster's name: replicated, sharded tables (services/photostore/cluster.py).
+    # Empty for one server, ClickHouse Cloud and MyScale Cloud (README: "Running on a cluster").
+    store_cluster: str = Field("", validation_alias=_alias("STORE_CLUSTER"))
     redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias=_alias("REDIS_URL"))
     api_url: str = Field("http://127.0.0.1:8000", validation_alias=_alias("API_URL"))
     # Kept as the raw comma-separated text; use `api_key_list` / `fetch_allow_list`.
@@ -56,7 +59,7 @@ class CommonSettings(BaseSettings):
     def store_options(self) -> dict[str, object]:
         """Keyword arguments for PhotoStore, so `.env` and the environment tune every reader alike."""
         return {"exact_below": self.store_exact_below, "search_width": self.store_search_width,
-                "index_type": self.store_index_type}
+                "index_type": self.store_index_type, "cluster": self.store_cluster}
 
     @property
     def embedder_urls(self) -> list[str]:

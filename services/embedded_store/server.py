@@ -4,6 +4,7 @@
 Implemented:
 
 - `GET /ping` (and `GET /`) -> `Ok.`
+- `GET /metrics`: Prometheus metrics of the queries (metrics.py); not part of ClickHouse's interface.
 - `GET /?query=...` and `POST /`: the SQL is the `query` URL parameter, then a newline, then the
   body; or, for `multipart/form-data` (clickhouse-connect's choice when bound values exceed 4096
   characters), the `query` form field. `param_<name>` (URL or form) are bound values for
@@ -70,6 +71,7 @@ from services.embedded_store.errors import (
     StoreQueryError,
     UnsupportedEncoding,
 )
+from services.embedded_store.metrics import StoreMetrics
 from services.embedded_store.protocol import parse_request, query_items
 
 log = logging.getLogger(__name__)
@@ -164,6 +166,7 @@ def create_app(settings: StoreSettings, engine: StoreEngine) -> Starlette:
     """The HTTP app over an opened engine (the caller owns the data-folder lock and the engine)."""
     credentials = Credentials(settings)
     executor = ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="chdb")
+    metrics = StoreMetrics()
 
     async def ping(_: Request) -> Response:
         return PlainTextResponse("Ok.\n")
@@ -179,6 +182,7 @@ def create_app(settings: StoreSettings, engine: StoreEngine) -> Starlette:
             parsed = await parse_request(request.method, query_items(request.scope["query_string"]), request.headers,
                                          request.stream(), max_body_bytes=settings.max_body_bytes,
                                          spool_dir=settings.spool_path)
+            request.state.statement = parsed.statement
             outcome = await asyncio.get_running_loop().run_in_executor(executor, engine.start, parsed.statement)
         except Exception as error:  # noqa: BLE001 - every failure is answered by error_response
             return error_response(error, query_id, settings)
@@ -188,8 +192,10 @@ def create_app(settings: StoreSettings, engine: StoreEngine) -> Starlette:
         encoding = codec.response_encoding(request.headers.get("accept-encoding"),
                                            request.query_params.get("enable_http_compression"))
         if isinstance(outcome, Outcome):
+            request.state.summary = outcome.summary
             output_format = outcome.output_format if outcome.has_output else None
             return _whole_response(outcome.body, output_format, outcome.summary, query_id, encoding)
+        request.state.stream = outcome
         return await _result_response(outcome, query_id, encoding)
 
     def _headers(output_format: str | None, summary: dict[str, str], query_id: str,
@@ -262,6 +268,7 @@ def create_app(settings: StoreSettings, engine: StoreEngine) -> Starlette:
         executor.shutdown(wait=True, cancel_futures=False)
 
     return Starlette(
-        routes=[Route("/ping", ping, methods=["GET", "HEAD"]), Route("/", query, methods=["GET", "POST"])],
+        routes=[Route("/ping", ping, methods=["GET", "HEAD"]), Route("/metrics", metrics.endpoint, methods=["GET"]),
+                Route("/", metrics.wrap(query), methods=["GET", "POST"])],
         lifespan=lifespan,
     )

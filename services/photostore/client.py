@@ -25,12 +25,14 @@ from services.common.errors import BadRequest
 from services.common.schemas import METADATA_FIELDS, PhotoRecord
 from services.photostore import index as vector_index
 from services.photostore import sql
+from services.photostore.cluster import Layout
 from services.photostore.columns import FACET_COLUMNS, PHOTO_COLUMNS, column_type, insert_value
 from services.photostore.connection import Connection, is_unknown_table, redact_url
 from services.photostore.dialects import Dialect, dialect_for
 from services.photostore.errors import ModelMismatch, StoreError
 from services.photostore.filters import filter_sql
 from services.photostore.library import LibraryTables
+from services.photostore.migrations import add_missing_columns
 from services.photostore.results import MAX_RESULTS, check_count, collapsed, ranked, search_rows
 
 logger = logging.getLogger(__name__)
@@ -62,7 +64,7 @@ class PhotoStore(LibraryTables):
 
     def __init__(self, url: str, table: str = "photos", *, connect_timeout: float = 5, query_timeout: float = 30,
                  exact_below: int | None = DEFAULT_EXACT_BELOW, search_width: int | None = DEFAULT_SEARCH_WIDTH,
-                 index_type: str | None = DEFAULT_INDEX_TYPE):
+                 index_type: str | None = DEFAULT_INDEX_TYPE, cluster: str | None = None):
         self.url = url.strip().rstrip("/")
         self.safe_url = redact_url(self.url)
         parsed = urlparse(self.url)
@@ -87,6 +89,8 @@ class PhotoStore(LibraryTables):
         self.index_type = index_type or DEFAULT_INDEX_TYPE
         sql.quote_identifier(self.index_type)
         self._rows_seen: tuple[float, int] | None = None  # (monotonic time, rows) of the last row count
+        # One server, or a cluster (STORE_CLUSTER): the DDL and where writes go (cluster.py).
+        self.layout = Layout(cluster or "")
 
     @property
     def dialect(self) -> Dialect:
@@ -140,7 +144,8 @@ class PhotoStore(LibraryTables):
             raise ValueError("ensure_table needs the name of the model that makes the vectors.")
         info = self.table_info()
         if info is None:
-            self.connection.command("table creation", sql.create_meta_sql(self.database, self.table))
+            for statement in self.layout.create_meta(self.database, self.table):
+                self.connection.command("table creation", statement)
             rows = self._read_meta()
             if not rows:
                 self.connection.insert("model record", sql.meta_table_name(self.table), [[model], [dim]],
@@ -154,7 +159,8 @@ class PhotoStore(LibraryTables):
                 f"mix. " + self._reindex_hint()
             )
         # Also after a crash between recording the model and creating the table.
-        self.connection.command("table creation", sql.create_table_sql(self.database, self.table, dim))
+        for statement in self.layout.create_table(self.database, self.table, dim):
+            self.connection.command("table creation", statement)
         self._add_missing_columns()
         self.ensure_library_tables()
         self._info = {"model": model, "dim": dim, "table": self.table, "database": self.database,
@@ -162,17 +168,10 @@ class PhotoStore(LibraryTables):
         logger.info("store table %s.%s ready for %s (%d dims)", self.database, self.table, model, dim)
 
     def _add_missing_columns(self) -> None:
-        """A table made by an older version lacks the newer metadata columns: add them (empty for the
-        rows already there), so old data keeps working beside new. Once per process."""
-        if self._columns_checked:
-            return
-        present = {row[0] for row in self.connection.query(
-            "column check", sql.columns_sql(), {"db": self.database, "name": self.table}).result_rows}
-        for name in METADATA_FIELDS:
-            if name not in present:
-                self.connection.command("column addition", sql.add_column_sql(self.database, self.table, name))
-                logger.info("added the column %s to %s.%s", name, self.database, self.table)
-        self._columns_checked = True
+        """Once per process: a table made by an older version gets the newer columns."""
+        if not self._columns_checked:
+            add_missing_columns(self.connection, self.database, self.table)
+            self._columns_checked = True
 
     def _reindex_hint(self) -> str:
         meta = f"{self.database}.{sql.meta_table_name(self.table)}"
@@ -220,7 +219,7 @@ class PhotoStore(LibraryTables):
             matrix.tolist(),
             *([insert_value(field, getattr(r, field)) for r in records] for field in METADATA_FIELDS),
         ]
-        self.connection.insert("insert", self.table, columns, names, types)
+        self.connection.insert("insert", self.table, columns, names, types, self.layout.insert_settings())
         return len(records)
 
     def delete_photos(self, photo_ids: Sequence[str]) -> int:
@@ -230,7 +229,8 @@ class PhotoStore(LibraryTables):
             return 0
         present = self.existing_ids(wanted)
         if present:
-            self.connection.command("delete", sql.delete_sql(self.database, self.table),
+            self.connection.command("delete", self.layout.on_rows(sql.delete_sql(self.database, self.table),
+                                                                  self.database, self.table),
                                     {"photo_ids": sorted(present)})
             self.delete_library_rows(sorted(present))
             self._rows_seen = None

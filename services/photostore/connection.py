@@ -122,11 +122,12 @@ class Connection:
         except Exception as error:  # noqa: BLE001
             raise self.translate(error, action) from error
 
-    def insert(self, action: str, table: str, columns: list[list[Any]], names: list[str], types: list[str]):
+    def insert(self, action: str, table: str, columns: list[list[Any]], names: list[str], types: list[str],
+               settings: dict[str, Any] | None = None):
         try:
             # Types given up front spare the driver a DESCRIBE round trip per insert.
             return self.client().insert(table, columns, column_names=names, database=self.database,
-                                        column_type_names=types, column_oriented=True)
+                                        column_type_names=types, column_oriented=True, settings=settings or None)
         except Exception as error:  # noqa: BLE001
             raise self.translate(error, action) from error
 

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 def index_status(store: PhotoStore) -> dict[str, Any]:
     """{"status": Absent | NotBuilt | InProgress | Built, "type": ..., "fail_reason": ..., "name": ...}."""
-    params = {"db": store.database, "table": store.table, "name": INDEX_NAME}
+    params = {"db": store.database, "table": store.layout.local_table(store.table), "name": INDEX_NAME}
     return store.dialect.index_status(store.connection.read_rows, params,
                                       has_rows=lambda: store.row_count_now() > 0)
 
@@ -30,9 +30,10 @@ def build_index(store: PhotoStore, wait: bool = True) -> dict[str, Any]:
         raise StoreError(f"The table {store.database}.{store.table} does not exist yet: ingest photos first.")
     dialect, connection = store.dialect, store.connection
     if index_status(store)["status"] == INDEX_ABSENT:
-        connection.command("index creation", dialect.add_index_sql(store.database, store.table, dim,
-                                                                   store.index_type))
+        connection.command("index creation", store.layout.on_rows(
+            dialect.add_index_sql(store.database, store.table, dim, store.index_type), store.database, store.table))
     build = dialect.build_index_sql(store.database, store.table)
+    build = build and store.layout.on_rows(build, store.database, store.table)
     if build:
         # mutations_sync=2 waits for the mutation; without it the build goes on in the background.
         connection.command("index build", build, settings={"mutations_sync": 2} if wait else {})
@@ -57,4 +58,5 @@ def wants_index(store: PhotoStore) -> bool:
 def drop_index(store: PhotoStore) -> None:
     """Remove the vector index; searches are then exact scans."""
     if index_status(store)["status"] != INDEX_ABSENT:
-        store.connection.command("index removal", store.dialect.drop_index_sql(store.database, store.table))
+        store.connection.command("index removal", store.layout.on_rows(
+            store.dialect.drop_index_sql(store.database, store.table), store.database, store.table))

@@ -12,10 +12,19 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from celery.signals import after_setup_logger, worker_process_init, worker_process_shutdown, worker_shutdown
+from celery.signals import (
+    after_setup_logger,
+    task_failure,
+    task_retry,
+    task_success,
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_shutdown,
+)
 
 from services.common.queue import celery_config
-from services.worker import resources
+from services.worker import metrics, resources
 from services.worker.config import get_settings
 from services.worker.lease import UnackedLease
 
@@ -46,6 +55,13 @@ app.steps["consumer"].add(UnackedLease)
 worker_process_init.connect(resources.open_for_process)
 worker_process_shutdown.connect(resources.close_for_process)
 worker_shutdown.connect(resources.close_for_process)
+# Metrics (services/worker/metrics.py): served by the main process, counted in the children.
+worker_init.connect(metrics.on_worker_init)
+worker_shutdown.connect(metrics.on_worker_shutdown)
+worker_process_shutdown.connect(metrics.on_process_shutdown)
+task_success.connect(metrics.on_task_success)
+task_retry.connect(metrics.on_task_retry)
+task_failure.connect(metrics.on_task_failure)
 
 
 @after_setup_logger.connect

@@ -41,6 +41,12 @@ class WorkerSettings(CommonSettings):
     # building one (on the store server, in the background). Off: `make index ACTION=build` by hand.
     auto_index: bool = True
     log_level: str = "INFO"
+    # Prometheus metrics served by the main worker process (services/worker/metrics.py); 0 = off. With
+    # several workers on one host, give each its own port.
+    metrics_port: int = Field(9808, ge=0, le=65535)
+    # Where the pool's children write their counts (prometheus_client's PROMETHEUS_MULTIPROC_DIR),
+    # emptied when the worker starts; empty = a fresh temporary folder.
+    metrics_dir: str = ""
 
     def fetch_policy(self) -> FetchPolicy:
         return FetchPolicy(allow_hosts=tuple(self.fetch_allow_list), max_bytes=self.max_image_bytes,

@@ -21,6 +21,7 @@ from services.common.library import is_local, path_of, upload_digest
 from services.common.ports import Embedder, PhotoStore
 from services.common.schemas import Failure, PhotoRecord
 from services.worker.local import LocalReadError, make_thumbnail, read_local_file, read_upload
+from services.worker.metrics import timed
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,8 @@ def ingest_batch(photos: Sequence[dict | PhotoRecord], embedder: Embedder, store
     known = store.existing_ids(list(unique))
     skipped += len(known)
     todo = [record for photo_id, record in unique.items() if photo_id not in known]
-    fetched = _read_all(todo, policy, download_concurrency, roots, spool, failures)
+    with timed("download"):
+        fetched = _read_all(todo, policy, download_concurrency, roots, spool, failures)
     fetched_at = time.perf_counter()
 
     thumbnails: dict[str, bytes] = {}
@@ -122,12 +124,14 @@ def ingest_batch(photos: Sequence[dict | PhotoRecord], embedder: Embedder, store
             readable.append((record, body))
         except (ImageRejected, ImageTooLarge) as rejected:
             failures.append(_failure(record, rejected.code, f"The image {rejected.message}"))
-    good, vectors = _embed(readable, embedder, crop, policy.max_bytes, max_image_pixels, failures)
+    with timed("embed"):
+        good, vectors = _embed(readable, embedder, crop, policy.max_bytes, max_image_pixels, failures)
     embedded_at = time.perf_counter()
 
-    written = store.insert_photos(good, np.stack(vectors).astype(np.float32, copy=False)) if good else 0
-    if good:
-        store.insert_thumbnails([(record.photo_id, thumbnails[record.photo_id]) for record in good])
+    with timed("insert"):
+        written = store.insert_photos(good, np.stack(vectors).astype(np.float32, copy=False)) if good else 0
+        if good:
+            store.insert_thumbnails([(record.photo_id, thumbnails[record.photo_id]) for record in good])
     stored = {record.photo_id for record in good} | set(known)
     store.record_files([row for row in files if row[1] in stored])
     if uploads and spool is not None:

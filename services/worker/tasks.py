@@ -14,7 +14,7 @@ from services.common.embedder_client import EmbedderBusy
 from services.common.errors import DependencyTimeout, DependencyUnavailable
 from services.common.jobs import JOB_DONE
 from services.common.queue import TASK_NAME
-from services.worker import pipeline, resources
+from services.worker import metrics, pipeline, resources
 from services.worker.config import get_settings
 from services.worker.resources import Resources
 
@@ -97,6 +97,7 @@ def _ingest(job_id: str, batch_id: str, photos: list[dict]) -> dict:
                                         download_concurrency=res.settings.download_concurrency, crop=res.crop,
                                         max_image_pixels=res.settings.max_image_pixels,
                                         roots=res.settings.library_root_list, spool=res.spool)
+    metrics.record_batch(outcome)
     failures = [failure.model_dump() for failure in outcome.failures]
     counted = res.jobs.finish_batch(job_id, batch_id, outcome.succeeded, outcome.skipped, failures, photos)
     if not counted:

@@ -1,0 +1,21 @@
+"""Bringing a table made by an older version up to date: the newer metadata columns, added in place."""
+from __future__ import annotations
+
+import logging
+
+from services.common.schemas import METADATA_FIELDS
+from services.photostore import sql
+from services.photostore.connection import Connection
+
+logger = logging.getLogger(__name__)
+
+
+def add_missing_columns(connection: Connection, database: str, table: str) -> None:
+    """Add the metadata columns an older table lacks (empty for the rows already there), so old data
+    keeps working beside new."""
+    present = {row[0] for row in connection.query(
+        "column check", sql.columns_sql(), {"db": database, "name": table}).result_rows}
+    for name in METADATA_FIELDS:
+        if name not in present:
+            connection.command("column addition", sql.add_column_sql(database, table, name))
+            logger.info("added the column %s to %s.%s", name, database, table)
