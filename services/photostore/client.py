@@ -170,7 +170,7 @@ class PhotoStore(LibraryTables):
     def _add_missing_columns(self) -> None:
         """Once per process: a table made by an older version gets the newer columns."""
         if not self._columns_checked:
-            add_missing_columns(self.connection, self.database, self.table)
+            add_missing_columns(self.connection, self.layout, self.database, self.table)
             self._columns_checked = True
 
     def _reindex_hint(self) -> str:

@@ -65,12 +65,15 @@ class Layout:
         return f"{table}{LOCAL_SUFFIX}" if self.cluster else table
 
     def create_meta(self, database: str, table: str) -> list[str]:
-        ddl = sql.create_meta_sql(database, table)
+        return self.create_everywhere(sql.create_meta_sql(database, table), database, sql.meta_table_name(table))
+
+    def create_everywhere(self, ddl: str, database: str, name: str) -> list[str]:
+        """A side table (the model record, thumbnails, file records) kept whole on every node: one
+        replication path for the whole cluster, so each node reads it locally."""
         if not self.cluster:
             return [ddl]
-        meta = sql.meta_table_name(table)
         ddl = replicated_engine(ddl, META_REPLICA_PATH)
-        return [_on_cluster(ddl, sql.table_ref(database, meta), self.cluster)]
+        return [_on_cluster(ddl, sql.table_ref(database, name), self.cluster)]
 
     def create_table(self, database: str, table: str, dim: int) -> list[str]:
         if not self.cluster:
@@ -93,6 +96,14 @@ class Layout:
         local = sql.table_ref(database, self.local_table(table))
         statement = statement.replace(sql.table_ref(database, table), local, 1)
         return _on_cluster(statement, local, self.cluster)
+
+    def alter_table(self, statement: str, database: str, table: str) -> list[str]:
+        """An ALTER TABLE of the photo table's columns: on a cluster, the local tables and the
+        Distributed table alike, so that both keep the same columns."""
+        if not self.cluster:
+            return [statement]
+        return [self.on_rows(statement, database, table),
+                _on_cluster(statement, sql.table_ref(database, table), self.cluster)]
 
     def insert_settings(self) -> dict[str, Any]:
         return {"insert_distributed_sync": 1} if self.cluster else {}

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from services.photostore import sql
+from services.photostore.cluster import Layout
 from services.photostore.connection import Connection, is_unknown_table
 from services.photostore.errors import StoreError
 
@@ -43,6 +44,7 @@ class LibraryTables:
     """Thumbnails and file records beside the photo table (mixed into PhotoStore)."""
 
     connection: Connection
+    layout: Layout
     database: str
     table: str
 
@@ -50,8 +52,10 @@ class LibraryTables:
         return sql.table_ref(self.database, name)
 
     def ensure_library_tables(self) -> None:
-        self.connection.command("thumbnail table creation", create_thumbs_sql(self.database, self.table))
-        self.connection.command("file table creation", create_files_sql(self.database, self.table))
+        for ddl, name in ((create_thumbs_sql(self.database, self.table), thumbs_table(self.table)),
+                          (create_files_sql(self.database, self.table), files_table(self.table))):
+            for statement in self.layout.create_everywhere(ddl, self.database, name):
+                self.connection.command("library table creation", statement)
 
     def insert_thumbnails(self, thumbnails: Sequence[tuple[str, bytes]]) -> int:
         """(photo_id, JPEG bytes) pairs, one insert."""

@@ -78,9 +78,19 @@ def test_the_store_client_creates_and_writes_through_the_cluster_layout():
     store = PhotoStore("http://127.0.0.1:1/db", "photos", cluster="prod")
     store.connection = connection = RecordingConnection()
     store.ensure_table(4, "model-x")
-    assert [c.split("\n")[0] for c in connection.commands] == [
+    firsts = [c.split("\n")[0] for c in connection.commands]
+    assert firsts[:3] == [
         "CREATE TABLE IF NOT EXISTS `db`.`photos_meta` ON CLUSTER `prod`",
         "CREATE TABLE IF NOT EXISTS `db`.`photos_local` ON CLUSTER `prod`",
         "CREATE TABLE IF NOT EXISTS `db`.`photos` ON CLUSTER `prod`"]
+    # Every other statement is ON CLUSTER too: columns an older table lacks (on the local and the
+    # Distributed tables alike), and the thumbnail and file tables (whole on every node).
+    assert all("ON CLUSTER `prod`" in first for first in firsts)
+    assert "ALTER TABLE `db`.`photos_local` ON CLUSTER `prod` ADD COLUMN IF NOT EXISTS `taken_at`" in " ".join(firsts)
+    assert "ALTER TABLE `db`.`photos` ON CLUSTER `prod` ADD COLUMN IF NOT EXISTS `taken_at`" in " ".join(firsts)
+    assert firsts[-2:] == ["CREATE TABLE IF NOT EXISTS `db`.`photos_thumbs` ON CLUSTER `prod`",
+                           "CREATE TABLE IF NOT EXISTS `db`.`photos_files` ON CLUSTER `prod`"]
+    assert all("Replicated" in c for c in connection.commands if c.startswith("CREATE TABLE") and "_local" not in
+               c.split("\n")[0] and "Distributed" not in c)
     store.insert_photos([{"photo_id": "p1", "photo_image_url": "http://x/1.jpg"}], np.eye(1, 4, dtype=np.float32))
     assert connection.inserts[-1] == ("photos", {"insert_distributed_sync": 1})
