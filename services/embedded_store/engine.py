@@ -39,7 +39,13 @@ from pathlib import Path
 
 from services.embedded_store import codec
 from services.embedded_store.chdb_adapter import ChdbConnection, QueryResult
-from services.embedded_store.errors import READONLY, TOO_MANY_SIMULTANEOUS_QUERIES, UNKNOWN_SETTING, StoreQueryError
+from services.embedded_store.errors import (
+    READONLY,
+    SYNTAX_ERROR,
+    TOO_MANY_SIMULTANEOUS_QUERIES,
+    UNKNOWN_SETTING,
+    StoreQueryError,
+)
 from services.embedded_store.kills import REPORT_SQL, RunningReads, kill_target
 from services.embedded_store.protocol import DEFAULT_FORMAT, TRAILING_FORMAT_RE, Statement
 from services.embedded_store.results import Outcome, ResultStream
@@ -184,8 +190,15 @@ class StoreEngine:
         if kind == "UNKNOWN":
             # SQL chDB cannot parse (it will fail with its own error), or a chDB without
             # classify_query: judge by the first word, one statement only.
-            reads = _RESULT_RE.match(statement.sql) and ";" not in statement.sql.strip().rstrip(";")
-            kind, count = ("READ_ONLY", 1) if reads else ("UNKNOWN", 0)
+            several = ";" in statement.sql.strip().rstrip(";")
+            reads = _RESULT_RE.match(statement.sql) and not several
+            kind, count = ("READ_ONLY", 1) if reads else ("UNKNOWN", 2 if several else 0)
+        if count > 1:
+            # ClickHouse parses before it checks permissions: several statements in one HTTP request are
+            # a syntax error (400) whatever they would do.
+            raise StoreQueryError.build(SYNTAX_ERROR, "SYNTAX_ERROR",
+                                        "Syntax error (Multi-statements are not allowed): send one statement "
+                                        "per request.")
         if statement.readonly and kind != "READ_ONLY" and not (
                 kind == "CONTROL" and count == 1 and _SET_OR_USE_RE.match(statement.sql)):
             raise StoreQueryError.build(

@@ -8,6 +8,7 @@ _ERROR_CODE_RE = re.compile(r"Code:\s*(\d+)")
 
 # ClickHouse error codes used by the store itself.
 BAD_ARGUMENTS = 36
+SYNTAX_ERROR = 62
 UNKNOWN_SETTING = 115
 READONLY = 164
 QUERY_WAS_CANCELLED = 394

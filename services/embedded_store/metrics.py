@@ -65,7 +65,9 @@ class StoreMetrics:
             ok = response.status_code < 400
             stream = getattr(state, "stream", None)
             if stream is None or not isinstance(response, StreamingResponse):
-                self.observe(kind, ok, time.perf_counter() - started, getattr(state, "summary", None))
+                # A result read whole before answering (a small stream, an error) has its counts in the stream.
+                summary = stream.summary() if stream is not None else getattr(state, "summary", None)
+                self.observe(kind, ok, time.perf_counter() - started, summary)
                 return response
             inner = response.body_iterator
 
