@@ -5,6 +5,7 @@ that could not be reached.
 """
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 from urllib.parse import quote
@@ -44,14 +45,21 @@ class ApiClient:
 
     def search(self, text: str | None = None, image: bytes | None = None, image_url: str | None = None,
                photo_id: str | None = None, weight: float = 0.5, top_k: int = 10,
-               min_score: float | None = None, filters: dict[str, Any] | None = None) -> dict:
+               min_score: float | None = None, filters: dict[str, Any] | None = None,
+               terms: list[dict] | None = None, offset: int | None = None,
+               collapse: float | None = None) -> dict:
+        """Search. `terms` (see the API's `terms`) is a list of weighted parts, each one of `text`,
+        `image` (bytes), `image_base64`, `image_url` or `photo_id`, with a `weight` from -2 to 2."""
         fields: dict[str, Any] = {"text": text, "image_url": image_url, "photo_id": photo_id,
-                                  "weight": weight, "top_k": top_k, "min_score": min_score, "filters": filters}
+                                  "weight": weight, "top_k": top_k, "min_score": min_score, "filters": filters,
+                                  "terms": _wire_terms(terms) if terms else None, "offset": offset,
+                                  "collapse": collapse}
         fields = {name: value for name, value in fields.items() if value is not None}
         if image is None:
             return self._request("POST", "/v1/search", json=fields)
         # Multipart carries the image as bytes: no base64 inflation.
-        form = {name: json.dumps(value) if name == "filters" else str(value) for name, value in fields.items()}
+        form = {name: json.dumps(value) if name in ("filters", "terms") else str(value)
+                for name, value in fields.items()}
         return self._request("POST", "/v1/search", data=form,
                              files={"image": ("query-image", image, "application/octet-stream")})
 
@@ -115,6 +123,17 @@ def _error_from(response: httpx.Response, url: str) -> ApiError:
         # Not our gateway's error shape (a proxy in between, say): say what we can.
         return ApiError(response.status_code, "http_error",
                         f"The gateway at {url} answered HTTP {response.status_code}.")
+
+
+def _wire_terms(terms: list[dict]) -> list[dict]:
+    """Terms as JSON: an `image` given as bytes travels base64-encoded as `image_base64`."""
+    wired = []
+    for term in terms:
+        term = dict(term)
+        if isinstance(term.get("image"), (bytes, bytearray)):
+            term["image_base64"] = base64.b64encode(term.pop("image")).decode("ascii")
+        wired.append(term)
+    return wired
 
 
 def _path(segment: str) -> str:
