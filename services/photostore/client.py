@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlparse
 
 import numpy as np
 
-from services.common.errors import BadRequest
+from services.common.errors import BadRequest, NotFound
 from services.common.schemas import METADATA_FIELDS, PhotoRecord
 from services.photostore import index as vector_index
 from services.photostore import sql
@@ -221,14 +221,16 @@ class PhotoStore:
     def search(self, vector: np.ndarray, top_k: int = 10, min_score: float | None = None,
                filters: dict[str, Any] | None = None, exclude_photo_id: str | None = None, *,
                offset: int = 0, collapse: float | None = None, exact: bool | None = None,
-               search_width: int | None = None) -> list[dict[str, Any]]:
+               search_width: int | None = None, stored_terms: Sequence[tuple[str, float]] = ()
+               ) -> list[dict[str, Any]]:
         """Nearest photos by cosine distance; each dict has photo_id, photo_image_url, score (cosine similarity),
         rank (1-based, counting from the first page) and the metadata fields. No table yet: no results.
 
         `offset` skips that many results (pagination). `collapse` (a cosine similarity, e.g. 0.98) drops a
         result that close to a better one. `exact` forces a full scan (True) or the index (False); by
         default the search is exact below `exact_below` rows. `search_width` overrides the index's
-        candidate list size for this query."""
+        candidate list size for this query. `stored_terms` ((photo_id, weight), ...) add stored photos'
+        unit vectors, weighted, to `vector`, in the server (see `sql.stored_terms_sql`)."""
         query = np.asarray(vector, dtype=np.float32).reshape(-1)
         if query.size == 0 or not np.all(np.isfinite(query)):
             raise BadRequest("The query vector must be a non-empty list of finite numbers.")
@@ -241,7 +243,8 @@ class PhotoStore:
             search_width = check_count("search_width", search_width, 1)
         with_vector = collapse is not None
         sql_text, params = sql.search_sql(self.dialect, self.database, self.table, filters=filters,
-                                          exclude_photo_id=exclude_photo_id, with_vector=with_vector)
+                                          exclude_photo_id=exclude_photo_id, with_vector=with_vector,
+                                          query_vector="qv" if stored_terms else None)
         dim = self.known_dim()
         if dim is None:
             return []
@@ -250,6 +253,10 @@ class PhotoStore:
                 f"The query vector has {query.size} dimensions but the table {self.database}.{self.table} holds "
                 f"{dim}-dimensional vectors: the embedder and the table use different models. Search with "
                 f"the model that made the table, or re-index with this one into a new table (STORE_TABLE).")
+        if stored_terms:
+            with_clause, more = sql.stored_terms_sql(self.database, self.table, dim, stored_terms)
+            self._check_stored_terms(with_clause, {**more, "q": query.tolist()}, stored_terms)
+            sql_text, params = with_clause + sql_text, {**params, **more}
         if exact is None:
             exact = self._row_count() < self.exact_below
         wanted = offset + top_k
@@ -273,6 +280,18 @@ class PhotoStore:
                 break
             fetch = min(MAX_RESULTS, fetch * 2)
         return ranked(photos, wanted, offset, min_score)
+
+    def _check_stored_terms(self, with_clause: str, params: dict[str, Any],
+                            stored_terms: Sequence[tuple[str, float]]) -> None:
+        rows = self.connection.read_rows("query terms", sql.stored_terms_check_sql(with_clause, len(stored_terms)),
+                                         params)
+        found, norm = rows[0]
+        for (photo_id, _), length in zip(stored_terms, found):
+            if not length:
+                raise NotFound(f"No photo with photo_id {photo_id!r} is in the store.", code="photo_not_found")
+        if not float(norm) > 1e-4:
+            raise BadRequest("The query's terms cancel each other out (their weighted sum is zero): change a "
+                             "weight or add a term.", code="terms_cancel_out")
 
     def more_like(self, photo_id: str, top_k: int = 10, **options: Any) -> list[dict[str, Any]] | None:
         """Photos like a stored one, by its stored vector (no re-embedding); the photo itself is left out.
