@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup up down status logs demo demo-offline ingest lint test test-unit test-integration test-e2e random-model index conformance bench bench-embedder bench-store bench-ingest clean
+.PHONY: help setup up down status logs demo demo-offline ingest search lint test test-unit test-integration test-e2e random-model index conformance bench bench-embedder bench-store bench-ingest clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -54,6 +54,9 @@ demo-offline: setup ## the demo without trying the internet: random-weight model
 ingest: setup ## enqueue photos: make ingest SOURCE=photos.tsv|dataset.zip|urls.txt|folder LIMIT=1000 [ARGS=...]
 	@test -n "$(SOURCE)" || { echo "usage: make ingest SOURCE=path/to/photos.tsv [LIMIT=1000]"; exit 2; }
 	$(PY) -m tools.ingest "$(SOURCE)" --limit $(LIMIT) $(ARGS)
+
+search: setup ## search from the terminal: make search Q="a beach at sunset" [ARGS="--minus people --like PHOTO_ID --image x.jpg --top-k 20"]
+	$(PY) -m tools.search "$(Q)" $(ARGS)
 
 index: setup ## the vector index of STORE_TABLE: make index ACTION=build|status|drop (build it after a bulk ingestion)
 	$(PY) -m services.photostore index $(or $(ACTION),status)

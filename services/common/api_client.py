@@ -12,15 +12,29 @@ from urllib.parse import quote
 
 import httpx
 
+from services.common.api_models import (
+    FacetValue,
+    IngestAccepted,
+    Job,
+    Photo,
+    Readiness,
+    SearchResults,
+    Stats,
+)
+
 
 class ApiError(Exception):
-    """`status` is the HTTP status (0 when the gateway could not be reached), `code` stable, `message` a sentence."""
+    """`status` is the HTTP status (0 when the gateway could not be reached), `code` stable, `message` a
+    sentence; `retry_after` the seconds the gateway asked to wait (429, 503), `body` its JSON answer."""
 
-    def __init__(self, status: int, code: str, message: str):
+    def __init__(self, status: int, code: str, message: str, retry_after: float | None = None,
+                 body: dict | None = None):
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.retry_after = retry_after
+        self.body = body
 
     def __repr__(self) -> str:
         return f"ApiError(status={self.status}, code={self.code!r}, message={self.message!r})"
@@ -86,6 +100,39 @@ class ApiClient:
         except httpx.HTTPError:
             return False
 
+    def readiness(self) -> dict:
+        """/readyz's body, ready or not: {"status" or "error", "checks": {dependency: "ok" or why}}."""
+        try:
+            return self._request("GET", "/readyz")
+        except ApiError as exc:
+            if exc.status == 503 and exc.body:
+                return exc.body
+            raise
+
+    def health(self) -> dict:
+        """/healthz: {"status": "ok"} while the process is up."""
+        return self._request("GET", "/healthz")
+
+    def metrics(self) -> str:
+        """/metrics: the Prometheus text."""
+        url = self.base_url + "/metrics"
+        try:
+            response = self._http.get("/metrics")
+        except httpx.HTTPError as exc:
+            raise ApiError(0, "unreachable", f"Could not reach the gateway at {url}: {exc}.") from exc
+        if not response.is_success:
+            raise _error_from(response, url)
+        return response.text
+
+    @property
+    def typed(self) -> TypedApi:
+        """The same calls, answering pydantic models (services/common/api_models.py) instead of dicts."""
+        return TypedApi(self)
+
+    def search_results(self, **query: Any) -> SearchResults:
+        """`search` (same arguments) as a typed `SearchResults`."""
+        return self.typed.search(**query)
+
     # -- writes --------------------------------------------------------------------------------
 
     def ingest(self, photos: list[dict], job_id: str | None = None, batch_size: int | None = None) -> dict:
@@ -116,13 +163,50 @@ class ApiClient:
 
 
 def _error_from(response: httpx.Response, url: str) -> ApiError:
+    retry_after = response.headers.get("retry-after")
+    wait = float(retry_after) if retry_after and retry_after.isdigit() else None
     try:
-        error = response.json()["error"]
-        return ApiError(response.status_code, str(error["code"]), str(error["message"]))
+        body = response.json()
+        error = body["error"]
+        return ApiError(response.status_code, str(error["code"]), str(error["message"]), wait, body)
     except (ValueError, KeyError, TypeError):
         # Not our gateway's error shape (a proxy in between, say): say what we can.
         return ApiError(response.status_code, "http_error",
-                        f"The gateway at {url} answered HTTP {response.status_code}.")
+                        f"The gateway at {url} answered HTTP {response.status_code}.", wait)
+
+
+class TypedApi:
+    """`ApiClient`'s calls answering typed models; the dict-answering methods stay as they are."""
+
+    def __init__(self, client: ApiClient):
+        self._client = client
+
+    def search(self, **query: Any) -> SearchResults:
+        return SearchResults.model_validate(self._client.search(**query))
+
+    def get_photo(self, photo_id: str) -> Photo:
+        return Photo.model_validate(self._client.get_photo(photo_id))
+
+    def random_photo(self, filters: dict[str, Any] | None = None) -> Photo:
+        return Photo.model_validate(self._client.random_photo(filters))
+
+    def stats(self) -> Stats:
+        return Stats.model_validate(self._client.stats())
+
+    def facet(self, field: str, limit: int = 100) -> list[FacetValue]:
+        return [FacetValue.model_validate(value) for value in self._client.facet(field, limit)]
+
+    def job(self, job_id: str) -> Job:
+        return Job.model_validate(self._client.job(job_id))
+
+    def ingest(self, photos: list[dict], job_id: str | None = None, batch_size: int | None = None) -> IngestAccepted:
+        return IngestAccepted.model_validate(self._client.ingest(photos, job_id, batch_size))
+
+    def readiness(self) -> Readiness:
+        body = self._client.readiness()
+        error = body.get("error") or {}
+        return Readiness(ready=body.get("status") == "ready", checks=body.get("checks") or {},
+                         message=error.get("message"))
 
 
 def _wire_terms(terms: list[dict]) -> list[dict]:
