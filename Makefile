@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup up down status logs demo demo-offline ingest search lint test test-unit test-integration test-e2e random-model index conformance bench bench-embedder bench-store bench-ingest clean
+.PHONY: help setup up down status logs demo demo-offline ingest search lint test test-unit test-integration test-e2e random-model index conformance bench bench-embedder bench-store bench-ingest bench-search clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -92,7 +92,10 @@ bench-store: setup ## vector search: insert rate, index build, latency, recall@1
 bench-ingest: setup ## photos/s through the whole system (ingest command, Celery workers, embedder, store) vs the article's download-and-embed loop; PHOTOS=400, DTYPE=int8|..., QUICK=1
 	$(PY) -m bench.ingest $(if $(PHOTOS),--photos $(PHOTOS)) $(if $(DTYPE),--dtype $(DTYPE)) $(if $(QUICK),--quick)
 
-bench: bench-embedder bench-ingest bench-store ## every benchmark; figures go to bench/results/
+bench-search: setup ## text queries through the gateway (25,000 photos, b32 random weights): p50/p99 at 1 client, queries/s at 8 and 32, against the embedder, the store and the article's in-process search; QUICK=1
+	$(PY) -m bench.search $(if $(PHOTOS),--photos $(PHOTOS)) $(if $(QUICK),--quick)
+
+bench: bench-embedder bench-ingest bench-store bench-search ## every benchmark; figures go to bench/results/
 
 clean: down ## stop services and delete data/, logs/, run/ (keeps the venv)
 	rm -rf data logs run test-output
