@@ -66,16 +66,23 @@ class ApiClient:
         `image` (bytes), `image_base64`, `image_url` or `photo_id`, with a `weight` from -2 to 2."""
         fields: dict[str, Any] = {"text": text, "image_url": image_url, "photo_id": photo_id,
                                   "weight": weight, "top_k": top_k, "min_score": min_score, "filters": filters,
-                                  "terms": _wire_terms(terms) if terms else None, "offset": offset,
-                                  "collapse": collapse}
+                                  "offset": offset, "collapse": collapse}
         fields = {name: value for name, value in fields.items() if value is not None}
-        if image is None:
+        term_images = any(isinstance(term.get("image"), (bytes, bytearray)) for term in terms or ())
+        if image is None and not term_images:
+            if terms:
+                fields["terms"] = _wire_terms(terms, None)
             return self._request("POST", "/v1/search", json=fields)
-        # Multipart carries the image as bytes: no base64 inflation.
+        # Multipart carries images as bytes (no base64 inflation): the query image as the file `image`,
+        # each term's image as `image_1`, `image_2`, ... named by its term.
+        files: dict[str, Any] = {}
+        if image is not None:
+            files["image"] = ("query-image", image, "application/octet-stream")
+        if terms:
+            fields["terms"] = _wire_terms(terms, files)
         form = {name: json.dumps(value) if name in ("filters", "terms") else str(value)
                 for name, value in fields.items()}
-        return self._request("POST", "/v1/search", data=form,
-                             files={"image": ("query-image", image, "application/octet-stream")})
+        return self._request("POST", "/v1/search", data=form, files=files)
 
     def random_photo(self, filters: dict[str, Any] | None = None) -> dict:
         """A stored photo at random; with `filters` (as in `search`), among the photos they match."""
@@ -209,13 +216,20 @@ class TypedApi:
                          message=error.get("message"))
 
 
-def _wire_terms(terms: list[dict]) -> list[dict]:
-    """Terms as JSON: an `image` given as bytes travels base64-encoded as `image_base64`."""
+def _wire_terms(terms: list[dict], files: dict[str, Any] | None) -> list[dict]:
+    """Terms for the wire. An `image` given as bytes becomes a file `image_N` named by the term when
+    `files` (multipart) is given, else base64 text in `image_base64` (JSON)."""
     wired = []
     for term in terms:
         term = dict(term)
         if isinstance(term.get("image"), (bytes, bytearray)):
-            term["image_base64"] = base64.b64encode(term.pop("image")).decode("ascii")
+            content = bytes(term.pop("image"))
+            if files is None:
+                term["image_base64"] = base64.b64encode(content).decode("ascii")
+            else:
+                name = f"image_{sum(key.startswith('image_') for key in files) + 1}"
+                files[name] = (name, content, "application/octet-stream")
+                term["image"] = name
         wired.append(term)
     return wired
 

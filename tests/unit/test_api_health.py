@@ -146,10 +146,12 @@ def test_api_client_typed_answers(served_gateway, fakes):
         assert "# TYPE" in api.metrics()
 
 
-def test_api_client_sends_term_images_as_base64(served_gateway, fakes):
+def test_api_client_sends_term_images_as_files(served_gateway, fakes):
     with ApiClient(served_gateway) as api:
         body = api.search(terms=[{"image": b"dog", "weight": 1}], top_k=1)
+        both = api.search(image=b"cat", terms=[{"image": b"dog", "weight": 1}, {"text": "x", "weight": 0.1}], top_k=2)
     assert body["results"][0]["photo_id"] == "dog"
+    assert {r["photo_id"] for r in both["results"]} == {"cat", "dog"}
 
 
 def test_api_client_reports_retry_after_of_a_rate_limit(fakes):
