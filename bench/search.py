@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -55,6 +56,7 @@ def latency(label: str, call, inputs: list, warmup: int = 3) -> Measurement:
         started = time.perf_counter()
         call(item)
         times.append(time.perf_counter() - started)
+    print(f"  {label}: p50 {_percentile(times, 50) * 1000:.1f} ms", flush=True)
     return Measurement(label, len(times), sum(times), times, _percentiles(times))
 
 
@@ -90,6 +92,7 @@ def throughput(api_url: str, queries: list[str], concurrency: int) -> Measuremen
             return times, errors, time.perf_counter() - started
 
     times, errors, wall = asyncio.run(run())
+    print(f"  {concurrency} clients: {len(times) / wall:.1f} queries/s, {errors} errors", flush=True)
     return Measurement(f"gateway, {concurrency} clients at once", len(times), wall, times,
                        {**_percentiles(times), "errors": errors, "concurrency": concurrency})
 
@@ -166,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", help="JSON path (default bench/results/search-cpu.json)")
     args = parser.parse_args(argv)
     offline_run()
+    # Stopped with SIGTERM (a timeout, kill PID): leave through `finally`, which stops the services.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     photos = args.photos or (500 if args.quick else 25_000)
     queries = args.queries or (20 if args.quick else 200)
 
