@@ -170,7 +170,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     offline_run()
     # Stopped with SIGTERM (a timeout, kill PID): leave through `finally`, which stops the services.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        return run(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run(args: argparse.Namespace) -> int:
     photos = args.photos or (500 if args.quick else 25_000)
     queries = args.queries or (20 if args.quick else 200)
 
