@@ -1,4 +1,4 @@
-"""Unit tests of the gateway's rate limits (counted in memory here; tests/integration/test_api_ratelimit.py
+"""Unit tests of the gateway's rate limits (counted in memory here; tests/integration/test_ratelimit_redis.py
 counts in a real Redis shared by two gateways): 429 with Retry-After and a sentence, per key or address."""
 from __future__ import annotations
 
