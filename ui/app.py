@@ -24,6 +24,7 @@ import gradio as gr
 
 from services.common.api_client import ApiClient, ApiError
 from ui.config import UISettings, get_settings
+from ui.dates import TAKEN_HELP, taken_range
 from ui.formatting import (
     FILTER_NAMES,
     describe_query,
@@ -89,14 +90,18 @@ def any_of(chosen: str | list[str] | None, listed: frozenset[str] = frozenset())
 
 
 def build_filters(country: str | list[str] | None, photographer: str | list[str] | None,
-                  listed: frozenset[str] = frozenset()) -> dict[str, Any] | None:
+                  listed: frozenset[str] = frozenset(), camera: str | list[str] | None = None,
+                  taken: str | None = None) -> dict[str, Any] | None:
     """The gateway's `filters` from the dropdowns: one value is an equality, several are "any of" (a list).
     An empty dropdown filters nothing, so with every one empty there is no filter at all: None, not {}."""
     filters: dict[str, Any] = {}
-    for column, chosen in (("photo_location_country", country), ("photographer_username", photographer)):
+    for column, chosen in (("photo_location_country", country), ("photographer_username", photographer),
+                           ("exif_camera_model", camera)):
         values = any_of(chosen, listed)
         if values:
             filters[column] = values[0] if len(values) == 1 else values
+    if (dates := taken_range(taken)) is not None:
+        filters["taken_at"] = dates
     return filters or None
 
 
@@ -213,7 +218,7 @@ class SearchPage:
 
     def search(self, text: str | None, image: str | None, weight: float, top_k: float,
                min_score: float | None = 0.0, country: str | list[str] | None = None,
-               photographer: str | list[str] | None = None) -> Updates:
+               photographer: str | list[str] | None = None, camera: Any = None, taken: str | None = None) -> Updates:
         """Search by text, an uploaded image, or both, within the Filters accordion's filters: each
         dropdown gives a list of values (or one string)."""
         text = (text or "").strip()
@@ -229,30 +234,36 @@ class SearchPage:
             weight=float(weight) if wants_weight(text, image) else 0.5,
             top_k=int(top_k),
             what=describe_query(text, bool(image_bytes)),
-            **self._narrowing(min_score, country, photographer),
+            **self._narrowing(min_score, country, photographer, camera, taken),
         )
 
     def more_like_this(self, photo: dict | None, top_k: float, min_score: float | None = 0.0,
                        country: str | list[str] | None = None,
-                       photographer: str | list[str] | None = None) -> Updates:
+                       photographer: str | list[str] | None = None, camera: Any = None, taken: str | None = None,
+                       ) -> Updates:
         """Search by the shown photo's id (the gateway reuses its stored vector), within the same filters
         as Search: a person who narrowed the results expects "more like this" to stay narrowed."""
         if not photo or not photo.get("photo_id"):
             return self._warning("Pick a photo first: press Random photo or click a result.")
         return self._run_search(photo_id=photo["photo_id"], top_k=int(top_k),
                                 what=f"photos like {photo['photo_id']}",
-                                **self._narrowing(min_score, country, photographer))
+                                **self._narrowing(min_score, country, photographer, camera, taken))
 
     def _narrowing(self, min_score: float | None, country: str | list[str] | None,
-                   photographer: str | list[str] | None) -> dict[str, Any]:
-        """The query's `min_score` and `filters`, only when set: an unset one is not sent at all."""
+                   photographer: str | list[str] | None, camera: Any = None, taken: str | None = None) -> dict:
+        """The query's `min_score` and `filters`, only when set (an unset one is not sent); {"invalid": why}."""
         with self._lock:
             listed = self._listed
-        narrowing = {"min_score": min_score_or_none(min_score),
-                     "filters": build_filters(country, photographer, listed)}
+        try:
+            narrowing = {"min_score": min_score_or_none(min_score),
+                         "filters": build_filters(country, photographer, listed, camera, taken)}
+        except ValueError as error:
+            return {"invalid": str(error)}
         return {name: value for name, value in narrowing.items() if value is not None}
 
     def _run_search(self, *, what: str, **query: Any) -> Updates:
+        if "invalid" in query:
+            return self._warning(query["invalid"])
         try:
             answer = self.client.search(**query)
         except Exception as error:  # noqa: BLE001 - every failure becomes a sentence
@@ -263,11 +274,13 @@ class SearchPage:
                 "status": result_status(answer, results, what, query), "banner": self.banner(),
                 "stats": self.stats_line()}
 
-    def random_photo(self, country: str | list[str] | None = None,
-                     photographer: str | list[str] | None = None) -> Updates:
-        """Show a random photo, among those the Filters' country and photographer allow (the minimum
-        score has nothing to compare with here)."""
-        filters = self._narrowing(None, country, photographer).get("filters")
+    def random_photo(self, country: str | list[str] | None = None, photographer: str | list[str] | None = None,
+                     camera: str | list[str] | None = None, taken: str | None = None) -> Updates:
+        """Show a random photo among those the Filters allow (a minimum score has nothing to compare with)."""
+        narrowing = self._narrowing(None, country, photographer, camera, taken)
+        if "invalid" in narrowing:
+            return self._warning(narrowing["invalid"])
+        filters = narrowing.get("filters")
         try:
             photo = self.client.random_photo(**({"filters": filters} if filters else {}))
         except Exception as error:  # noqa: BLE001 - every failure becomes a sentence
@@ -341,6 +354,10 @@ def build_app(settings: UISettings | None = None, client: Any = None) -> gr.Bloc
                                                info="Unsplash usernames: pick from the list, or type one and press "
                                                     "Enter. Several match any of them; none = anyone.",
                                                elem_id="filter-photographer")
+                    camera = gr.Dropdown(label="Camera", multiselect=True, allow_custom_value=True,
+                                         info="Camera models, from the photos' EXIF.", elem_id="filter-camera")
+                    taken = gr.Textbox(label="Taken", placeholder="2023-01-01 to 2023-12-31", info=TAKEN_HELP,
+                                       elem_id="filter-taken")
                 with gr.Row():
                     search_button = gr.Button("Search", variant="primary", elem_id="search-button")
                     random_button = gr.Button("Random photo", elem_id="random-button")
@@ -357,7 +374,7 @@ def build_app(settings: UISettings | None = None, client: Any = None) -> gr.Bloc
         photo_state = gr.State(None)
 
         # Each event's outputs, by the names its handler's updates use; the order is Gradio's business.
-        lists = {"country": country, "photographer": photographer}
+        lists = {"country": country, "photographer": photographer, "camera": camera}
         shown = {"banner": banner, "status": status}
         chosen = {"photo_image": photo_image, "photo_details": photo_details_box, "photo": photo_state,
                   "photo_box": photo_box}
@@ -370,7 +387,7 @@ def build_app(settings: UISettings | None = None, client: Any = None) -> gr.Bloc
             else:
                 trigger(fn, inputs=inputs, outputs=wired, **options)
 
-        narrowing = [min_score, country, photographer]  # the handlers' last three parameters, in order
+        narrowing = [min_score, country, photographer, camera, taken]  # the handlers' last parameters, in order
         on(app.load, page.load, [], {"banner": banner, "stats": stats, **lists})
         on(filters.expand, page.filters_opened, [], {**lists, "banner": banner}, show_progress="hidden")
         gr.on([query_text.change, query_image.change], page.query_changed, inputs=[query_text, query_image],
@@ -378,6 +395,6 @@ def build_app(settings: UISettings | None = None, client: Any = None) -> gr.Bloc
         on([search_button.click, query_text.submit], page.search,
            [query_text, query_image, weight, top_k, *narrowing], searched)
         on(more_button.click, page.more_like_this, [photo_state, top_k, *narrowing], searched)
-        on(random_button.click, page.random_photo, [country, photographer], {**chosen, **shown})
+        on(random_button.click, page.random_photo, narrowing[1:], {**chosen, **shown})
         on(gallery.select, page.select_result, [results_state], chosen)
     return app

@@ -21,15 +21,16 @@ from urllib.parse import unquote, urlparse
 
 import numpy as np
 
-from services.common.errors import BadRequest, NotFound
+from services.common.errors import BadRequest
 from services.common.schemas import METADATA_FIELDS, PhotoRecord
 from services.photostore import index as vector_index
-from services.photostore import sql
-from services.photostore.columns import FACET_COLUMNS, PHOTO_COLUMNS, column_type
+from services.photostore import sql, terms
+from services.photostore.columns import FACET_COLUMNS, PHOTO_COLUMNS, column_type, insert_value
 from services.photostore.connection import Connection, is_unknown_table, redact_url
 from services.photostore.dialects import Dialect, dialect_for
 from services.photostore.errors import ModelMismatch, StoreError
 from services.photostore.filters import filter_sql
+from services.photostore.library import LibraryTables
 from services.photostore.results import MAX_RESULTS, check_count, collapsed, ranked, search_rows
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ DEFAULT_EXACT_BELOW = 50_000
 DEFAULT_SEARCH_WIDTH = 256
 DEFAULT_INDEX_TYPE = "MSTG"
 
+
 def _option(value: int | None, name: str, default: int) -> int:
     if value is None:
         return default
@@ -51,7 +53,7 @@ def _option(value: int | None, name: str, default: int) -> int:
     return int(value)
 
 
-class PhotoStore:
+class PhotoStore(LibraryTables):
     """Photos and their vectors in one table of a ClickHouse-compatible server.
 
     `exact_below`, `search_width` and `index_type` are the search options (STORE_EXACT_BELOW,
@@ -79,6 +81,7 @@ class PhotoStore:
         self._dialect: Dialect | None = None
         self._server_version: str | None = None
         self._info: dict[str, Any] | None = None
+        self._columns_checked = False
         self.exact_below = _option(exact_below, "STORE_EXACT_BELOW", DEFAULT_EXACT_BELOW)
         self.search_width = _option(search_width, "STORE_SEARCH_WIDTH", DEFAULT_SEARCH_WIDTH)
         self.index_type = index_type or DEFAULT_INDEX_TYPE
@@ -126,6 +129,7 @@ class PhotoStore:
             )
         info = {"model": str(rows[0][0]), "dim": int(rows[0][1]), "table": self.table,
                 "database": self.database, "dialect": self.dialect.name}
+        self._add_missing_columns()  # the gateway may read an old table before any worker opens it
         self._info = info
         return dict(info)
 
@@ -151,9 +155,24 @@ class PhotoStore:
             )
         # Also after a crash between recording the model and creating the table.
         self.connection.command("table creation", sql.create_table_sql(self.database, self.table, dim))
+        self._add_missing_columns()
+        self.ensure_library_tables()
         self._info = {"model": model, "dim": dim, "table": self.table, "database": self.database,
                       "dialect": self.dialect.name}
         logger.info("store table %s.%s ready for %s (%d dims)", self.database, self.table, model, dim)
+
+    def _add_missing_columns(self) -> None:
+        """A table made by an older version lacks the newer metadata columns: add them (empty for the
+        rows already there), so old data keeps working beside new. Once per process."""
+        if self._columns_checked:
+            return
+        present = {row[0] for row in self.connection.query(
+            "column check", sql.columns_sql(), {"db": self.database, "name": self.table}).result_rows}
+        for name in METADATA_FIELDS:
+            if name not in present:
+                self.connection.command("column addition", sql.add_column_sql(self.database, self.table, name))
+                logger.info("added the column %s to %s.%s", name, self.database, self.table)
+        self._columns_checked = True
 
     def _reindex_hint(self) -> str:
         meta = f"{self.database}.{sql.meta_table_name(self.table)}"
@@ -199,7 +218,7 @@ class PhotoStore:
             [r.photo_image_url for r in records],
             # Plain lists encode several times faster than lists of numpy rows.
             matrix.tolist(),
-            *([getattr(r, field) for r in records] for field in METADATA_FIELDS),
+            *([insert_value(field, getattr(r, field)) for r in records] for field in METADATA_FIELDS),
         ]
         self.connection.insert("insert", self.table, columns, names, types)
         return len(records)
@@ -213,6 +232,7 @@ class PhotoStore:
         if present:
             self.connection.command("delete", sql.delete_sql(self.database, self.table),
                                     {"photo_ids": sorted(present)})
+            self.delete_library_rows(sorted(present))
             self._rows_seen = None
         return len(present)
 
@@ -221,16 +241,14 @@ class PhotoStore:
     def search(self, vector: np.ndarray, top_k: int = 10, min_score: float | None = None,
                filters: dict[str, Any] | None = None, exclude_photo_id: str | None = None, *,
                offset: int = 0, collapse: float | None = None, exact: bool | None = None,
-               search_width: int | None = None, stored_terms: Sequence[tuple[str, float]] = ()
-               ) -> list[dict[str, Any]]:
+               search_width: int | None = None, stored_terms: Sequence = ()) -> list[dict[str, Any]]:
         """Nearest photos by cosine distance; each dict has photo_id, photo_image_url, score (cosine similarity),
         rank (1-based, counting from the first page) and the metadata fields. No table yet: no results.
 
         `offset` skips that many results (pagination). `collapse` (a cosine similarity, e.g. 0.98) drops a
         result that close to a better one. `exact` forces a full scan (True) or the index (False); by
         default the search is exact below `exact_below` rows. `search_width` overrides the index's
-        candidate list size for this query. `stored_terms` ((photo_id, weight), ...) add stored photos'
-        unit vectors, weighted, to `vector`, in the server (see `sql.stored_terms_sql`)."""
+        candidate list size for this query. `stored_terms`: see `terms.stored`."""
         query = np.asarray(vector, dtype=np.float32).reshape(-1)
         if query.size == 0 or not np.all(np.isfinite(query)):
             raise BadRequest("The query vector must be a non-empty list of finite numbers.")
@@ -243,8 +261,7 @@ class PhotoStore:
             search_width = check_count("search_width", search_width, 1)
         with_vector = collapse is not None
         sql_text, params = sql.search_sql(self.dialect, self.database, self.table, filters=filters,
-                                          exclude_photo_id=exclude_photo_id, with_vector=with_vector,
-                                          query_vector="qv" if stored_terms else None)
+                                          exclude_photo_id=exclude_photo_id, with_vector=with_vector)
         dim = self.known_dim()
         if dim is None:
             return []
@@ -253,16 +270,12 @@ class PhotoStore:
                 f"The query vector has {query.size} dimensions but the table {self.database}.{self.table} holds "
                 f"{dim}-dimensional vectors: the embedder and the table use different models. Search with "
                 f"the model that made the table, or re-index with this one into a new table (STORE_TABLE).")
-        if stored_terms:
-            with_clause, more = sql.stored_terms_sql(self.database, self.table, dim, stored_terms)
-            self._check_stored_terms(with_clause, {**more, "q": query.tolist()}, stored_terms)
-            sql_text, params = with_clause + sql_text, {**params, **more}
         if exact is None:
             exact = self._row_count() < self.exact_below
         wanted = offset + top_k
         # Over-fetch: duplicate versions of a photo (until a merge) and collapsed neighbours take places.
         fetch = min(MAX_RESULTS, wanted * (3 if with_vector else 1) + max(4, wanted // 10))
-        params["q"] = query.tolist()
+        sql_text, params = terms.stored(self, sql_text, {**params, "q": query.tolist()}, stored_terms)
         while True:
             params["k"] = fetch
             settings = self.dialect.search_settings(fetch, exact=exact, width=search_width or self.search_width)
@@ -280,18 +293,6 @@ class PhotoStore:
                 break
             fetch = min(MAX_RESULTS, fetch * 2)
         return ranked(photos, wanted, offset, min_score)
-
-    def _check_stored_terms(self, with_clause: str, params: dict[str, Any],
-                            stored_terms: Sequence[tuple[str, float]]) -> None:
-        rows = self.connection.read_rows("query terms", sql.stored_terms_check_sql(with_clause, len(stored_terms)),
-                                         params)
-        found, norm = rows[0]
-        for (photo_id, _), length in zip(stored_terms, found):
-            if not length:
-                raise NotFound(f"No photo with photo_id {photo_id!r} is in the store.", code="photo_not_found")
-        if not float(norm) > 1e-4:
-            raise BadRequest("The query's terms cancel each other out (their weighted sum is zero): change a "
-                             "weight or add a term.", code="terms_cancel_out")
 
     def more_like(self, photo_id: str, top_k: int = 10, **options: Any) -> list[dict[str, Any]] | None:
         """Photos like a stored one, by its stored vector (no re-embedding); the photo itself is left out.

@@ -74,6 +74,18 @@ def create_meta_sql(database: str, table: str) -> str:
     )
 
 
+def columns_sql() -> str:
+    return "SELECT name FROM system.columns WHERE database = {db:String} AND table = {name:String}"
+
+
+def add_column_sql(database: str, table: str, name: str) -> str:
+    """`name` must be one of METADATA_FIELDS (identifiers cannot be bound; checked here)."""
+    if name not in METADATA_FIELDS:
+        raise ValueError(f"{name!r} is not a metadata column")
+    return (f"ALTER TABLE {table_ref(database, table)} ADD COLUMN IF NOT EXISTS {quote_identifier(name)} "
+            f"{column_type(name)}")
+
+
 def table_exists_sql() -> str:
     return "SELECT count() FROM system.tables WHERE database = {db:String} AND name = {name:String}"
 
@@ -84,41 +96,8 @@ def read_meta_sql(database: str, table: str) -> str:
     return f"SELECT model, dim FROM {table_ref(database, meta_table_name(table))} ORDER BY created_at LIMIT 1"
 
 
-def stored_terms_sql(database: str, table: str, dim: int,
-                     stored_terms: Sequence[tuple[str, float]]) -> tuple[str, dict[str, Any]]:
-    """`WITH` definitions of `qv`: the query vector `{q}` plus, for each (photo_id, weight), that stored
-    photo's unit vector times the weight, summed in the server, so stored vectors never travel to the
-    caller. Also `found_i` (the stored vector's length; 0 when there is no such photo). Only plain array
-    functions (arrayMap, arraySum, arrayResize), which ClickHouse and MyScale both have."""
-    dim = check_dim(dim)
-    ref = table_ref(database, table)
-    parts, params, names = [], {}, []
-    for i, (photo_id, weight) in enumerate(stored_terms):
-        params[f"s{i}_id"], params[f"s{i}_w"] = str(photo_id), float(weight)
-        # An aggregate always answers one row (an empty array when there is no such photo); argMax picks
-        # the newest version of a photo written twice.
-        parts.append(f"(SELECT argMax(photo_embed, inserted_at) FROM {ref} WHERE photo_id = {{s{i}_id:String}}) AS s{i}")
-        parts.append(f"length(s{i}) AS found_{i}")
-        # A missing photo is a vector of zeros (arrayResize pads), so the query fails only by our check.
-        parts.append(f"arrayResize(s{i}, {dim}) AS r{i}")
-        parts.append(f"greatest(sqrt(arraySum(x -> x * x, r{i})), 1e-12) AS n{i}")
-        names.append(i)
-    lambda_args = ", ".join(["p", *(f"a{i}" for i in names)])
-    summed = " + ".join(["p", *(f"{{s{i}_w:Float64}} * a{i} / n{i}" for i in names)])
-    arrays = ", ".join(["{q:Array(Float32)}", *(f"r{i}" for i in names)])
-    parts.append(f"arrayMap(({lambda_args}) -> toFloat32({summed}), {arrays}) AS qv")
-    return "WITH\n    " + ",\n    ".join(parts) + "\n", params
-
-
-def stored_terms_check_sql(with_clause: str, count: int) -> str:
-    """Whether each stored photo exists, and the length of the summed query vector (0: the terms cancel)."""
-    found = ", ".join(f"found_{i}" for i in range(count))
-    return with_clause + f"SELECT [{found}], sqrt(arraySum(x -> x * x, qv))"
-
-
 def search_sql(dialect: Dialect, database: str, table: str, *, filters: Mapping[str, Any] | None = None,
-               exclude_photo_id: str | None = None, with_vector: bool = False,
-               query_vector: str | None = None) -> tuple[str, dict[str, Any]]:
+               exclude_photo_id: str | None = None, with_vector: bool = False) -> tuple[str, dict[str, Any]]:
     """SELECT of the nearest photos; returns (sql, params without `q` and `k`, which the caller binds).
 
     The shape is exactly `ORDER BY dist LIMIT k`, which is what vector indexes recognise: no FINAL
@@ -129,9 +108,7 @@ def search_sql(dialect: Dialect, database: str, table: str, *, filters: Mapping[
     if exclude_photo_id is not None:
         where.append("photo_id != {exclude_photo_id:String}")
         params["exclude_photo_id"] = exclude_photo_id
-    # `query_vector`: an alias defined in a WITH clause the caller puts in front (stored_terms_sql).
-    distance = (dialect.distance_to("photo_embed", query_vector) if query_vector
-                else dialect.distance("photo_embed", "q"))
+    distance = dialect.distance("photo_embed", "q")
     columns = [*PHOTO_COLUMNS, *(["photo_embed"] if with_vector else [])]
     sql = (
         f"SELECT {', '.join(columns)}, {distance} AS dist\n"
