@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup up down restart status logs demo demo-offline ingest lint test test-unit test-integration test-e2e test-hostile test-faults random-model index conformance bench bench-embedder bench-store bench-ingest bench-rerun clean
+.PHONY: help setup up down restart status logs demo demo-offline ingest search lint test test-unit test-integration test-e2e test-hostile test-faults random-model index conformance bench bench-embedder bench-store bench-ingest bench-rerun bench-search clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -62,6 +62,9 @@ ingest: setup ## enqueue photos: make ingest SOURCE=photos.tsv|dataset.zip|urls.
 	@test -n "$(SOURCE)" || { echo "usage: make ingest SOURCE=path/to/photos.tsv|folder [LIMIT=1000]"; exit 2; }
 	$(PY) -m tools.ingest "$(SOURCE)" $(if $(and $(filter file,$(origin LIMIT)),$(wildcard $(SOURCE)/.)),,--limit $(LIMIT)) $(ARGS)
 
+search: setup ## search from the terminal: make search Q="a beach at sunset" [ARGS="--minus people --like PHOTO_ID --image x.jpg --top-k 20"]
+	$(PY) -m tools.search "$(Q)" $(ARGS)
+
 index: setup ## the vector index of STORE_TABLE: make index ACTION=build|status|drop (build it after a bulk ingestion)
 	$(PY) -m services.photostore index $(or $(ACTION),status)
 
@@ -102,10 +105,13 @@ bench-store: setup ## vector search: insert rate, index build, latency, recall@1
 bench-ingest: setup ## photos/s through the whole system (ingest command, Celery workers, embedder, store) vs the article's download-and-embed loop; PHOTOS=400, DTYPE=int8|..., QUICK=1
 	$(PY) -m bench.ingest $(if $(PHOTOS),--photos $(PHOTOS)) $(if $(DTYPE),--dtype $(DTYPE)) $(if $(QUICK),--quick)
 
+bench-search: setup ## text queries through the gateway (25,000 photos, b32 random weights): p50/p99 at 1 client, queries/s at 8 and 32, against the embedder, the store and the article's in-process search; QUICK=1
+	$(PY) -m bench.search $(if $(PHOTOS),--photos $(PHOTOS)) $(if $(QUICK),--quick)
+
 bench-rerun: setup ## a re-run of an unchanged 2,000-file folder against its first ingest (FILES=2000, UPLOAD=1, QUICK=1)
 	$(PY) -m bench.rerun $(if $(FILES),--files $(FILES)) $(if $(UPLOAD),--upload) $(if $(QUICK),--quick)
 
-bench: bench-embedder bench-ingest bench-store bench-rerun ## every benchmark; figures go to bench/results/
+bench: bench-embedder bench-ingest bench-store bench-rerun bench-search ## every benchmark; figures go to bench/results/
 
 clean: down ## stop services and delete data/, logs/, run/ (keeps the venv)
 	rm -rf data logs run test-output

@@ -71,6 +71,8 @@ class FakeAsyncEmbedder:
         self.random_weights = random_weights
         self.failure: Exception | None = None
         self.closed = False
+        # ("texts" | "images", how many) per call, so tests can count the calls.
+        self.calls: list[tuple[str, int]] = []
 
     def _check(self) -> None:
         if self.failure:
@@ -82,10 +84,12 @@ class FakeAsyncEmbedder:
 
     async def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         self._check()
+        self.calls.append(("texts", len(texts)))
         return np.stack([text_vector(text, self.dim) for text in texts]).reshape(len(texts), self.dim)
 
     async def embed_images(self, images: Sequence[bytes]) -> np.ndarray:
         self._check()
+        self.calls.append(("images", len(images)))
         _refuse_non_images(images)
         return np.stack([image_vector(image, self.dim) for image in images]).reshape(len(images), self.dim)
 
@@ -249,10 +253,23 @@ class FakeStore:
 
     def search(self, vector: np.ndarray, top_k: int = 10, min_score: float | None = None,
                filters: dict[str, Any] | None = None, exclude_photo_id: str | None = None, *,
-               offset: int = 0, collapse: float | None = None, **options: Any) -> list[dict[str, Any]]:
-        """Best first by cosine similarity; `rank` counts from the first page, as the real store's."""
+               offset: int = 0, collapse: float | None = None, stored_terms: Any = (),
+               **options: Any) -> list[dict[str, Any]]:
+        """Best first by cosine similarity; `rank` counts from the first page, as the real store's.
+        `stored_terms` add stored photos' unit vectors, weighted, as the real store does in SQL."""
         self._up()
         query = np.asarray(vector, dtype=np.float32)
+        self.stored_terms = list(stored_terms)
+        for photo_id, weight in stored_terms:
+            if photo_id not in self.photos:
+                from services.common.errors import NotFound
+                raise NotFound(f"No photo with photo_id {photo_id!r} is in the store.", code="photo_not_found")
+            stored = self.photos[photo_id][1]
+            query = query + weight * stored / np.linalg.norm(stored)
+        if stored_terms and not np.linalg.norm(query) > 1e-4:
+            from services.common.errors import BadRequest
+            raise BadRequest("The query's terms cancel each other out.", code="terms_cancel_out")
+        query = query / max(float(np.linalg.norm(query)), 1e-12)
         self.queries.append(query)
         self.options = {"offset": offset, "collapse": collapse}
         rows = [{**record, "score": float(np.dot(stored, query)), "vector": stored}

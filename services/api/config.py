@@ -31,6 +31,12 @@ class ApiSettings(CommonSettings):
     model_info_ttl_s: float = Field(30.0, ge=0)
     # Likewise the store table's model and dim, checked against the embedder's before each search.
     table_info_ttl_s: float = Field(5.0, ge=0)
+    # Rate limits (the `limits` library's notation, e.g. 600/minute): reads per API key, or per client
+    # address without one; writes per API key. Empty: no limit. Counted in `rate_limit_storage`, by
+    # default REDIS_URL, so every gateway shares the count; `memory://` counts in this process only.
+    rate_limit: str = ""
+    write_rate_limit: str = ""
+    rate_limit_storage: str = ""
     # Comma-separated origins allowed by CORS; empty (the default) means no CORS headers at all.
     cors_origins: str = ""
     # POST /v1/ingest/upload: the largest photo file, and how many files one request may carry (the

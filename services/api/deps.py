@@ -182,12 +182,17 @@ def _check_key(given: str | None, settings: ApiSettings) -> None:
         raise Unauthorized("The API key in the X-API-Key header is not one this gateway accepts.")
 
 
-def require_write_key(settings: SettingsDep,
-                      api_key: Annotated[str | None, Depends(_api_key_header)] = None) -> None:
+async def require_write_key(request: Request, settings: SettingsDep,
+                            api_key: Annotated[str | None, Depends(_api_key_header)] = None) -> None:
     _check_key(api_key, settings)
+    await request.app.state.rate_limits.check(True, api_key, None)
 
 
-def require_read_key(settings: SettingsDep,
-                     api_key: Annotated[str | None, Depends(_api_key_header)] = None) -> None:
+async def require_read_key(request: Request, settings: SettingsDep,
+                           api_key: Annotated[str | None, Depends(_api_key_header)] = None) -> None:
     if settings.require_key_for_reads:
         _check_key(api_key, settings)
+    # Counted per key only when the key is one of ours: a made-up key per request must not dodge the limit.
+    known = api_key if api_key and any(secrets.compare_digest(api_key.encode(), key.encode())
+                                       for key in settings.api_key_list) else None
+    await request.app.state.rate_limits.check(False, known, request.client.host if request.client else None)

@@ -16,6 +16,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from services.api.config import ApiSettings, get_settings
 from services.api.deps import Services, build_services
 from services.api.metrics import Metrics, observe_request
+from services.api.ratelimit import RateLimits, parse_limit, storage_uri
 from services.api.routes import health, jobs, library, photos, search
 from services.common.http import configure_logging, install_body_guard, install_error_handlers, install_request_ids
 
@@ -47,6 +48,9 @@ def create_app(settings: ApiSettings | None = None, services: Services | None = 
     )
     app.state.settings = settings
     app.state.metrics = Metrics()
+    app.state.rate_limits = RateLimits(parse_limit(settings.rate_limit, "API_RATE_LIMIT"),
+                                       parse_limit(settings.write_rate_limit, "API_WRITE_RATE_LIMIT"),
+                                       storage_uri(settings.rate_limit_storage or settings.redis_url))
     install_error_handlers(app)
     # library before photos: /v1/photos/{photo_id:path} would take /v1/photos/{id}/thumbnail too.
     for module in (search, library, photos, jobs, health):

@@ -11,7 +11,7 @@ import base64
 import binascii
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -37,6 +37,15 @@ RANDOM_WEIGHTS_NOTICE = ("These results come from a model with random weights (a
 
 
 @dataclass
+class QueryTerm:
+    """One weighted term: `kind` is text, image (value: bytes), image_url or photo_id."""
+
+    kind: str
+    value: Any
+    weight: float = 1.0
+
+
+@dataclass
 class SearchQuery:
     """A validated query. `image` is the raw bytes of an uploaded or base64 image."""
 
@@ -50,6 +59,7 @@ class SearchQuery:
     filters: dict[str, Any] | None = None
     offset: int = 0
     collapse: float | None = None
+    terms: list[QueryTerm] = field(default_factory=list)
 
 
 def decode_base64_image(text: str, max_bytes: int) -> bytes:
@@ -142,19 +152,16 @@ def photo_path(photo_id: str, what: str) -> str:
     return f"/v1/photos/{quote(photo_id, safe='')}/{what}"
 
 
-async def run_search(services: Services, query: SearchQuery) -> dict[str, Any]:
-    """The whole query: embed its parts, combine them, search, and say which model answered."""
-    started = time.perf_counter()
-    if not (query.text or query.image or query.image_url or query.photo_id):
-        raise BadRequest(NOTHING_TO_SEARCH, code="empty_query")
-    if query.image and query.image_url:
-        raise BadRequest("Give either an image or an image_url, not both.", code="invalid_request")
+def _has_fields(query: SearchQuery) -> bool:
+    return bool(query.text or query.image or query.image_url or query.photo_id)
 
+
+async def _fields_vector(services: Services, query: SearchQuery) -> np.ndarray:
+    """The vector of the text/image/image_url/photo_id fields, mixed by `weight`."""
     image = query.image
     if query.image_url:
         image = await fetch_query_image(services, query.image_url)
-
-    work: dict[str, Any] = {"model": services.model_info.get()}
+    work: dict[str, Any] = {}
     if query.text:
         work["text"] = _first_row(services.embedder.embed_texts([query.text]))
     if image:
@@ -162,19 +169,74 @@ async def run_search(services: Services, query: SearchQuery) -> dict[str, Any]:
     if query.photo_id:
         work["photo"] = _photo_vector(services, query.photo_id)
     parts = await _gather(**work)
-    model_info: dict[str, Any] = parts["model"]
-
     # A stored photo's vector is an image vector: with an uploaded image as well, the image side is
     # the mean of the two, and `weight` then balances that side against the text.
     image_vectors = [parts[name] for name in ("image", "photo") if name in parts]
     image_side = normalize(np.sum([normalize(v) for v in image_vectors], axis=0)) if image_vectors else None
-    vector = combine(parts.get("text"), image_side, query.weight)
+    return combine(parts.get("text"), image_side, query.weight)
 
-    rows = await _search_store(services, vector, query, model_info)
+
+async def _weighted(coroutine, weights: list[float]) -> np.ndarray:
+    """The weighted sum of the unit vectors a batched embedder call returns."""
+    vectors = normalize(np.asarray(await coroutine, dtype=np.float32))
+    return np.asarray(weights, dtype=np.float32) @ vectors
+
+
+async def _terms_vector(services: Services, query: SearchQuery) -> tuple[np.ndarray, list[tuple[str, float]]]:
+    """The weighted sum of the terms' unit vectors (not normalised), and the stored photos' terms, which
+    the store adds to it itself. All texts go to the embedder in one call, all images in another."""
+    urls = [term for term in query.terms if term.kind == "image_url"]
+    fetched = await _gather(**{str(i): fetch_query_image(services, term.value) for i, term in enumerate(urls)})
+    images = [(term.value, term.weight) for term in query.terms if term.kind == "image"]
+    images += [(fetched[str(i)], term.weight) for i, term in enumerate(urls)]
+    texts = [(term.value, term.weight) for term in query.terms if term.kind == "text"]
+    work: dict[str, Any] = {}
+    if texts:
+        work["texts"] = _weighted(services.embedder.embed_texts([t for t, _ in texts]), [w for _, w in texts])
+    if images:
+        work["images"] = _weighted(services.embedder.embed_images([i for i, _ in images]), [w for _, w in images])
+    if _has_fields(query):
+        work["fields"] = _fields_vector(services, query)
+    parts = await _gather(**work)
+    stored = [(str(term.value), float(term.weight)) for term in query.terms if term.kind == "photo_id"]
+    if not parts:
+        return np.zeros(0, np.float32), stored
+    return np.sum(list(parts.values()), axis=0).astype(np.float32), stored
+
+
+async def _query_vector(services: Services, query: SearchQuery) -> tuple[np.ndarray, list[tuple[str, float]]]:
+    if not query.terms:
+        return await _fields_vector(services, query), []
+    vector, stored = await _terms_vector(services, query)
+    if not stored and not float(np.linalg.norm(vector)) > 1e-4:
+        raise BadRequest("The query's terms cancel each other out (their weighted sum is zero): change a weight "
+                         "or add a term.", code="terms_cancel_out")
+    # With stored photos the store adds their vectors and the norm does not matter (cosine distance).
+    return (vector if stored else normalize(vector)), stored
+
+
+async def run_search(services: Services, query: SearchQuery) -> dict[str, Any]:
+    """The whole query: embed its parts, combine them, search, and say which model answered."""
+    started = time.perf_counter()
+    if not (_has_fields(query) or query.terms):
+        raise BadRequest(NOTHING_TO_SEARCH, code="empty_query")
+    if query.image and query.image_url:
+        raise BadRequest("Give either an image or an image_url, not both.", code="invalid_request")
+
+    parts = await _gather(model=services.model_info.get(), vector=_query_vector(services, query))
+    model_info: dict[str, Any] = parts["model"]
+    vector, stored = parts["vector"]
+    if vector.size == 0:
+        # Only stored photos' terms: the store sums them onto zeros of the table's size.
+        table = await services.table_info.get()
+        vector = np.zeros(int((table or {}).get("dim") or 0), np.float32)
+
+    rows = await _search_store(services, vector, query, model_info, stored)
     random_weights = bool(model_info.get("random_weights", False))
     took_ms = (time.perf_counter() - started) * 1000.0
-    log.info("search text=%s image=%s photo_id=%s top_k=%d offset=%d -> %d results in %.1f ms",
-             bool(query.text), bool(image), query.photo_id, query.top_k, query.offset, len(rows), took_ms)
+    log.info("search text=%s image=%s photo_id=%s terms=%d top_k=%d offset=%d -> %d results in %.1f ms",
+             bool(query.text), bool(query.image or query.image_url), query.photo_id, len(query.terms), query.top_k,
+             query.offset, len(rows), took_ms)
     return {
         "results": [shape_result(row) for row in rows],
         "took_ms": round(took_ms, 2),
@@ -186,14 +248,15 @@ async def run_search(services: Services, query: SearchQuery) -> dict[str, Any]:
 
 
 async def _search_store(services: Services, vector: np.ndarray, query: SearchQuery,
-                        model_info: dict[str, Any]) -> list[dict[str, Any]]:
+                        model_info: dict[str, Any], stored: list[tuple[str, float]]) -> list[dict[str, Any]]:
     table = await services.table_info.get()
     if table is None:
         # Nothing ingested yet: an empty answer, not an error.
         return []
     _check_same_model(table, model_info, vector)
+    options: dict[str, Any] = {"stored_terms": stored} if stored else {}
     return await blocking(services.store.search, vector, top_k=query.top_k, min_score=query.min_score,
-                          filters=query.filters, offset=query.offset, collapse=query.collapse)
+                          filters=query.filters, offset=query.offset, collapse=query.collapse, **options)
 
 
 def _check_same_model(table: dict[str, Any], model_info: dict[str, Any], vector: np.ndarray) -> None:

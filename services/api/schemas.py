@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.common.schemas import LocalFile, PhotoRecord
 from services.photostore.filters import Filters, parse_filters
@@ -12,6 +12,50 @@ TOP_K_MAX = 100
 OFFSET_MAX = 1000
 INGEST_MAX_PHOTOS = 5000
 BATCH_SIZE_MAX = 256
+TERMS_MAX = 8
+TERM_WEIGHT_MAX = 2.0
+_TERM_SOURCES = ("text", "image_base64", "image", "image_url", "photo_id")
+
+
+class SearchTerm(BaseModel):
+    """One weighted part of a query: exactly one of text, image_base64 (multipart: `image`, the name of
+    a file field), image_url or photo_id."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str | None = Field(None, max_length=2000, description="Words.")
+    image_base64: str | None = Field(None, description="An image, base64-encoded (JSON).")
+    image: str | None = Field(None, max_length=64, description="Multipart only: the file field holding the "
+                                                               "image (`image`, `image_1`, ...).")
+    image_url: str | None = Field(None, max_length=4096, description="An image to fetch (http or https).")
+    photo_id: str | None = Field(None, max_length=256, description="A stored photo; its stored vector is used.")
+    weight: float = Field(1.0, description=f"-{TERM_WEIGHT_MAX:g} to {TERM_WEIGHT_MAX:g}; negative means "
+                                           f"\"less like this\".")
+
+    @field_validator("weight")
+    @classmethod
+    def _weight_range(cls, value: float) -> float:
+        if not -TERM_WEIGHT_MAX <= value <= TERM_WEIGHT_MAX:
+            raise ValueError(f"a term's weight must be between -{TERM_WEIGHT_MAX:g} and {TERM_WEIGHT_MAX:g}")
+        return value
+
+    @field_validator(*_TERM_SOURCES)
+    @classmethod
+    def _strip(cls, value: str | None) -> str | None:
+        return value.strip() or None if value is not None else None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SearchTerm:
+        given = [name for name in _TERM_SOURCES if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError("each term needs exactly one of text, image_base64, image_url or photo_id (and a "
+                             f"weight), not {' and '.join(given) if given else 'none'}")
+        return self
+
+    @property
+    def source(self) -> str:
+        return next(name for name in _TERM_SOURCES if getattr(self, name) is not None)
+
 
 class SearchRequest(BaseModel):
     """A query: any of text, an image (base64 here, or a multipart file), an image URL, or a stored
@@ -28,6 +72,12 @@ class SearchRequest(BaseModel):
     weight: float = Field(0.5, description="The image's share of the query when there is text as well: "
                                            "0 = text only, 1 = image only, 0.5 = the mean of the two "
                                            "unit vectors, normalised again.")
+    terms: list[SearchTerm] | None = Field(
+        None, max_length=TERMS_MAX,
+        description=f"Up to {TERMS_MAX} weighted terms, each one of text, image_base64, image_url or photo_id "
+                    f"with a weight from -{TERM_WEIGHT_MAX:g} to {TERM_WEIGHT_MAX:g}: the query is the normalised "
+                    f"sum of each term's unit vector times its weight (negative: less like this). The "
+                    f"fields above, when given as well, are one more term of weight 1.")
     top_k: int = Field(10, description=f"How many results, 1 to {TOP_K_MAX}.")
     min_score: float | None = Field(None, description="Drop results whose cosine similarity is below this.")
     offset: int = Field(0, description=f"Skip this many results: the next page starts at offset + top_k "

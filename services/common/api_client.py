@@ -5,21 +5,36 @@ that could not be reached.
 """
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
+from services.common.api_models import (
+    FacetValue,
+    IngestAccepted,
+    Job,
+    Photo,
+    Readiness,
+    SearchResults,
+    Stats,
+)
+
 
 class ApiError(Exception):
-    """`status` is the HTTP status (0 when the gateway could not be reached), `code` stable, `message` a sentence."""
+    """`status` is the HTTP status (0 when the gateway could not be reached), `code` stable, `message` a
+    sentence; `retry_after` the seconds the gateway asked to wait (429, 503), `body` its JSON answer."""
 
-    def __init__(self, status: int, code: str, message: str):
+    def __init__(self, status: int, code: str, message: str, retry_after: float | None = None,
+                 body: dict | None = None):
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.retry_after = retry_after
+        self.body = body
 
     def __repr__(self) -> str:
         return f"ApiError(status={self.status}, code={self.code!r}, message={self.message!r})"
@@ -44,16 +59,30 @@ class ApiClient:
 
     def search(self, text: str | None = None, image: bytes | None = None, image_url: str | None = None,
                photo_id: str | None = None, weight: float = 0.5, top_k: int = 10,
-               min_score: float | None = None, filters: dict[str, Any] | None = None) -> dict:
+               min_score: float | None = None, filters: dict[str, Any] | None = None,
+               terms: list[dict] | None = None, offset: int | None = None,
+               collapse: float | None = None) -> dict:
+        """Search. `terms` (see the API's `terms`) is a list of weighted parts, each one of `text`,
+        `image` (bytes), `image_base64`, `image_url` or `photo_id`, with a `weight` from -2 to 2."""
         fields: dict[str, Any] = {"text": text, "image_url": image_url, "photo_id": photo_id,
-                                  "weight": weight, "top_k": top_k, "min_score": min_score, "filters": filters}
+                                  "weight": weight, "top_k": top_k, "min_score": min_score, "filters": filters,
+                                  "offset": offset, "collapse": collapse}
         fields = {name: value for name, value in fields.items() if value is not None}
-        if image is None:
+        term_images = any(isinstance(term.get("image"), (bytes, bytearray)) for term in terms or ())
+        if image is None and not term_images:
+            if terms:
+                fields["terms"] = _wire_terms(terms, None)
             return self._request("POST", "/v1/search", json=fields)
-        # Multipart carries the image as bytes: no base64 inflation.
-        form = {name: json.dumps(value) if name == "filters" else str(value) for name, value in fields.items()}
-        return self._request("POST", "/v1/search", data=form,
-                             files={"image": ("query-image", image, "application/octet-stream")})
+        # Multipart carries images as bytes (no base64 inflation): the query image as the file `image`,
+        # each term's image as `image_1`, `image_2`, ... named by its term.
+        files: dict[str, Any] = {}
+        if image is not None:
+            files["image"] = ("query-image", image, "application/octet-stream")
+        if terms:
+            fields["terms"] = _wire_terms(terms, files)
+        form = {name: json.dumps(value) if name in ("filters", "terms") else str(value)
+                for name, value in fields.items()}
+        return self._request("POST", "/v1/search", data=form, files=files)
 
     def random_photo(self, filters: dict[str, Any] | None = None) -> dict:
         """A stored photo at random; with `filters` (as in `search`), among the photos they match."""
@@ -81,6 +110,39 @@ class ApiClient:
             return self._http.get("/readyz").status_code == 200
         except httpx.HTTPError:
             return False
+
+    def readiness(self) -> dict:
+        """/readyz's body, ready or not: {"status" or "error", "checks": {dependency: "ok" or why}}."""
+        try:
+            return self._request("GET", "/readyz")
+        except ApiError as exc:
+            if exc.status == 503 and exc.body:
+                return exc.body
+            raise
+
+    def health(self) -> dict:
+        """/healthz: {"status": "ok"} while the process is up."""
+        return self._request("GET", "/healthz")
+
+    def metrics(self) -> str:
+        """/metrics: the Prometheus text."""
+        url = self.base_url + "/metrics"
+        try:
+            response = self._http.get("/metrics")
+        except httpx.HTTPError as exc:
+            raise ApiError(0, "unreachable", f"Could not reach the gateway at {url}: {exc}.") from exc
+        if not response.is_success:
+            raise _error_from(response, url)
+        return response.text
+
+    @property
+    def typed(self) -> TypedApi:
+        """The same calls, answering pydantic models (services/common/api_models.py) instead of dicts."""
+        return TypedApi(self)
+
+    def search_results(self, **query: Any) -> SearchResults:
+        """`search` (same arguments) as a typed `SearchResults`."""
+        return self.typed.search(**query)
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -143,13 +205,68 @@ class ApiClient:
 
 
 def _error_from(response: httpx.Response, url: str) -> ApiError:
+    retry_after = response.headers.get("retry-after")
+    wait = float(retry_after) if retry_after and retry_after.isdigit() else None
     try:
-        error = response.json()["error"]
-        return ApiError(response.status_code, str(error["code"]), str(error["message"]))
+        body = response.json()
+        error = body["error"]
+        return ApiError(response.status_code, str(error["code"]), str(error["message"]), wait, body)
     except (ValueError, KeyError, TypeError):
         # Not our gateway's error shape (a proxy in between, say): say what we can.
         return ApiError(response.status_code, "http_error",
-                        f"The gateway at {url} answered HTTP {response.status_code}.")
+                        f"The gateway at {url} answered HTTP {response.status_code}.", wait)
+
+
+class TypedApi:
+    """`ApiClient`'s calls answering typed models; the dict-answering methods stay as they are."""
+
+    def __init__(self, client: ApiClient):
+        self._client = client
+
+    def search(self, **query: Any) -> SearchResults:
+        return SearchResults.model_validate(self._client.search(**query))
+
+    def get_photo(self, photo_id: str) -> Photo:
+        return Photo.model_validate(self._client.get_photo(photo_id))
+
+    def random_photo(self, filters: dict[str, Any] | None = None) -> Photo:
+        return Photo.model_validate(self._client.random_photo(filters))
+
+    def stats(self) -> Stats:
+        return Stats.model_validate(self._client.stats())
+
+    def facet(self, field: str, limit: int = 100) -> list[FacetValue]:
+        return [FacetValue.model_validate(value) for value in self._client.facet(field, limit)]
+
+    def job(self, job_id: str) -> Job:
+        return Job.model_validate(self._client.job(job_id))
+
+    def ingest(self, photos: list[dict], job_id: str | None = None, batch_size: int | None = None) -> IngestAccepted:
+        return IngestAccepted.model_validate(self._client.ingest(photos, job_id, batch_size))
+
+    def readiness(self) -> Readiness:
+        body = self._client.readiness()
+        error = body.get("error") or {}
+        return Readiness(ready=body.get("status") == "ready", checks=body.get("checks") or {},
+                         message=error.get("message"))
+
+
+def _wire_terms(terms: list[dict], files: dict[str, Any] | None) -> list[dict]:
+    """Terms for the wire. An `image` given as bytes becomes a file `image_N` named by the term when
+    `files` (multipart) is given, else base64 text in `image_base64` (JSON)."""
+    wired = []
+    for term in terms:
+        term = dict(term)
+        if isinstance(term.get("image"), (bytes, bytearray)):
+            content = bytes(term.pop("image"))
+            if files is None:
+                term["image_base64"] = base64.b64encode(content).decode("ascii")
+            else:
+                name = f"image_{sum(key.startswith('image_') for key in files) + 1}"
+                files[name] = (name, content, "application/octet-stream")
+                term["image"] = name
+        wired.append(term)
+    return wired
 
 
 def _path(segment: str) -> str:

@@ -24,7 +24,7 @@ import numpy as np
 from services.common.errors import BadRequest
 from services.common.schemas import METADATA_FIELDS, PhotoRecord
 from services.photostore import index as vector_index
-from services.photostore import sql
+from services.photostore import sql, terms
 from services.photostore.cluster import Layout
 from services.photostore.columns import FACET_COLUMNS, PHOTO_COLUMNS, column_type, insert_value
 from services.photostore.connection import Connection, is_unknown_table, redact_url
@@ -241,14 +241,14 @@ class PhotoStore(LibraryTables):
     def search(self, vector: np.ndarray, top_k: int = 10, min_score: float | None = None,
                filters: dict[str, Any] | None = None, exclude_photo_id: str | None = None, *,
                offset: int = 0, collapse: float | None = None, exact: bool | None = None,
-               search_width: int | None = None) -> list[dict[str, Any]]:
+               search_width: int | None = None, stored_terms: Sequence = ()) -> list[dict[str, Any]]:
         """Nearest photos by cosine distance; each dict has photo_id, photo_image_url, score (cosine similarity),
         rank (1-based, counting from the first page) and the metadata fields. No table yet: no results.
 
         `offset` skips that many results (pagination). `collapse` (a cosine similarity, e.g. 0.98) drops a
         result that close to a better one. `exact` forces a full scan (True) or the index (False); by
         default the search is exact below `exact_below` rows. `search_width` overrides the index's
-        candidate list size for this query."""
+        candidate list size for this query. `stored_terms`: see `terms.stored`."""
         query = np.asarray(vector, dtype=np.float32).reshape(-1)
         if query.size == 0 or not np.all(np.isfinite(query)):
             raise BadRequest("The query vector must be a non-empty list of finite numbers.")
@@ -275,7 +275,7 @@ class PhotoStore(LibraryTables):
         wanted = offset + top_k
         # Over-fetch: duplicate versions of a photo (until a merge) and collapsed neighbours take places.
         fetch = min(MAX_RESULTS, wanted * (3 if with_vector else 1) + max(4, wanted // 10))
-        params["q"] = query.tolist()
+        sql_text, params = terms.stored(self, sql_text, {**params, "q": query.tolist()}, stored_terms)
         while True:
             params["k"] = fetch
             settings = self.dialect.search_settings(fetch, exact=exact, width=search_width or self.search_width)

@@ -40,6 +40,10 @@ class Dialect:
     def distance(self, column: str, param: str) -> str:
         return f"{self.distance_function}({column}, {{{param}:Array(Float32)}})"
 
+    def distance_to(self, column: str, expression: str) -> str:
+        """The distance to an expression (an alias of a WITH clause), not a bound parameter."""
+        return f"{self.distance_function}({column}, {expression})"
+
     def add_index_sql(self, database: str, table: str, dim: int, index_type: str = "MSTG") -> str:
         raise NotImplementedError
 

@@ -141,6 +141,18 @@ def test_photo_id_and_image_url_search(api, gateway):
     assert by_url[0]["photo_id"] == "photo-6"
 
 
+def test_weighted_terms_through_the_real_embedder_and_store(api, gateway):
+    """A stored photo, an uploaded image and a text, weighted; the photo_id term is summed in SQL."""
+    terms = [{"photo_id": "photo-2", "weight": 2}, {"image": gateway.photos["photo-5"], "weight": 0.5},
+             {"text": "a red circle", "weight": -0.5}]
+    results = api.search(terms=terms, top_k=COUNT)["results"]
+    assert results[0]["photo_id"] == "photo-2" and len(results) == COUNT
+    # The same photo, minus itself: nothing left to search by.
+    with pytest.raises(ApiError) as refused:
+        api.search(terms=[{"photo_id": "photo-2", "weight": 1}, {"photo_id": "photo-2", "weight": -1}])
+    assert refused.value.status == 422 and refused.value.code == "terms_cancel_out"
+
+
 def test_filters_reach_the_store(api):
     results = api.search(text="anything", top_k=COUNT, filters={"photo_location_country": "Spain"})["results"]
     assert len(results) == COUNT // 2

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from services.common.errors import BadRequest, NotFound
 from services.common.schemas import PhotoRecord
 from services.photostore import InvalidFilter, ModelMismatch, PhotoStore, StoreError, StoreUnavailable
 from tests.support import free_port, service_process
@@ -381,3 +382,19 @@ def test_an_index_is_wanted_once_the_table_outgrows_exact_search(store_url, vect
     assert photo_store.wants_index() is False
     assert photo_store.search(vectors[7], top_k=1, exact=False)[0]["photo_id"] == "photo-0007"
     photo_store.close()
+
+
+def test_stored_terms_are_summed_in_the_server(filled, vectors):  # photo_id terms, weighted, in SQL
+    extra = unit_vectors(1, seed=9)[0]
+    expected = filled.search(0.5 * extra + 1.5 * vectors[7] - 0.5 * vectors[9], top_k=8)
+    summed = filled.search(0.5 * extra, top_k=8, stored_terms=[("photo-0007", 1.5), ("photo-0009", -0.5)])
+    assert [r["photo_id"] for r in summed] == [r["photo_id"] for r in expected]
+    assert [r["score"] for r in summed] == pytest.approx([r["score"] for r in expected], abs=1e-4)
+    alone = filled.search(np.zeros(DIM, np.float32), top_k=1, stored_terms=[("photo-0011", 2.0)])
+    assert alone[0]["photo_id"] == "photo-0011" and alone[0]["score"] == pytest.approx(1.0, abs=1e-4)
+
+
+    with pytest.raises(BadRequest, match="cancel each other out"):  # terms that cancel out are refused
+        filled.search(np.zeros(DIM, np.float32), stored_terms=[("photo-0003", 1.0), ("photo-0003", -1.0)])
+    with pytest.raises(NotFound, match="no-such-photo"):
+        filled.search(np.zeros(DIM, np.float32), stored_terms=[("no-such-photo", 1.0)])

@@ -13,7 +13,7 @@ import uvicorn
 from services.api.main import create_app
 from services.api.query import NOTHING_TO_SEARCH
 from services.common.api_client import ApiClient, ApiError
-from tests.unit.api_support import KEY, PHOTOS, error_of, gateway_client, make_settings
+from tests.unit.api_support import KEY, PHOTOS, error_of, gateway_client, make_settings, text_vector
 
 # -- keys ------------------------------------------------------------------------------------------
 
@@ -113,3 +113,50 @@ def test_api_client_names_an_unreachable_gateway():
         with pytest.raises(ApiError) as caught:
             api.stats()
     assert caught.value.status == 0 and url in caught.value.message
+
+
+def test_api_client_typed_answers(served_gateway, fakes):
+    fakes.store.add("beach", text_vector("a beach"), photo_url="https://unsplash.test/beach",
+                    photographer_first_name="Ana", photographer_last_name="Lopez")
+    with ApiClient(served_gateway, api_key=KEY) as api:
+        results = api.search_results(terms=[{"text": "a beach", "weight": 2}, {"photo_id": "red", "weight": -0.5}],
+                                     top_k=3)
+        best = results.results[0]
+        assert (best.photo_id, best.rank, best.photographer, best.link) == \
+            ("beach", 1, "Ana Lopez", "https://unsplash.test/beach")
+        assert results.random_weights is True and results.took_ms >= 0
+        assert api.typed.get_photo("cat").photo_id == "cat"
+        assert api.typed.stats().photos == 6
+        assert {v.value: v.photos for v in api.typed.facet("photo_location_country")}["Spain"] == 2
+        accepted = api.typed.ingest(PHOTOS[:3], batch_size=2)
+        assert accepted.batches == 2 and api.typed.job(accepted.job_id).total == 3
+        assert api.typed.readiness().ready is True and api.health() == {"status": "ok"}
+        assert "# TYPE" in api.metrics()
+
+
+def test_api_client_sends_term_images_as_files(served_gateway, fakes):
+    with ApiClient(served_gateway) as api:
+        body = api.search(terms=[{"image": b"dog", "weight": 1}], top_k=1)
+        both = api.search(image=b"cat", terms=[{"image": b"dog", "weight": 1}, {"text": "x", "weight": 0.1}], top_k=2)
+    assert body["results"][0]["photo_id"] == "dog"
+    assert {r["photo_id"] for r in both["results"]} == {"cat", "dog"}
+
+
+def test_api_client_reports_retry_after_of_a_rate_limit(fakes):
+    port = _free_port()
+    app = create_app(make_settings(rate_limit="1/minute", rate_limit_storage="memory://"), services=fakes.services())
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    try:
+        with ApiClient(f"http://127.0.0.1:{port}") as api:
+            api.stats()
+            with pytest.raises(ApiError) as caught:
+                api.stats()
+        assert caught.value.status == 429 and caught.value.retry_after >= 1
+        assert "try again in" in caught.value.message
+    finally:
+        server.should_exit = True
+        thread.join(5)

@@ -9,8 +9,8 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from services.api.deps import ServicesDep, SettingsDep, require_read_key
-from services.api.query import SearchQuery, decode_base64_image, run_search
-from services.api.schemas import SearchRequest, SearchResponse
+from services.api.query import QueryTerm, SearchQuery, decode_base64_image, run_search
+from services.api.schemas import TERMS_MAX, SearchRequest, SearchResponse
 from services.common.errors import BadRequest, PayloadTooLarge
 from services.photostore.filters import parse_filters_json
 
@@ -18,13 +18,18 @@ router = APIRouter(tags=["search"], dependencies=[Depends(require_read_key)])
 
 # Form fields besides the file: everything else is a mistake worth naming.
 _FORM_FIELDS = set(SearchRequest.model_fields) - {"image_base64"}
+# Files a multipart query may carry: `image` (the query image, or a term's) and `image_1` ... for terms.
+_FILE_FIELDS = {"image", *(f"image_{i}" for i in range(1, TERMS_MAX + 1))}
 _SEARCH_SCHEMA = SearchRequest.model_json_schema()
 _MULTIPART_SCHEMA = {
     "type": "object",
     "properties": {
         "image": {"type": "string", "format": "binary", "description": "A query image file."},
+        **{f"image_{i}": {"type": "string", "format": "binary",
+                          "description": "A term's image file, named by that term's `image`."}
+           for i in range(1, TERMS_MAX + 1)},
         **{name: {"type": "string", "description": (field.description or "")
-                  + (" (JSON text)" if name == "filters" else "")}
+                  + (" (JSON text)" if name in ("filters", "terms") else "")}
            for name, field in SearchRequest.model_fields.items() if name != "image_base64"},
     },
 }
@@ -36,7 +41,9 @@ def validation_sentence(exc: ValidationError) -> str:
     for error in exc.errors()[:5]:
         field = ".".join(str(part) for part in error.get("loc", ()))
         if error.get("type") == "value_error" and "error" in error.get("ctx", {}):
-            parts.append(str(error["ctx"]["error"]))
+            # A term's mistake says which term (terms.1 is the second).
+            prefix = f"{field}: " if field.startswith("terms.") else ""
+            parts.append(prefix + str(error["ctx"]["error"]))
         elif error.get("type") == "extra_forbidden":
             parts.append(f"{field} is not a search field")
         else:
@@ -81,22 +88,25 @@ async def _parse_json(request: Request, max_image_bytes: int) -> SearchQuery:
         raise BadRequest("The request body must be a JSON object with the search fields.")
     parsed = _validate(fields)
     image = decode_base64_image(parsed.image_base64, max_image_bytes) if parsed.image_base64 else None
-    return _query(parsed, image)
+    return _query(parsed, image, {}, max_image_bytes)
 
 
 async def _parse_form(request: Request, max_image_bytes: int) -> SearchQuery:
-    form = await request.form(max_files=1, max_fields=len(_FORM_FIELDS) + 1, max_part_size=64 * 1024)
+    form = await request.form(max_files=len(_FILE_FIELDS), max_fields=len(_FORM_FIELDS) + 1,
+                              max_part_size=64 * 1024)
     fields: dict[str, Any] = {}
-    image: bytes | None = None
+    files: dict[str, bytes] = {}
     for name, value in form.multi_items():
         if isinstance(value, UploadFile):
-            if name != "image":
-                raise BadRequest(f"The file field must be named 'image', not {name!r}.")
-            image = await value.read(max_image_bytes + 1)
-            if len(image) > max_image_bytes:
+            if name not in _FILE_FIELDS or name in files:
+                raise BadRequest(f"A file field must be named 'image' or 'image_1' to 'image_{TERMS_MAX}', each "
+                                 f"once, not {name!r}.")
+            content = await value.read(max_image_bytes + 1)
+            if len(content) > max_image_bytes:
                 raise PayloadTooLarge(f"The query image is larger than this gateway accepts "
                                       f"({max_image_bytes // (1024 * 1024)} MiB at most).")
-            image = image or None
+            if content:
+                files[name] = content
         elif name == "image_base64":
             raise BadRequest("In a multipart query, send the image as the file field 'image'.")
         elif value != "":
@@ -104,13 +114,34 @@ async def _parse_form(request: Request, max_image_bytes: int) -> SearchQuery:
             fields[name] = value
     if "filters" in fields:
         fields["filters"] = parse_filters_json(fields["filters"])
-    return _query(_validate(fields), image)
+    if "terms" in fields:
+        try:
+            fields["terms"] = json.loads(fields["terms"])
+        except ValueError as exc:
+            raise BadRequest("terms is not valid JSON: send a JSON list of terms.", code="invalid_request") from exc
+    parsed = _validate(fields)
+    # The file `image` is the query image unless a term names it.
+    named = {term.image for term in parsed.terms or () if term.image}
+    image = files.get("image") if "image" not in named else None
+    return _query(parsed, image, files, max_image_bytes)
 
 
-def _query(parsed: SearchRequest, image: bytes | None) -> SearchQuery:
+def _query(parsed: SearchRequest, image: bytes | None, files: dict[str, bytes], max_image_bytes: int) -> SearchQuery:
+    terms = []
+    for number, term in enumerate(parsed.terms or ()):
+        value: str | bytes | None = getattr(term, term.source)
+        if term.source == "image_base64":
+            value = decode_base64_image(term.image_base64 or "", max_image_bytes)
+        elif term.source == "image":
+            if term.image not in files:
+                raise BadRequest(f"terms.{number}: there is no file field {term.image!r} in this query (a "
+                                 "term's image names a file of a multipart query; in JSON, send image_base64).")
+            value = files[term.image]
+        kind = {"image_base64": "image"}.get(term.source, term.source)
+        terms.append(QueryTerm(kind, value, term.weight))
     return SearchQuery(text=parsed.text, image=image, image_url=parsed.image_url, photo_id=parsed.photo_id,
                        weight=parsed.weight, top_k=parsed.top_k, min_score=parsed.min_score,
-                       filters=parsed.filters, offset=parsed.offset, collapse=parsed.collapse)
+                       filters=parsed.filters, offset=parsed.offset, collapse=parsed.collapse, terms=terms)
 
 
 @router.post(

@@ -1,0 +1,254 @@
+"""How fast does the gateway answer text queries, and what does it add to the embedder and the store?
+
+    python -m bench.search [--photos 25000] [--queries 200] [--quick] [--model DIR]
+
+Builds the `b32` random-weight CLIP (the real ViT-B/32 text tower, so the compute cost is real), starts
+the embedded store, the embedder and the gateway as their own processes (`tools.stack`), inserts N
+random unit vectors straight into the store (no ingestion: this measures search), then measures in one
+run, on the same machine:
+
+- the embedder's own text latency (`POST /v1/embed/text` through `EmbedderClient`, one text a call);
+- the store's own query time (`PhotoStore.search` with a ready vector, top 10);
+- the gateway's `POST /v1/search` at concurrency 1: p50 and p99, each query a new text ("uncached"),
+  then one text over and over ("repeated": what a cache of text vectors would answer; there is none in
+  the gateway yet, so this is the same work); and its throughput at concurrency 8 and 32 (errors counted);
+- the original article's search: CLIP in the app's process and one SQL query with the vector written in
+  (bench/ingest.py's `Seed`), over a copy of the same photos.
+
+The gateway's overhead is its p50 less the embedder's p50 and the store's p50. Prints a table and writes
+`bench/results/search-cpu.json`.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import Measurement, format_table, machine_info, offline_run, write_results
+from bench.ingest import SEED_TABLE, Seed, _free_port, _percentile
+
+TABLE = "photos_bench"
+TOP_K = 10
+GOALS = {"gateway_overhead_p50_ms": 5.0, "repeated_p50_ms": 15.0, "errors_at_32": 0}
+WORDS = ["red", "quiet", "beach", "mountain", "city", "dog", "sunset", "forest", "boat", "market", "snow",
+         "bridge", "flower", "desert", "train", "window", "coffee", "river", "night", "child"]
+
+
+def texts(count: int, seed: int = 0) -> list[str]:
+    """`count` different short queries (nothing repeats, so nothing could be served from a cache)."""
+    rng = np.random.default_rng(seed)
+    return [f"a {' '.join(rng.choice(WORDS, 3))} photo number {i}" for i in range(count)]
+
+
+def latency(label: str, call, inputs: list, warmup: int = 3) -> Measurement:
+    """`call(x)` for each input, one after another; p50 and p99 in `extra`."""
+    for item in inputs[:warmup]:
+        call(item)
+    times = []
+    for item in inputs:
+        started = time.perf_counter()
+        call(item)
+        times.append(time.perf_counter() - started)
+    print(f"  {label}: p50 {_percentile(times, 50) * 1000:.1f} ms", flush=True)
+    return Measurement(label, len(times), sum(times), times, _percentiles(times))
+
+
+def _percentiles(times: list[float]) -> dict[str, float]:
+    return {"p50_ms": round(_percentile(times, 50) * 1000, 2), "p99_ms": round(_percentile(times, 99) * 1000, 2)}
+
+
+def throughput(api_url: str, queries: list[str], concurrency: int) -> Measurement:
+    """`queries` through the gateway by `concurrency` clients at once; errors counted, not raised."""
+    import httpx
+
+    async def run() -> tuple[list[float], int, float]:
+        pending = list(queries)
+        times: list[float] = []
+        errors = 0
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        async with httpx.AsyncClient(base_url=api_url, timeout=120, limits=limits) as client:
+            async def worker() -> None:
+                nonlocal errors
+                while pending:
+                    text = pending.pop()
+                    started = time.perf_counter()
+                    try:
+                        response = await client.post("/v1/search", json={"text": text, "top_k": TOP_K})
+                        ok = response.status_code == 200 and len(response.json()["results"]) == TOP_K
+                    except httpx.HTTPError:
+                        ok = False
+                    times.append(time.perf_counter() - started)
+                    errors += not ok
+
+            started = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            return times, errors, time.perf_counter() - started
+
+    times, errors, wall = asyncio.run(run())
+    print(f"  {concurrency} clients: {len(times) / wall:.1f} queries/s, {errors} errors", flush=True)
+    return Measurement(f"gateway, {concurrency} clients at once", len(times), wall, times,
+                       {**_percentiles(times), "errors": errors, "concurrency": concurrency})
+
+
+def fill_store(store_url: str, model: dict, count: int) -> np.ndarray:
+    """`count` random unit vectors straight into the store's table (as the workers would write them)."""
+    from services.common.schemas import PhotoRecord
+    from services.photostore import PhotoStore
+
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(count, int(model["dim"]))).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    with PhotoStore(store_url, TABLE) as store:
+        store.ensure_table(int(model["dim"]), str(model["name"]))
+        for start in range(0, count, 5000):
+            stop = min(count, start + 5000)
+            photos = [PhotoRecord(photo_id=f"photo-{i:06d}", photo_image_url=f"http://images.test/{i}.jpg",
+                                  photographer_username=f"user{i % 97}") for i in range(start, stop)]
+            store.insert_photos(photos, vectors[start:stop])
+        assert store.count() == count, f"the store holds {store.count()} of {count} photos"
+    return vectors
+
+
+def copy_for_seed(seed: Seed) -> None:
+    """The article's table: the same photos and vectors, in its own four columns."""
+    seed.client.command(f"DROP TABLE IF EXISTS default.{SEED_TABLE}")
+    seed.client.command(f"CREATE TABLE default.{SEED_TABLE} (id UInt64, photo_id String, photo_image_url String, "
+                        "photo_embed Array(Float32)) ORDER BY id")
+    seed.client.command(f"INSERT INTO default.{SEED_TABLE} SELECT id, photo_id, photo_image_url, photo_embed "
+                        f"FROM default.{TABLE}")
+
+
+def measure_all(env: dict[str, str], model_dir: Path, photos: int, queries: int) -> dict[str, Measurement]:
+    from services.common.api_client import ApiClient
+    from services.common.embedder_client import EmbedderClient
+    from services.photostore import PhotoStore
+
+    results: dict[str, Measurement] = {}
+    with EmbedderClient(env["EMBEDDER_URL"]) as embedder, ApiClient(env["API_URL"], timeout=120) as api:
+        model = embedder.model_info()
+        vectors = fill_store(env["STORE_URL"], model, photos)
+        print(f"{photos} photos in the store; {queries} queries per measurement")
+        results["embedder"] = latency("embedder alone (one text per call)",
+                                      lambda text: embedder.embed_texts([text]), texts(queries, seed=1))
+        with PhotoStore(env["STORE_URL"], TABLE) as store:
+            results["store"] = latency("store alone (a ready vector, top 10)",
+                                       lambda i: store.search(vectors[i], top_k=TOP_K), list(range(queries)))
+
+        def search(text: str) -> None:
+            assert len(api.search(text=text, top_k=TOP_K)["results"]) == TOP_K
+
+        results["gateway_uncached"] = latency("gateway, concurrency 1, each text new", search, texts(queries, seed=2))
+        results["gateway_repeated"] = latency("gateway, concurrency 1, one text repeated", search,
+                                              ["a quiet beach at sunset"] * queries)
+    for clients in (8, 32):
+        results[f"gateway_c{clients}"] = throughput(env["API_URL"], texts(max(queries, 4 * clients), seed=clients),
+                                                    clients)
+    seed = Seed(model_dir, env["STORE_URL"])
+    try:
+        copy_for_seed(seed)
+        results["seed"] = latency("article: CLIP in process + one SQL query",
+                                  lambda text: seed.search(text, TOP_K), texts(queries, seed=3))
+    finally:
+        seed.close()
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.search", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--photos", type=int, help="photos in the store (default 25000; --quick 500)")
+    parser.add_argument("--queries", type=int, help="queries per latency measurement (default 200; --quick 20)")
+    parser.add_argument("--quick", action="store_true", help="a short run")
+    parser.add_argument("--model", help="a CLIP checkpoint folder (default: build the b32 random-weight model)")
+    parser.add_argument("--output", help="JSON path (default bench/results/search-cpu.json)")
+    args = parser.parse_args(argv)
+    offline_run()
+    # Stopped with SIGTERM (a timeout, kill PID): leave through `finally`, which stops the services.
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        return run(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run(args: argparse.Namespace) -> int:
+    photos = args.photos or (500 if args.quick else 25_000)
+    queries = args.queries or (20 if args.quick else 200)
+
+    from tools.random_model import write_random_clip
+    from tools.stack import Stack
+
+    with tempfile.TemporaryDirectory(prefix="bench-search-") as scratch:
+        work = Path(scratch)
+        model_dir = Path(args.model) if args.model else write_random_clip(work / "clip-b32", size="b32")
+        ports = {name: _free_port() for name in ("redis", "store", "embedder", "api")}
+        env = {
+            "REDIS_URL": f"redis://127.0.0.1:{ports['redis']}/0",
+            "STORE_URL": f"http://127.0.0.1:{ports['store']}",
+            "STORE_DATA_DIR": str(work / "store"),
+            "STORE_TABLE": TABLE,
+            "EMBEDDER_URL": f"http://127.0.0.1:{ports['embedder']}",
+            "EMBEDDER_MODEL": str(model_dir),
+            "API_URL": f"http://127.0.0.1:{ports['api']}",
+            "API_KEYS": "bench-search-key",
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+        }
+        stack = Stack(env=env, log_dir=work / "logs", run_dir=work / "run", only=["store", "embedder", "api"])
+        print(f"starting the store, the embedder and the gateway (logs in {work / 'logs'})")
+        stack.start(timeout=300)
+        load_before = os.getloadavg()
+        try:
+            results = measure_all(stack.env, model_dir, photos, queries)
+        finally:
+            stack.stop()
+
+    p50 = {name: _percentile(m.per_run, 50) * 1000 for name, m in results.items()}
+    overhead = p50["gateway_uncached"] - p50["embedder"] - p50["store"]
+    rows = [(m.label, m.items, m.extra["p50_ms"], m.extra["p99_ms"], m.rate, m.extra.get("errors", 0))
+            for m in results.values()]
+    print()
+    print(format_table(rows, ["path", "queries", "p50 ms", "p99 ms", "queries/s", "errors"]))
+    headline = {
+        "gateway_overhead_p50_ms": round(overhead, 2),
+        "uncached_p50_ms": round(p50["gateway_uncached"], 2),
+        "repeated_p50_ms": round(p50["gateway_repeated"], 2),
+        "seed_p50_ms": round(p50["seed"], 2),
+        "ratio_seed_to_gateway_p50": round(p50["seed"] / p50["gateway_uncached"], 3),
+        "queries_per_second": {"c8": round(results["gateway_c8"].rate, 2), "c32": round(results["gateway_c32"].rate, 2)},
+        "errors_at_32": results["gateway_c32"].extra["errors"],
+    }
+    met = {"gateway_overhead_p50_ms": headline["gateway_overhead_p50_ms"] <= GOALS["gateway_overhead_p50_ms"],
+           "repeated_p50_ms": headline["repeated_p50_ms"] <= GOALS["repeated_p50_ms"],
+           "errors_at_32": headline["errors_at_32"] <= GOALS["errors_at_32"]}
+    print(f"\nHeadline: the gateway adds {overhead:.1f} ms at p50 to the embedder ({p50['embedder']:.1f} ms) and the "
+          f"store ({p50['store']:.1f} ms); a query takes {p50['gateway_uncached']:.1f} ms (the article's in-process "
+          f"search {p50['seed']:.1f} ms); {headline['queries_per_second']['c32']:.1f} queries/s at 32 clients with "
+          f"{headline['errors_at_32']} errors. Goals met: {met}.")
+    import torch
+
+    payload = {
+        "machine": machine_info(torch=torch.__version__, device="cpu",
+                                load_average_before=[round(v, 2) for v in load_before],
+                                note="a 2-core machine shared with other engineers' builds and tests: busy"),
+        "settings": {"photos": photos, "queries": queries, "top_k": TOP_K,
+                     "model": args.model or "random-weight ViT-B/32 (tools.random_model b32)"},
+        "measurements": {name: m.as_dict() for name, m in results.items()},
+        "headline": headline,
+        "goals": GOALS,
+        "goals_met": met,
+    }
+    path = Path(args.output) if args.output else None
+    written = write_results(path.stem if path else "search-cpu", payload, folder=path.parent if path else None)
+    print(f"Wrote {written}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
