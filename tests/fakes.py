@@ -71,8 +71,11 @@ class FakeAsyncEmbedder:
         self.random_weights = random_weights
         self.failure: Exception | None = None
         self.closed = False
-        # ("texts" | "images", how many) per call, so tests can count the calls.
+        # ("texts" | "images", how many) per call, so tests can count the calls; the texts themselves too.
         self.calls: list[tuple[str, int]] = []
+        self.texts: list[list[str]] = []
+        # Change it to play a new model (the gateway's text vector cache keys on it).
+        self.fingerprint = "f00d"
 
     def _check(self) -> None:
         if self.failure:
@@ -80,11 +83,12 @@ class FakeAsyncEmbedder:
 
     async def model_info(self) -> dict[str, Any]:
         self._check()
-        return _model_info(self.dim, self.random_weights)
+        return {**_model_info(self.dim, self.random_weights), "fingerprint": self.fingerprint}
 
     async def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         self._check()
         self.calls.append(("texts", len(texts)))
+        self.texts.append(list(texts))
         return np.stack([text_vector(text, self.dim) for text in texts]).reshape(len(texts), self.dim)
 
     async def embed_images(self, images: Sequence[bytes]) -> np.ndarray:

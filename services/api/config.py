@@ -31,6 +31,12 @@ class ApiSettings(CommonSettings):
     model_info_ttl_s: float = Field(30.0, ge=0)
     # Likewise the store table's model and dim, checked against the embedder's before each search.
     table_info_ttl_s: float = Field(5.0, ge=0)
+    # Text vectors kept by (model fingerprint, text), so a repeated query or its next page skips the
+    # embedder: this many texts in an LRU per gateway (0: no local cache). With text_cache_redis the
+    # vectors are also shared in REDIS_URL for text_cache_ttl_s seconds (Redis down: the local cache alone).
+    text_cache_size: int = Field(10000, ge=0)
+    text_cache_redis: bool = False
+    text_cache_ttl_s: float = Field(86400.0, gt=0)
     # Rate limits (the `limits` library's notation, e.g. 600/minute): reads per API key, or per client
     # address without one; writes per API key. Empty: no limit. Counted in `rate_limit_storage`, by
     # default REDIS_URL, so every gateway shares the count; `memory://` counts in this process only.

@@ -18,6 +18,7 @@ from fastapi.security import APIKeyHeader
 from starlette.concurrency import run_in_threadpool
 
 from services.api.config import ApiSettings
+from services.api.textcache import TextVectorCache
 from services.common.errors import DependencyUnavailable, ServiceError, Unauthorized
 from services.common.ports import AsyncEmbedder, PhotoStore
 
@@ -82,10 +83,24 @@ class Services:
     model_info_ttl_s: float = 30.0
     table_info_ttl_s: float = 5.0
     closers: list[Callable[[], Any]] = field(default_factory=list)
+    # Text vectors by (model fingerprint, text); None: a local LRU of 10000 texts.
+    text_cache: TextVectorCache | None = None
 
     def __post_init__(self) -> None:
         self.model_info = Cached(self.embedder.model_info, self.model_info_ttl_s)
         self.table_info = Cached(lambda: blocking(self.store.table_info), self.table_info_ttl_s)
+        if self.text_cache is None:
+            self.text_cache = TextVectorCache(10000)
+
+    async def embed_texts(self, texts: list[str]) -> Any:
+        """The texts' vectors, through the text cache: only texts it lacks reach the embedder. The key
+        carries the embedder's model fingerprint, so another model never gets this one's vectors."""
+        cache = self.text_cache
+        if cache is None or not cache.enabled:
+            return await self.embedder.embed_texts(texts)
+        info = await self.model_info.get()
+        fingerprint = str(info.get("fingerprint") or info.get("name") or "")
+        return await cache.embed(fingerprint, texts, self.embedder.embed_texts)
 
     async def aclose(self) -> None:
         for close in self.closers:
@@ -147,9 +162,11 @@ def build_services(settings: ApiSettings) -> Services:
     async def fetch(url: str) -> bytes:
         return await fetch_bytes_async(url, policy)
 
+    text_cache = TextVectorCache(settings.text_cache_size, ttl_s=settings.text_cache_ttl_s,
+                                 redis_url=settings.redis_url if settings.text_cache_redis else None)
     return Services(embedder=embedder, store=store, jobs=jobs, enqueue=enqueue, fetch=fetch,
                     model_info_ttl_s=settings.model_info_ttl_s, table_info_ttl_s=settings.table_info_ttl_s,
-                    closers=[embedder.aclose, store.close, jobs.close])
+                    closers=[embedder.aclose, store.close, jobs.close, text_cache.aclose], text_cache=text_cache)
 
 
 def get_services(request: Request) -> Services:

@@ -163,7 +163,7 @@ async def _fields_vector(services: Services, query: SearchQuery) -> np.ndarray:
         image = await fetch_query_image(services, query.image_url)
     work: dict[str, Any] = {}
     if query.text:
-        work["text"] = _first_row(services.embedder.embed_texts([query.text]))
+        work["text"] = _first_row(services.embed_texts([query.text]))
     if image:
         work["image"] = _first_row(services.embedder.embed_images([image]))
     if query.photo_id:
@@ -192,7 +192,7 @@ async def _terms_vector(services: Services, query: SearchQuery) -> tuple[np.ndar
     texts = [(term.value, term.weight) for term in query.terms if term.kind == "text"]
     work: dict[str, Any] = {}
     if texts:
-        work["texts"] = _weighted(services.embedder.embed_texts([t for t, _ in texts]), [w for _, w in texts])
+        work["texts"] = _weighted(services.embed_texts([t for t, _ in texts]), [w for _, w in texts])
     if images:
         work["images"] = _weighted(services.embedder.embed_images([i for i, _ in images]), [w for _, w in images])
     if _has_fields(query):
@@ -223,9 +223,13 @@ async def run_search(services: Services, query: SearchQuery) -> dict[str, Any]:
     if query.image and query.image_url:
         raise BadRequest("Give either an image or an image_url, not both.", code="invalid_request")
 
+    # `embed_ms`: building the query vector (embedder calls, or the text cache; fetched images; a stored
+    # photo's vector); `store_ms`: the search itself. They are wall times, so they add up to about total.
+    embed_started = time.perf_counter()
     parts = await _gather(model=services.model_info.get(), vector=_query_vector(services, query))
     model_info: dict[str, Any] = parts["model"]
     vector, stored = parts["vector"]
+    store_started = time.perf_counter()
     if vector.size == 0:
         # Only stored photos' terms: the store sums them onto zeros of the table's size.
         table = await services.table_info.get()
@@ -233,13 +237,17 @@ async def run_search(services: Services, query: SearchQuery) -> dict[str, Any]:
 
     rows = await _search_store(services, vector, query, model_info, stored)
     random_weights = bool(model_info.get("random_weights", False))
-    took_ms = (time.perf_counter() - started) * 1000.0
+    finished = time.perf_counter()
+    took_ms = (finished - started) * 1000.0
+    timings = {"embed_ms": round((store_started - embed_started) * 1000.0, 2),
+               "store_ms": round((finished - store_started) * 1000.0, 2), "total_ms": round(took_ms, 2)}
     log.info("search text=%s image=%s photo_id=%s terms=%d top_k=%d offset=%d -> %d results in %.1f ms",
              bool(query.text), bool(query.image or query.image_url), query.photo_id, len(query.terms), query.top_k,
              query.offset, len(rows), took_ms)
     return {
         "results": [shape_result(row) for row in rows],
         "took_ms": round(took_ms, 2),
+        "timings": timings,
         "offset": query.offset,
         "model": model_info.get("name"),
         "random_weights": random_weights,

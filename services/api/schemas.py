@@ -161,9 +161,17 @@ class SearchResult(Photo):
     rank: int = Field(description="1 for the closest photo.")
 
 
+class SearchTimings(BaseModel):
+    embed_ms: float = Field(description="Building the query vector: the embedder, or the text vector cache "
+                                        "(near 0 when every text was cached), fetched images, stored vectors.")
+    store_ms: float = Field(description="The store's search.")
+    total_ms: float = Field(description="The whole query in the gateway (the same as took_ms).")
+
+
 class SearchResponse(BaseModel):
     results: list[SearchResult]
     took_ms: float
+    timings: SearchTimings = Field(description="Where the time went; also sent as the Server-Timing header.")
     offset: int = Field(0, description="How many results this page skipped; ranks count from the first page.")
     model: str | None = Field(description="The embedder model that made the query vector.")
     random_weights: bool = Field(description="True when that model has random weights: results are meaningless.")

@@ -42,9 +42,16 @@ class SearchHit(Photo):
         return self.photo_url or self.photo_image_url
 
 
+class SearchTimings(_Answer):
+    embed_ms: float = 0.0
+    store_ms: float = 0.0
+    total_ms: float = 0.0
+
+
 class SearchResults(_Answer):
     results: list[SearchHit]
     took_ms: float
+    timings: SearchTimings | None = None
     offset: int = 0
     model: str | None = None
     random_weights: bool = False
