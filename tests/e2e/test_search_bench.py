@@ -19,6 +19,13 @@ def test_the_search_bench_measures_every_path(tiny_model_dir, tmp_path, capsys):
     for name in ("embedder", "store", "gateway_uncached", "gateway_repeated", "seed"):
         assert measurements[name]["items"] == 10
         assert 0 < measurements[name]["extra"]["p50_ms"] <= measurements[name]["extra"]["p99_ms"]
+    # The uncached run's every text reached the embedder (10 measured, 3 warm-ups); the repeated one's only
+    # the first warm-up: its measured queries were all the gateway's text vector cache.
+    assert measurements["gateway_uncached"]["extra"]["embedder_texts"] == 13
+    assert measurements["gateway_repeated"]["extra"]["embedder_texts"] == 1
+    assert record["headline"]["repeated_embedder_texts"] == 1 and "A repeated text:" in printed
+    for name in ("gateway_uncached", "gateway_repeated"):
+        assert measurements[name]["extra"]["store_ms_p50_ms"] > 0
     assert measurements["gateway_c32"]["items"] == 128 and measurements["gateway_c32"]["extra"]["errors"] == 0
     assert record["headline"]["errors_at_32"] == 0 and record["headline"]["queries_per_second"]["c8"] > 0
     assert set(record["goals_met"]) == {"gateway_overhead_p50_ms", "repeated_p50_ms", "errors_at_32"}

@@ -5,14 +5,18 @@ Each runs as its own process on a free port; photos go into the store through Ph
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import os
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
+import redis
 
 from services.common.api_client import ApiClient, ApiError
 from services.common.embedder_client import EmbedderClient
@@ -39,6 +43,8 @@ class Gateway:
     url: str
     images_url: str
     photos: dict[str, bytes]
+    embedder_url: str = ""
+    redis_url: str = ""
 
 
 def jpeg(index: int) -> bytes:
@@ -64,6 +70,7 @@ def gateway(tmp_path_factory, tiny_model_dir) -> Gateway:
         env = {**os.environ, "STORE_URL": urls["store"], "STORE_TABLE": TABLE, "EMBEDDER_URL": urls["embedder"],
                "EMBEDDER_MODEL": str(tiny_model_dir), "EMBEDDER_DEVICE": "cpu", "EMBEDDER_TORCH_THREADS": "1",
                "REDIS_URL": redis_url, "API_KEYS": KEY, "FETCH_ALLOW_HOSTS": "127.0.0.1",
+               "API_TEXT_CACHE_REDIS": "true",
                "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
         uvicorn = ["-m", "uvicorn", "--factory", "--host", "127.0.0.1", "--port"]
         with service("store", ["-m", "services.embedded_store", "--host", "127.0.0.1", "--port", str(ports["store"]),
@@ -73,7 +80,8 @@ def gateway(tmp_path_factory, tiny_model_dir) -> Gateway:
              service("api", [*uvicorn, str(ports["api"]), "services.api.main:create_app"], env, workdir,
                      f"{urls['api']}/healthz"):
             _store_photos(urls["store"], urls["embedder"], photos, images_url)
-            yield Gateway(url=urls["api"], images_url=images_url, photos=photos)
+            yield Gateway(url=urls["api"], images_url=images_url, photos=photos, embedder_url=urls["embedder"],
+                          redis_url=redis_url)
     image_server.shutdown()
 
 
@@ -218,3 +226,41 @@ def test_ingest_creates_a_job_in_redis(gateway):
         assert accepted["photos"] == 5 and accepted["batches"] == 3
         job = api.job(accepted["job_id"])
         assert job["total"] == 5 and job["batches_total"] == 3
+
+
+def _texts_embedded(gateway: Gateway) -> float:
+    metrics = httpx.get(f"{gateway.embedder_url}/metrics", timeout=10).text
+    found = re.search(r'^embedder_items_embedded_total\{kind="text"\} ([\d.e+]+)$', metrics, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_a_repeated_text_and_its_next_page_skip_the_embedder_and_say_where_time_went(gateway):
+    text = "a repeated query about a green square"
+
+    def search(**fields):
+        response = httpx.post(f"{gateway.url}/v1/search", json={"text": text, "top_k": 3, **fields}, timeout=30)
+        assert response.status_code == 200, response.text
+        return response
+
+    before = _texts_embedded(gateway)
+    first, again, page_two = search(), search(), search(offset=3)
+    assert _texts_embedded(gateway) - before == 1
+    assert [r["photo_id"] for r in again.json()["results"]] == [r["photo_id"] for r in first.json()["results"]]
+    assert [r["rank"] for r in page_two.json()["results"]] == [4, 5, 6]
+    for response in (first, again, page_two):
+        timings = response.json()["timings"]
+        assert set(timings) == {"embed_ms", "store_ms", "total_ms"} and timings["store_ms"] > 0
+        assert re.fullmatch(r"embed;dur=[\d.]+, store;dur=[\d.]+, total;dur=[\d.]+",
+                            response.headers["server-timing"])
+    # Shared in Redis (API_TEXT_CACHE_REDIS): the embedder's own vector, as float32 bytes under the
+    # model's fingerprint, with a TTL.
+    with EmbedderClient(gateway.embedder_url) as embedder:
+        fingerprint = embedder.model_info()["fingerprint"]
+        expected = np.asarray(embedder.embed_texts([text]), np.float32)[0]
+    key = f"textvec:{fingerprint}:{hashlib.sha256(text.encode()).hexdigest()}"
+    client = redis.Redis.from_url(gateway.redis_url)
+    try:
+        np.testing.assert_allclose(np.frombuffer(client.get(key), np.float32), expected, atol=1e-5)
+        assert client.ttl(key) > 0
+    finally:
+        client.close()
