@@ -43,6 +43,7 @@ def make_old_table(store_url: str, table: str) -> None:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("services.photostore.sql.METADATA_FIELDS", OLD_FIELDS)
         patch.setattr("services.photostore.client.METADATA_FIELDS", OLD_FIELDS)
+        patch.setattr("services.photostore.migrations.METADATA_FIELDS", OLD_FIELDS)
         old = PhotoStore(store_url, table=table)
         old.ensure_table(DIM, MODEL)
         old.insert_photos([PhotoRecord(photo_id="old", photo_image_url="http://x.test/old.jpg")], vectors(1))

@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from tests.integration.test_worker_support import serve_images
+from tests.integration.worker_support import serve_images
 
 from tests.integration.test_worker_celery import _start, submit, wait_done
 from tests.support import free_port, redis_server, stop_process, wait_for_http
@@ -27,7 +27,7 @@ def stack(tmp_path_factory):
         try:
             embedder_port, store_port, metrics_port = free_port(), free_port(), free_port()
             processes.append(_start([sys.executable, "-m", "uvicorn", "--factory",
-                                     "tests.integration.test_worker_support:fake_embedder_app",
+                                     "tests.integration.worker_support:fake_embedder_app",
                                      "--host", "127.0.0.1", "--port", str(embedder_port)], workdir / "embedder.log"))
             store_url = f"http://127.0.0.1:{store_port}"
             processes.append(_start([sys.executable, "-m", "services.embedded_store", "--host", "127.0.0.1",
