@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -124,13 +125,15 @@ def ingest_batch(photos: Sequence[dict | PhotoRecord], embedder: Embedder, store
             readable.append((record, body))
         except (ImageRejected, ImageTooLarge) as rejected:
             failures.append(_failure(record, rejected.code, f"The image {rejected.message}"))
-    with timed("embed"):
+    # A stage with nothing to do is not timed, so its histogram counts the batches that ran it.
+    with timed("embed") if readable else nullcontext():
         good, vectors = _embed(readable, embedder, crop, policy.max_bytes, max_image_pixels, failures)
     embedded_at = time.perf_counter()
 
-    with timed("insert"):
-        written = store.insert_photos(good, np.stack(vectors).astype(np.float32, copy=False)) if good else 0
-        if good:
+    written = 0
+    if good:
+        with timed("insert"):
+            written = store.insert_photos(good, np.stack(vectors).astype(np.float32, copy=False))
             store.insert_thumbnails([(record.photo_id, thumbnails[record.photo_id]) for record in good])
     stored = {record.photo_id for record in good} | set(known)
     store.record_files([row for row in files if row[1] in stored])
