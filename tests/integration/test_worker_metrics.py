@@ -12,9 +12,9 @@ import uuid
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from tests.integration.worker_support import serve_images
 
 from tests.integration.test_worker_celery import _start, submit, wait_done
+from tests.integration.worker_support import serve_images
 from tests.support import free_port, redis_server, stop_process, wait_for_http
 
 
