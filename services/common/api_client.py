@@ -44,14 +44,19 @@ class ApiClient:
 
     def search(self, text: str | None = None, image: bytes | None = None, image_url: str | None = None,
                photo_id: str | None = None, weight: float = 0.5, top_k: int = 10,
-               min_score: float | None = None, filters: dict[str, Any] | None = None) -> dict:
+               min_score: float | None = None, filters: dict[str, Any] | None = None, offset: int = 0,
+               terms: list[dict] | None = None) -> dict:
+        """`terms`: [{"text" | "image_base64" | "image_url" | "photo_id": ..., "weight": -2..2}, ...],
+        summed into the query vector (a negative weight is "less like this"); `offset` skips that many
+        results (the next page)."""
         fields: dict[str, Any] = {"text": text, "image_url": image_url, "photo_id": photo_id,
-                                  "weight": weight, "top_k": top_k, "min_score": min_score, "filters": filters}
+                                  "weight": weight, "top_k": top_k, "min_score": min_score, "filters": filters,
+                                  "offset": offset or None, "terms": terms}
         fields = {name: value for name, value in fields.items() if value is not None}
         if image is None:
             return self._request("POST", "/v1/search", json=fields)
         # Multipart carries the image as bytes: no base64 inflation.
-        form = {name: json.dumps(value) if name == "filters" else str(value) for name, value in fields.items()}
+        form = {name: json.dumps(value) if name in ("filters", "terms") else str(value) for name, value in fields.items()}
         return self._request("POST", "/v1/search", data=form,
                              files={"image": ("query-image", image, "application/octet-stream")})
 
