@@ -66,6 +66,7 @@ def build_app(settings: UISettings | None = None, client: Any = None) -> gr.Bloc
         gr.Markdown(f"# {settings.title}\nSearch photos by words, by an example image, or both.",
                     elem_id="title")
         banner = gr.Markdown("", visible=False, elem_id="banner")
+        stats = gr.Markdown("", elem_id="stats", render=False)  # under both tabs; the Ingest tab refreshes it
         with gr.Tabs():
             with gr.Tab("Search", id="search", elem_id="search-tab"):
                 with gr.Row(equal_height=False):
@@ -116,8 +117,8 @@ def build_app(settings: UISettings | None = None, client: Any = None) -> gr.Bloc
                         load_more = gr.Button("Load more", visible=False, elem_id="load-more")
             if settings.ingest_tab:
                 with gr.Tab("Ingest", id="ingest", elem_id="ingest-tab"):
-                    ingest_tab(IngestPanel(client))
-        stats = gr.Markdown("", elem_id="stats")
+                    ingest_tab(IngestPanel(client, page.stats_line), stats)
+        stats.render()
         results_state = gr.State([])
         photo_state = gr.State(None)
         query_state = gr.State(None)

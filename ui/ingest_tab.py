@@ -111,8 +111,10 @@ class IngestPanel:
     """The Ingest tab's behaviour; each event returns updates keyed by output name: ingest_status,
     ingest_bar, ingest_failures, ingest_job, ingest_timer."""
 
-    def __init__(self, client: Any):
+    def __init__(self, client: Any, stats_line: Any = None):
         self.client = client
+        # The page's stats line (`SearchPage.stats_line`), refreshed when a job is done.
+        self.stats_line = stats_line
 
     def _warning(self, message: str, **more: Any) -> Updates:
         gr.Warning(message)
@@ -165,12 +167,16 @@ class IngestPanel:
             log.exception("polling job %s failed", job["job_id"])
             return {"ingest_progress": "⚠️ Something went wrong while reading the job's progress; still trying…"}
         done = state.get("state") == "done"
+        if done and self.stats_line:
+            return {"ingest_progress": job_progress(state), "ingest_bar": progress_bar(state),
+                    "ingest_failures": failures_by_reason(state), "ingest_timer": gr.Timer(active=False),
+                    "stats": self.stats_line(refresh=True)}
         return {"ingest_progress": job_progress(state), "ingest_bar": progress_bar(state),
                 "ingest_failures": failures_by_reason(state), **({"ingest_timer": gr.Timer(active=False)} if done else {})}
 
 
-def ingest_tab(panel: IngestPanel) -> None:
-    """The tab's layout and events; call inside `with gr.Tab(...)`."""
+def ingest_tab(panel: IngestPanel, stats: Any) -> None:
+    """The tab's layout and events; call inside `with gr.Tab(...)`. `stats` is the page's stats line."""
     gr.Markdown("Add photos to the index: upload a text file of image URLs (one a line) or an Unsplash Lite "
                 "`photos.tsv`, then watch the job. " + FOLDER_NOTE, elem_id="ingest-help")
     upload = gr.File(label="URL list or photos.tsv", file_types=[".txt", ".tsv", ".gz", ".zip", ".csv"],
@@ -185,4 +191,4 @@ def ingest_tab(panel: IngestPanel) -> None:
     watched = {"ingest_progress": progress, "ingest_bar": bar, "ingest_failures": failures,
                "ingest_timer": timer, "ingest_status": status, "ingest_job": job}
     on(start.click, panel.start, [upload], watched)
-    on(timer.tick, panel.poll, [job], watched, show_progress="hidden")
+    on(timer.tick, panel.poll, [job], {**watched, "stats": stats}, show_progress="hidden")

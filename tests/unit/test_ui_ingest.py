@@ -77,3 +77,23 @@ def test_polling_stops_when_the_job_is_done_and_keeps_going_through_a_hiccup():
     client.job_error = ApiError(404, "not_found", "No such job.")
     gone = panel.poll({"job_id": "job-1"})
     assert "no longer known" in gone["ingest_status"] and gone["ingest_timer"].active is False
+
+
+def test_a_finished_job_refreshes_the_stats_line():
+    client = FakeClient()
+    client.jobs = [job_record(state="done", succeeded=10, updated_at=1005.0)]
+    out = IngestPanel(client, stats_line=lambda refresh=False: f"refreshed={refresh}").poll({"job_id": "job-1"})
+    assert out["stats"] == "refreshed=True" and out["ingest_timer"].active is False
+
+
+def test_the_tab_is_wired_to_the_panel_and_can_be_turned_off():
+    from ui.app import build_app
+    from ui.config import UISettings
+
+    app = build_app(UISettings(api_url="http://127.0.0.1:1", _env_file=None), client=FakeClient())
+    outputs = {fn.fn.__name__: {block.elem_id for block in fn.outputs} for fn in app.fns.values()}
+    assert {"ingest-status", "ingest-progress", "ingest-failures", "stats"} <= outputs["poll"]
+    assert {"ingest-status", "ingest-progress"} <= outputs["start"]
+    hidden = build_app(UISettings(api_url="http://127.0.0.1:1", ingest_tab=False, _env_file=None), client=FakeClient())
+    assert "poll" not in {fn.fn.__name__ for fn in hidden.fns.values()}
+    assert "ingest-tab" not in {block.elem_id for block in hidden.blocks.values()}
