@@ -22,6 +22,8 @@ from tests.support import free_port, wait_for_http
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 expect = playwright_sync.expect
+# Assertions wait as long as the page's own actions: on 2 busy cores a search can take seconds.
+expect.set_options(timeout=TIMEOUT_MS)
 
 
 @pytest.fixture
