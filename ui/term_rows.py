@@ -54,10 +54,14 @@ def remove_row(number: int) -> Callable[[Sequence[bool] | None], Updates]:
 
 
 def place_photo(photo_id: str, weight: float, shown: Sequence[bool] | None, rows: Sequence[Any]) -> Updates:
-    """Updates that put `photo_id` at `weight` into a free row and show it ("_index" says which, for the
-    caller to pop), or a warning when every row is taken."""
+    """Updates that put `photo_id` at `weight` into its own row if it has one, else a free row, and show
+    it ("_index" says which, for the caller to pop), or a warning when every row is taken."""
     visible = _shown(shown)
-    index = free_row(rows_of(rows), visible)
+    # A photo already among the terms changes its weight rather than taking a second row.
+    index = next((index for index, row in enumerate(rows_of(rows))
+                  if visible[index] and str(row.get("photo") or "").strip() == photo_id), None)
+    if index is None:
+        index = free_row(rows_of(rows), visible)
     if index is None:
         return _no_room()
     visible[index] = True

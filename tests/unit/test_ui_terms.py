@@ -91,6 +91,14 @@ def test_less_like_this_adds_the_photo_at_minus_one_and_searches_again():
     assert "less like photo p7" in out["status"] and len(out["gallery"]) == 5
 
 
+def test_less_like_this_on_a_photo_already_among_the_terms_turns_its_row_around():
+    client = FakeClient()
+    out = SearchPage(client).less_like_this({"photo_id": "p7"}, [True, True, False, False], "dog", None, 0.5, 5,
+                                            0, None, None, *rows(("snow", None, "", 1.0), ("", None, "p7", 1.0)))
+    assert out["term2_weight"] == -1.0 and "term3_photo" not in out
+    assert last_query(client)["terms"][-1] == {"photo_id": "p7", "weight": -1.0}
+
+
 def test_less_like_this_with_every_row_taken_says_so():
     client = FakeClient()
     full = rows(*[(f"t{n}", None, "", 1.0) for n in range(MAX_ROWS)])
