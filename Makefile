@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup up down status logs demo demo-offline ingest lint test test-unit test-integration test-e2e random-model index conformance bench bench-embedder bench-store bench-ingest clean
+.PHONY: help setup up down restart status logs demo demo-offline ingest lint test test-unit test-integration test-e2e test-hostile test-faults random-model index conformance bench bench-embedder bench-store bench-ingest bench-rerun clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -33,14 +33,18 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) .env ## create the virtual environment with every service's dependencies, and .env
 
-up: setup ## start every service as its own process (logs in logs/, pids in run/)
+up: setup ## start every service that is not running yet, as its own process (logs in logs/, pids in run/)
 	$(PY) -m tools.stack up
+
+restart: setup ## stop and start one service: make restart SERVICE=store|embedder|worker|api|ui
+	@test -n "$(SERVICE)" || { echo "usage: make restart SERVICE=name (store, embedder, worker, api, ui)"; exit 2; }
+	$(PY) -m tools.stack restart "$(SERVICE)"
 
 down: ## stop every service started by make up / make demo
 	@test -x $(PY) && $(PY) -m tools.stack down || echo "nothing to stop (no venv)"
 
-status: ## show which services are running
-	$(PY) -m tools.stack status
+status: ## a table of the stack: each service's state, health and address, the ingest backlog, photos, index, model
+	@test -x $(PY) && $(PY) -m tools.stack status || echo "no venv yet: run make setup"
 
 logs: ## follow every service's log
 	tail -n 20 -F logs/*.log
@@ -51,12 +55,16 @@ demo: setup ## set up, start everything, ingest 1,000 photos (a random model and
 demo-offline: setup ## the demo without trying the internet: random-weight model, generated sample photos
 	$(PY) -m tools.demo --offline --limit $(LIMIT)
 
+# A folder is ingested whole unless LIMIT is given; a file source takes at most LIMIT (default 1000) photos.
 ingest: setup ## enqueue photos: make ingest SOURCE=photos.tsv|dataset.zip|urls.txt|folder LIMIT=1000 [ARGS=...]
-	@test -n "$(SOURCE)" || { echo "usage: make ingest SOURCE=path/to/photos.tsv [LIMIT=1000]"; exit 2; }
-	$(PY) -m tools.ingest "$(SOURCE)" --limit $(LIMIT) $(ARGS)
+	@test -n "$(SOURCE)" || { echo "usage: make ingest SOURCE=path/to/photos.tsv|folder [LIMIT=1000]"; exit 2; }
+	$(PY) -m tools.ingest "$(SOURCE)" $(if $(and $(filter file,$(origin LIMIT)),$(wildcard $(SOURCE)/.)),,--limit $(LIMIT)) $(ARGS)
 
 index: setup ## the vector index of STORE_TABLE: make index ACTION=build|status|drop (build it after a bulk ingestion)
 	$(PY) -m services.photostore index $(or $(ACTION),status)
+
+test-faults: setup ## fault tests: kill workers, stop the embedder, restart the store and Redis during an ingestion; prints a table
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest tests/faults $(PYTEST_ARGS)
 
 random-model: setup ## write a CLIP with random weights: make random-model DIR=... SIZE=tiny|b32
 	$(PY) -m tools.random_model "$(DIR)" --size $(SIZE)
@@ -74,6 +82,9 @@ test-unit: setup ## unit tests only (no network)
 test-integration: setup ## integration tests (real Redis, real embedded store)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
+test-hostile: setup ## hostile inputs against the real services, and the gateway's OpenAPI fuzzed
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest tests/hostile $(PYTEST_ARGS)
+
 test-e2e: setup ## end-to-end tests (every service its own process, headless Chromium)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest tests/e2e $(PYTEST_ARGS)
 
@@ -89,7 +100,10 @@ bench-store: setup ## vector search: insert rate, index build, latency, recall@1
 bench-ingest: setup ## photos/s through the whole system (ingest command, Celery workers, embedder, store) vs the article's download-and-embed loop; PHOTOS=400, DTYPE=int8|..., QUICK=1
 	$(PY) -m bench.ingest $(if $(PHOTOS),--photos $(PHOTOS)) $(if $(DTYPE),--dtype $(DTYPE)) $(if $(QUICK),--quick)
 
-bench: bench-embedder bench-ingest bench-store ## every benchmark; figures go to bench/results/
+bench-rerun: setup ## a re-run of an unchanged 2,000-file folder against its first ingest (FILES=2000, UPLOAD=1, QUICK=1)
+	$(PY) -m bench.rerun $(if $(FILES),--files $(FILES)) $(if $(UPLOAD),--upload) $(if $(QUICK),--quick)
+
+bench: bench-embedder bench-ingest bench-store bench-rerun ## every benchmark; figures go to bench/results/
 
 clean: down ## stop services and delete data/, logs/, run/ (keeps the venv)
 	rm -rf data logs run test-output

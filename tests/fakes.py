@@ -159,6 +159,8 @@ class FakeStore:
         self.index_builds = 0
         self.down = False
         self.closed = False
+        self.thumbnails: dict[str, bytes] = {}
+        self.files: dict[str, tuple[str, int, float]] = {}  # path -> (photo_id, size, mtime)
 
     def add(self, photo_id: str, vector: np.ndarray, **metadata: Any) -> None:
         """A stored photo, without the ingest path: the URL is made up from the id."""
@@ -206,6 +208,44 @@ class FakeStore:
             record = photo if isinstance(photo, PhotoRecord) else PhotoRecord.model_validate(photo)
             self.photos[record.photo_id] = (record.model_dump(), vector)
         return len(photos)
+
+    def insert_thumbnails(self, thumbnails: Sequence[tuple[str, bytes]]) -> int:
+        self._up()
+        self.thumbnails.update(thumbnails)
+        return len(thumbnails)
+
+    def get_thumbnail(self, photo_id: str) -> bytes | None:
+        self._up()
+        return self.thumbnails.get(photo_id)
+
+    def record_files(self, files: Sequence[tuple[str, str, int, float]]) -> int:
+        self._up()
+        self.files.update({path: (photo_id, size, mtime) for path, photo_id, size, mtime in files})
+        return len(files)
+
+    def files_under(self, prefix: str) -> list[dict[str, Any]]:
+        return [{"path": path, "photo_id": i, "size": size, "mtime": mtime}
+                for path, (i, size, mtime) in sorted(self.files.items()) if path.startswith(prefix)]
+
+    def files_of(self, photo_ids: Sequence[str]) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        for path, (photo_id, _, _) in sorted(self.files.items()):
+            if photo_id in photo_ids:
+                found.setdefault(photo_id, []).append(path)
+        return found
+
+    def forget_files(self, paths: Sequence[str]) -> list[str]:
+        ids = {self.files.pop(path)[0] for path in paths if path in self.files}
+        left = self.files_of(list(ids))
+        return sorted(i for i in ids if i not in left)
+
+    def delete_photos(self, photo_ids: Sequence[str]) -> int:
+        present = [i for i in dict.fromkeys(photo_ids) if i in self.photos]
+        for photo_id in present:
+            del self.photos[photo_id]
+            self.thumbnails.pop(photo_id, None)
+        self.files = {p: row for p, row in self.files.items() if row[0] not in present}
+        return len(present)
 
     def search(self, vector: np.ndarray, top_k: int = 10, min_score: float | None = None,
                filters: dict[str, Any] | None = None, exclude_photo_id: str | None = None, *,
@@ -279,18 +319,40 @@ class FakeJobs:
     def __init__(self) -> None:
         self.jobs: dict[str, dict[str, Any]] = {}
 
-    def create(self, job_id: str | None = None) -> str:
+    def create(self, job_id: str | None = None, *, retry_of: str | None = None) -> str:
         job_id = job_id or uuid.uuid4().hex
         self.jobs[job_id] = {"job_id": job_id, "state": "queued", "total": 0, "succeeded": 0, "skipped": 0,
-                             "failed": 0, "batches_total": 0, "batches_done": 0, "failures": []}
+                             "failed": 0, "batches_total": 0, "batches_done": 0, "failures": [],
+                             "failures_by_reason": {}, "rate": 0.0, "eta_s": None}
+        if retry_of:
+            self.jobs[job_id]["retry_of"] = retry_of
         return job_id
+
+    def fail(self, job_id: str, failure: dict[str, Any]) -> None:
+        """Record one failure (with its "record"), as a worker's finished batch would."""
+        job = self.jobs[job_id]
+        job["failed"] += 1
+        job["failures"].append(failure)
+        reasons = job["failures_by_reason"]
+        reasons[failure["code"]] = reasons.get(failure["code"], 0) + 1
+
+    def failures(self, job_id: str, offset: int = 0, limit: int = 100) -> tuple[int, list[dict[str, Any]]]:
+        stored = self.jobs[job_id]["failures"]
+        return len(stored), stored[offset:offset + limit]
+
+    def failed_records(self, job_id: str) -> list[dict[str, Any]]:
+        records = {f["record"]["photo_id"]: f["record"] for f in self.jobs[job_id]["failures"] if f.get("record")}
+        return list(records.values())
 
     def add_batches(self, job_id: str, batches: int, photos: int) -> None:
         self.jobs[job_id]["batches_total"] += batches
         self.jobs[job_id]["total"] += photos
 
     def get(self, job_id: str) -> dict[str, Any] | None:
-        return self.jobs.get(job_id)
+        job = self.jobs.get(job_id)
+        if job is None:
+            return None
+        return {**job, "failures": [{k: v for k, v in f.items() if k != "record"} for f in job["failures"][:20]]}
 
     def ping(self) -> bool:
         return True

@@ -35,27 +35,36 @@ def wait_for_http(url: str, timeout: float = 60.0, process: subprocess.Popen | N
     raise TimeoutError(f"{url} did not answer within {timeout} s: {last_error}")
 
 
-@contextmanager
-def redis_server(workdir: Path) -> Iterator[str]:
-    """A private redis-server on a free port; yields its URL."""
+def start_redis(workdir: Path, port: int, appendonly: bool = False) -> subprocess.Popen:
+    """A redis-server on `port` with its files in `workdir`, answering when this returns. With
+    `appendonly` it keeps every write in its append-only file, as a broker must to survive a restart
+    (started again on the same port and folder, it has the queue and the jobs back)."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not installed (Debian: apt-get install redis-server)")
-    port = free_port()
     process = subprocess.Popen(
-        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+         "--appendonly", "yes" if appendonly else "no", "--dir", str(workdir)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return process
+        except OSError as error:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError("redis-server did not start") from error
+            time.sleep(0.05)
+
+
+@contextmanager
+def redis_server(workdir: Path) -> Iterator[str]:
+    """A private redis-server on a free port; yields its URL."""
+    port = free_port()
+    process = start_redis(workdir, port)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError as error:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("redis-server did not start") from error
-                time.sleep(0.05)
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         process.terminate()

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+from services.common.config import DEFAULT_MODEL
+from tools.download import DownloadError, download, download_model
 from tools.stack import ROOT, Stack
 
 MODEL_PROBE_URL = "https://huggingface.co/api/models/openai/clip-vit-base-patch32"
@@ -34,23 +35,12 @@ def reachable(url: str, timeout: float = 5.0) -> bool:
         return False
 
 
-def download(url: str, target: Path) -> Path:
-    """Download once to `target` (via a .part file, so an interrupted download is not mistaken for done)."""
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(target.suffix + ".part")
-    print(f"downloading {url}\n  -> {target}")
-    with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as handle:  # noqa: S310
-        shutil.copyfileobj(response, handle, length=1 << 20)
-    partial.rename(target)
-    return target
-
-
 def plan(offline: bool, limit: int, sample_count: int) -> tuple[dict[str, str], Path, bool]:
     """The environment for the stack, the ingest source, and whether results are meaningless."""
     if not offline and reachable(MODEL_PROBE_URL) and reachable(UNSPLASH_LITE_URL):
+        # Both downloads show their progress here, in the terminal that ran the command.
         source = download(UNSPLASH_LITE_URL, DATA / "unsplash-research-dataset-lite-latest.zip")
+        download_model(os.environ.get("EMBEDDER_MODEL") or DEFAULT_MODEL)
         return {}, source, False
     print(
         "\n*** No internet (the model hub or Unsplash cannot be reached). ***\n"
@@ -88,13 +78,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=200, help="size of the offline sample set")
     args = parser.parse_args(argv)
 
-    env, source, meaningless = plan(args.offline, args.limit, args.samples)
+    try:
+        env, source, meaningless = plan(args.offline, args.limit, args.samples)
+    except DownloadError as exc:
+        print(f"make demo: {exc}", file=sys.stderr)
+        return 1
     stack = Stack(env=env)
     if any(state == "running" for state in stack.status().values()):
         print("Services are already running; stopping them first (make down).")
         stack.stop()
     try:
-        # The real model downloads on first start: give the embedder time.
+        # The model is in the cache by now; loading it still takes a while on a slow disk.
         stack.start(timeout=900)
     except (RuntimeError, SystemExit) as exc:
         print(f"make demo failed while starting services: {exc}", file=sys.stderr)

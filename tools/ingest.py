@@ -8,9 +8,16 @@ Exit status: 0 when the job finished (even with per-photo failures, which the su
 1 when the gateway refused the request or the source is unusable, 2 when the gateway cannot be
 reached, 130 when interrupted.
 
-A folder of images is fetched by the workers over HTTP: pass `--base-url` if it is already served,
-or `--serve HOST:PORT` to serve it from this command while the job runs (the workers must be able to
-reach that address, and a loopback or private host must be in their FETCH_ALLOW_HOSTS).
+A folder needs no flag (tools/folder_ingest.py): the workers read its files directly when it lies
+under LIBRARY_ROOTS, else this command uploads them to the gateway; a re-run sends only new and
+changed files, and `--prune` removes the photos whose files are gone. `--base-url` (the folder is
+already served over HTTP) and `--serve HOST:PORT` (serve it from this command while the job runs; the
+host must be in the workers' FETCH_ALLOW_HOSTS) still work, but nothing needs them any more.
+
+When the job stops moving (no batch finished for `--stall-timeout` seconds) or disappears (a Redis
+restarted without persistence lost it), the broker may have lost queued batches: the command submits
+the same photos again as a new job and follows that one. This is safe because ingestion is
+idempotent (photos already stored are skipped), and it is what recovers a queue that was lost.
 """
 from __future__ import annotations
 
@@ -39,7 +46,10 @@ RANDOM_WEIGHTS_LINE = ("Note: the embedder runs a model with RANDOM WEIGHTS; sea
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m tools.ingest", description=__doc__.split("\n\n")[0])
-    parser.add_argument("source", help="photos.tsv*, the Unsplash Lite .zip, a text file of URLs, or a folder")
+    parser.add_argument("source", nargs="?", help="photos.tsv*, the Unsplash Lite .zip, a list of URLs (.txt, .csv, "
+                        ".jsonl), or a folder")
+    parser.add_argument("--retry", metavar="JOB_ID", default=None,
+                        help="instead of a source: retry the failed photos of this job as a new job")
     parser.add_argument("--limit", type=int, default=None, help="ingest at most this many photos")
     parser.add_argument("--batch-size", type=int, default=32, help="photos per worker task (1..256)")
     parser.add_argument("--chunk-size", type=int, default=MAX_CHUNK, help=f"photos per request (1..{MAX_CHUNK})")
@@ -51,9 +61,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--base-url", default=None, help="for a folder: the URL at which it is served")
     parser.add_argument("--serve", metavar="HOST:PORT", default=None,
                         help="for a folder: serve it over HTTP at HOST:PORT while the job runs (PORT 0: any free)")
+    parser.add_argument("--upload", action="store_true",
+                        help="for a folder: upload the files even if the workers could read them")
+    parser.add_argument("--no-upload", action="store_true",
+                        help="for a folder: fail rather than upload when the workers cannot read it")
+    parser.add_argument("--prune", action="store_true",
+                        help="for a folder: remove the photos of files that are gone from it")
+    parser.add_argument("--window", type=int, default=256,
+                        help="for an upload: at most this many uploaded photos waiting for the workers")
     parser.add_argument("--poll-interval", type=float, default=1.0, help="seconds between progress checks")
     parser.add_argument("--timeout", type=float, default=None, help="give up waiting after this many seconds")
+    parser.add_argument("--stall-timeout", type=float, default=300.0,
+                        help="resubmit the photos (idempotently) when no batch finished for this many seconds; "
+                             "0: never")
     args = parser.parse_args(argv)
+    if bool(args.source) == bool(args.retry):
+        parser.error("give a source, or --retry JOB_ID (not both)")
     if args.chunk_size < 1 or args.chunk_size > MAX_CHUNK:
         parser.error(f"--chunk-size must be between 1 and {MAX_CHUNK}")
     if not 1 <= args.batch_size <= 256:
@@ -62,6 +85,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--serve needs to wait: the folder is served only while the command runs")
     if args.serve and args.base_url:
         parser.error("give either --serve or --base-url, not both")
+    if args.upload and args.no_upload:
+        parser.error("give either --upload or --no-upload, not both")
+    if (args.serve or args.base_url) and (args.upload or args.prune):
+        parser.error("--upload and --prune are for a folder read by the workers or uploaded, not served")
     return args
 
 
@@ -116,33 +143,148 @@ def submit(client, records, *, chunk_size: int, batch_size: int) -> tuple[str | 
     return job_id, submitted
 
 
-def wait_for(client, job_id: str, total: int, *, poll_interval: float, timeout: float | None) -> dict:
+def wait_for(client, job_id: str, total: int, *, poll_interval: float, timeout: float | None,
+             resubmit=None, stall_timeout: float | None = None) -> dict:
+    """Poll the job until it is done. `resubmit()` (submits the photos again, returns the new job's
+    id) is called when the job vanished or made no progress for `stall_timeout` seconds; a gateway or
+    Redis that is briefly unavailable (503, unreachable) is waited for."""
     from tqdm import tqdm
 
+    from services.common.api_client import ApiError
+
     deadline = time.monotonic() + timeout if timeout else None
+    progress, moved_at = None, time.monotonic()
+
+    def start_again(why: str) -> str:
+        nonlocal progress, moved_at
+        print(f"\nJob {job_id} {why}; the broker may have lost its queued batches. Submitting the same photos "
+              f"again as a new job (photos already stored are skipped).", file=sys.stderr)
+        progress, moved_at = None, time.monotonic()
+        try:
+            return resubmit()
+        except ApiError as exc:
+            if exc.status not in (0, 502, 503, 504):
+                raise
+            print(f"Could not submit them yet ({exc.message}); trying again.", file=sys.stderr)
+            return job_id
+
     with tqdm(total=total, unit="photo", desc="ingest", file=sys.stderr) as bar:
         while True:
-            job = client.job(job_id)
+            if deadline and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} was not done after {timeout:g} s")
+            try:
+                job = client.job(job_id)
+            except ApiError as exc:
+                if exc.status == 404 and resubmit is not None:
+                    job_id = start_again("is gone (Redis lost it)")
+                elif exc.status not in (0, 502, 503, 504):
+                    raise
+                time.sleep(poll_interval)
+                continue
             processed = job["succeeded"] + job["skipped"] + job["failed"]
             bar.total = max(job.get("total") or total, processed)
             bar.n = processed
-            bar.set_postfix(ok=job["succeeded"], skipped=job["skipped"], failed=job["failed"], refresh=False)
+            bar.set_postfix_str(progress_line(job), refresh=False)
             bar.refresh()
             if job["state"] == "done":
                 return job
-            if deadline and time.monotonic() > deadline:
-                raise TimeoutError(f"job {job_id} was not done after {timeout:g} s")
+            if (job.get("batches_done"), processed) != progress:
+                progress, moved_at = (job.get("batches_done"), processed), time.monotonic()
+            elif resubmit is not None and stall_timeout and time.monotonic() - moved_at > stall_timeout:
+                job_id = start_again(f"made no progress for {stall_timeout:g} s")
             time.sleep(poll_interval)
 
 
-def summary(job: dict, *, show_failures: int = 5) -> str:
+def progress_line(job: dict) -> str:
+    """What the progress bar says beside the count: outcomes, the job's rate and its ETA."""
+    eta = job.get("eta_s")
+    eta_text = "?" if eta is None else _duration(eta)
+    return (f"ok={job['succeeded']} skipped={job['skipped']} failed={job['failed']} "
+            f"{float(job.get('rate') or 0):.1f} photos/s ETA {eta_text}")
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60:02d}:{rest % 60:02d}"
+
+
+def failure_table(job: dict) -> list[str]:
+    """Failures by reason as an aligned table, most first, with an example reason for each code."""
+    by_reason: dict[str, int] = job.get("failures_by_reason") or {}
+    if not by_reason:
+        return []
+    examples: dict[str, str] = {}
+    for failure in job.get("failures", []):
+        examples.setdefault(str(failure.get("code")), str(failure.get("reason") or ""))
+    width = max(len("reason"), *(len(code) for code in by_reason))
+    count_width = max(len("photos"), *(len(str(n)) for n in by_reason.values()))
+    lines = [f"  {'reason':<{width}}  {'photos':>{count_width}}  example",
+             f"  {'-' * width}  {'-' * count_width}  -------"]
+    for code, count in by_reason.items():
+        example = examples.get(code, "")
+        lines.append(f"  {code:<{width}}  {count:>{count_width}}  {example[:100]}".rstrip())
+    return lines
+
+
+def summary(job: dict, *, api_url: str = "") -> str:
     lines = [f"Job {job['job_id']}: {job['succeeded']} ingested, {job['skipped']} skipped (already stored), "
              f"{job['failed']} failed, of {job['total']}."]
-    for failure in job.get("failures", [])[:show_failures]:
-        lines.append(f"  failed {failure.get('photo_id')}: [{failure.get('code')}] {failure.get('reason')}")
-    if job["failed"] > show_failures:
-        lines.append(f"  ... and {job['failed'] - show_failures} more (GET /v1/jobs/{job['job_id']} lists them).")
+    if job["failed"]:
+        lines.append("Failures by reason:")
+        lines.extend(failure_table(job))
+        lines.append(f"List them: GET {api_url}/v1/jobs/{job['job_id']}/failures ; retry them: "
+                     f"python -m tools.ingest --retry {job['job_id']}")
     return "\n".join(lines)
+
+
+def ingest_folder(client, folder: Path, args: argparse.Namespace, random_weights: bool) -> int:
+    """The folder path (tools/folder_ingest.py): paths or uploads, new files only, optional prune."""
+    from tools import folder_ingest
+
+    answer = client.files(str(folder))
+    upload = args.upload or not answer["readable"]
+    if not answer["readable"]:
+        if args.no_upload:
+            raise SourceError(answer["reason"])
+        folder_ingest.say(f"{answer['reason']} Uploading the files to the gateway instead.")
+    known = {row["path"]: row for row in answer["files"]}
+    found = folder_ingest.scan(folder, known, upload=upload, limit=args.limit)
+    folder_ingest.stored_copies(client, found)
+    for path, reason in found.unreadable[:10]:
+        folder_ingest.say(f"skipped {path}: it could not be read ({reason}).")
+    if args.prune:
+        gone, deleted = folder_ingest.prune(client, known, found.present)
+        print(f"Pruned {gone} files that are gone from {folder}; {deleted} photos with no file left were removed.")
+    if found.unchanged:
+        print(f"{found.unchanged} files are unchanged since the last ingest and were not read again.")
+    if not found.records:
+        if not found.present:
+            print(f"No photos found in {folder}; nothing was submitted.", file=sys.stderr)
+            return EXIT_REFUSED
+        print(f"Nothing new in {folder}.")
+        return EXIT_OK
+    if upload:
+        job_id = folder_ingest.upload_all(client, found.records, batch_size=args.batch_size,
+                                          window=args.window, poll_interval=args.poll_interval)
+    else:
+        job_id, _ = submit(client, found.records, chunk_size=args.chunk_size, batch_size=args.batch_size)
+    submitted = len(found.records)
+    how = "uploaded" if upload else "read by the workers from their paths"
+    print(f"Submitted {submitted} photos ({how}) as job {job_id} to {client.base_url}.")
+    copies = folder_ingest.copies_summary(found.copies, folder)
+    if args.no_wait:
+        print(f"Follow it with GET {client.base_url}/v1/jobs/{job_id}.")
+        if copies:
+            print(copies)
+        return EXIT_OK
+    job = wait_for(client, job_id, submitted, poll_interval=args.poll_interval, timeout=args.timeout)
+    print(summary(job))
+    if copies:
+        print(copies)
+    if random_weights:
+        print(RANDOM_WEIGHTS_LINE)
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,11 +309,21 @@ def main(argv: list[str] | None = None) -> int:
         random_weights = bool(stats.get("random_weights"))
         if random_weights:
             print(RANDOM_WEIGHTS_LINE)
+        if args.retry:
+            answer = client.retry_job(args.retry, batch_size=args.batch_size)
+            job_id, submitted = answer["job_id"], answer["photos"]
+            print(f"Retrying {submitted} failed photos of job {args.retry} as job {job_id}.")
+            return _follow(client, args, api_url, job_id, submitted, random_weights)
+        folder = Path(args.source).expanduser()
+        if folder.is_dir() and not (args.serve or args.base_url):
+            return ingest_folder(client, folder.absolute(), args, random_weights)
         base_url = args.base_url
         if args.serve:
             server, base_url = serve_folder(Path(args.source).expanduser(), args.serve)
         records = open_source(args.source, limit=args.limit, small_images=not args.full_size,
                               base_url=base_url, on_bad_row=on_bad_row)
+        # Kept, to submit again if the broker loses the job's batches (see wait_for).
+        records = list(records)
         job_id, submitted = submit(client, records, chunk_size=args.chunk_size, batch_size=args.batch_size)
         if bad_rows > 10:
             print(f"skipped {bad_rows} bad rows in all.", file=sys.stderr)
@@ -179,14 +331,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"No photos found in {args.source}; nothing was submitted.", file=sys.stderr)
             return EXIT_REFUSED
         print(f"Submitted {submitted} photos as job {job_id} to {api_url}.")
-        if args.no_wait:
-            print(f"Follow it with GET {api_url}/v1/jobs/{job_id}.")
-            return EXIT_OK
-        job = wait_for(client, job_id, submitted, poll_interval=args.poll_interval, timeout=args.timeout)
-        print(summary(job))
-        if random_weights:
-            print(RANDOM_WEIGHTS_LINE)
-        return EXIT_OK
+        def resubmit() -> str:
+            return submit(client, records, chunk_size=args.chunk_size, batch_size=args.batch_size)[0]
+
+        return _follow(client, args, api_url, job_id, submitted, random_weights, resubmit=resubmit)
     except SourceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_REFUSED
@@ -205,6 +353,19 @@ def main(argv: list[str] | None = None) -> int:
         close = getattr(client, "close", None)
         if close:
             close()
+
+
+def _follow(client, args: argparse.Namespace, api_url: str, job_id: str, submitted: int, random_weights: bool,
+            resubmit=None) -> int:
+    if args.no_wait:
+        print(f"Follow it with GET {api_url}/v1/jobs/{job_id}.")
+        return EXIT_OK
+    job = wait_for(client, job_id, submitted, poll_interval=args.poll_interval, timeout=args.timeout,
+                   resubmit=resubmit, stall_timeout=args.stall_timeout)
+    print(summary(job, api_url=api_url))
+    if random_weights:
+        print(RANDOM_WEIGHTS_LINE)
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """A local sample photo set in the Unsplash Lite format, for the offline demo and the tests.
 
-Writes JPEGs of simple coloured scenes plus a `photos.tsv` whose `photo_image_url` column points at
-a base URL (a local HTTP server: `python -m tools.sample_data serve DIR`). The descriptions say
-what each picture shows, so a search with a real CLIP model has something to find; with a
-random-weight model results are meaningless, and everything that shows them says so.
+Writes JPEGs of simple coloured scenes (with EXIF: a camera, a time taken, a position) plus a
+`photos.tsv` whose `photo_image_url` column points at a base URL (a local HTTP server:
+`python -m tools.sample_data serve DIR`). The descriptions say what each picture shows, so a search
+with a real CLIP model has something to find; with a random-weight model results are meaningless,
+and everything that shows them says so.
 """
 from __future__ import annotations
 
@@ -31,6 +32,27 @@ COLOURS = {
 }
 SHAPES = ["circle", "square", "triangle", "stripes"]
 PLACES = [("Lisbon", "Portugal"), ("Kyoto", "Japan"), ("Quito", "Ecuador"), ("Oslo", "Norway"), ("", "")]
+# Where each place is (latitude, longitude), and the cameras the sample photos claim in their EXIF, so
+# the Camera and Taken filters and the geo filter have something to find.
+COORDINATES = {"Lisbon": (38.7223, -9.1393), "Kyoto": (35.0116, 135.7681), "Quito": (-0.1807, -78.4678),
+               "Oslo": (59.9139, 10.7522)}
+CAMERAS = [("Fujifilm", "X-T4"), ("Canon", "EOS R5"), ("Apple", "iPhone 13")]
+
+
+def sample_exif(index: int, city: str) -> Image.Exif:
+    """EXIF for sample photo `index`: a camera, a time taken in 2023 and, for a named place, its position."""
+    from PIL import ExifTags
+
+    exif = Image.Exif()
+    exif[ExifTags.Base.Make], exif[ExifTags.Base.Model] = CAMERAS[index % len(CAMERAS)]
+    when = f"2023:{1 + index % 12:02d}:{1 + index % 28:02d} {8 + index % 12:02d}:00:00"
+    exif.get_ifd(ExifTags.IFD.Exif)[ExifTags.Base.DateTimeOriginal] = when
+    if city:
+        latitude, longitude = COORDINATES[city]
+        exif.get_ifd(ExifTags.IFD.GPSInfo).update({
+            ExifTags.GPS.GPSLatitude: (abs(latitude), 0.0, 0.0), ExifTags.GPS.GPSLatitudeRef: "NS"[latitude < 0],
+            ExifTags.GPS.GPSLongitude: (abs(longitude), 0.0, 0.0), ExifTags.GPS.GPSLongitudeRef: "EW"[longitude < 0]})
+    return exif
 
 
 def draw_photo(index: int, size: tuple[int, int] = (200, 150)) -> tuple[Image.Image, str]:
@@ -73,8 +95,8 @@ def write_sample_set(folder: Path, count: int, base_url: str) -> Path:
         for index in range(count):
             photo_id = f"sample{index:05d}"
             image, description = draw_photo(index)
-            image.save(images / f"{photo_id}.jpg", "JPEG", quality=85)
             city, country = PLACES[index % len(PLACES)]
+            image.save(images / f"{photo_id}.jpg", "JPEG", quality=85, exif=sample_exif(index, city))
             writer.writerow([
                 photo_id, f"{base_url}/images/{photo_id}.jpg", f"{base_url}/images/{photo_id}.jpg",
                 f"2024-01-{1 + index % 28:02d} 12:00:00", "t", image.width, image.height,

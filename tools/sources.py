@@ -5,9 +5,13 @@ Accepted sources (`open_source` picks by looking at the path):
 - the Unsplash Lite dataset `.zip` (its `photos.tsv*` member is streamed, nothing is extracted);
 - a text file of image URLs, one per line (`#` comments and blank lines ignored); the photo id is a
   stable hash of the URL, so ingesting the list twice adds nothing;
-- a folder of images, with `base_url`: the URL under which the same folder is served over HTTP
-  (workers may run on other machines, so `file://` paths are not fetchable). The ingest CLI's
-  `--serve` starts such a server itself for the duration of the ingest.
+- a `.csv` (header first) or `.jsonl` / `.ndjson` (one JSON object a line) list: `photo_image_url` is
+  required, every other column is optional and named as in Unsplash Lite (`photo_id`,
+  `photo_description`, `photographer_username`, `photo_location_country`, ...); unknown columns are
+  ignored, and a row without `photo_id` gets the URL's stable hash;
+- a folder of images served over HTTP at `base_url` (the ingest CLI's `--base-url` / `--serve`); a
+  folder without one is read by tools/folder_ingest.py instead (paths or uploads, no server). Either
+  way a photo's id comes from its bytes (services/common/library.py: `content_id`).
 
 Bad rows are reported through `on_bad_row(where, reason)` and skipped; nothing reads more than it
 yields beyond one row.
@@ -18,12 +22,14 @@ import csv
 import gzip
 import hashlib
 import io
+import json
 import logging
 import os
 import sys
 import zipfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 from services.common.schemas import PhotoRecord
@@ -35,7 +41,8 @@ SMALL_IMAGE_QUERY = "q=75&fm=jpg&w=200&fit=max"
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"})
 _TEXT_FIELDS = ("photo_url", "photo_description", "ai_description", "photographer_username",
                 "photographer_first_name", "photographer_last_name", "photo_location_name",
-                "photo_location_country", "photo_location_city", "photo_submitted_at")
+                "photo_location_country", "photo_location_city", "photo_submitted_at", "exif_camera_make",
+                "exif_camera_model")
 
 BadRowHandler = Callable[[str, str], None]
 
@@ -76,6 +83,15 @@ def _float(value: str) -> float:
     return float(value) if value.strip() else 0.0
 
 
+def _position(row: Mapping[str, Any]) -> dict[str, float]:
+    """Unsplash's photo_location_latitude / _longitude, when the row has both."""
+    latitude = (row.get("photo_location_latitude") or "").strip()
+    longitude = (row.get("photo_location_longitude") or "").strip()
+    if not latitude or not longitude:
+        return {}
+    return {"photo_location_latitude": float(latitude), "photo_location_longitude": float(longitude)}
+
+
 def read_tsv(stream: Iterable[str], *, name: str = "photos.tsv", small_images: bool = True,
              on_bad_row: BadRowHandler = _log_bad_row) -> Iterator[PhotoRecord]:
     """Records from the text of an Unsplash Lite `photos.tsv*` (header first)."""
@@ -107,10 +123,11 @@ def read_tsv(stream: Iterable[str], *, name: str = "photos.tsv", small_images: b
                 photo_width=_int(row.get("photo_width") or ""),
                 photo_height=_int(row.get("photo_height") or ""),
                 photo_aspect_ratio=_float(row.get("photo_aspect_ratio") or ""),
+                **_position(row),
                 **fields,
             )
         except ValueError as exc:
-            on_bad_row(where, f"photo {photo_id} has an invalid value: {str(exc).splitlines()[0]}")
+            on_bad_row(where, f"photo {photo_id} has an invalid value: {_problem(exc)}")
             continue
         yield record
 
@@ -148,6 +165,99 @@ def read_zip(path: Path, **options) -> Iterator[PhotoRecord]:
 # --- URL list and folder ------------------------------------------------------------------------
 
 
+# --- CSV and JSON Lines lists -------------------------------------------------------------------
+
+# PhotoRecord's fields and their Python types: a list's columns are matched against these names.
+_RECORD_FIELDS = {name: field.annotation for name, field in PhotoRecord.model_fields.items()}
+
+
+def record_from_row(row: Mapping[str, Any]) -> PhotoRecord:
+    """A record from one list row: the columns named like PhotoRecord's fields, empty cells left at their
+    defaults, whole numbers read from "12" or "12.0"; a missing photo_id is the URL's stable hash.
+    Raises ValueError with what is wrong."""
+    url = str(row.get("photo_image_url") or "").strip()
+    if not _is_http_url(url):
+        raise ValueError(f"the row has no http(s) photo_image_url ({url[:200]!r})")
+    if len(url) > 4096:
+        raise ValueError("the URL is longer than 4096 characters")
+    values: dict[str, Any] = {}
+    for name, kind in _RECORD_FIELDS.items():
+        value = row.get(name)
+        if isinstance(value, str):
+            value = value.strip()
+        if value is None or value == "":
+            continue
+        if kind is int and isinstance(value, str):
+            try:
+                value = int(float(value))
+            except ValueError:
+                raise ValueError(f"{name}: {value[:50]!r} is not a number") from None
+        values[name] = value if kind is not str or isinstance(value, str) else str(value)
+    values["photo_image_url"] = url
+    values.setdefault("photo_id", stable_id("url", url))
+    values.setdefault("photo_url", url)
+    try:
+        return PhotoRecord(**values)
+    except ValueError as exc:
+        raise ValueError(_problem(exc)) from None
+
+
+def _problem(exc: ValueError) -> str:
+    """A pydantic ValidationError as "field: problem" (its first error); any other ValueError as it says."""
+    errors = exc.errors() if hasattr(exc, "errors") else []
+    if errors:
+        return f"{'.'.join(map(str, errors[0]['loc']))}: {errors[0]['msg']}"
+    return str(exc).splitlines()[0]
+
+
+def _rows_to_records(rows: Iterable[tuple[str, Any]], on_bad_row: BadRowHandler) -> Iterator[PhotoRecord]:
+    for where, row in rows:
+        if not isinstance(row, Mapping):
+            on_bad_row(where, "the line is not a JSON object")
+            continue
+        try:
+            yield record_from_row(row)
+        except (ValueError, TypeError) as exc:
+            on_bad_row(where, str(exc))
+
+
+def read_csv_list(path: Path, *, on_bad_row: BadRowHandler = _log_bad_row, **_) -> Iterator[PhotoRecord]:
+    """Records from a CSV list with a header row naming its columns (photo_image_url required)."""
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    with _open_text(path) as stream:
+        reader = csv.DictReader(stream)
+        if "photo_image_url" not in (reader.fieldnames or []):
+            raise SourceError(f"{path.name} has no photo_image_url column in its header; name the image URL "
+                              "column photo_image_url (other columns as in Unsplash Lite: photo_id, "
+                              "photo_description, ...).")
+
+        def rows() -> Iterator[tuple[str, Any]]:
+            for row in reader:
+                where = f"{path.name} line {reader.line_num}"
+                if None in row:
+                    on_bad_row(where, "the row has more columns than the header")
+                    continue
+                yield where, row
+
+        yield from _rows_to_records(rows(), on_bad_row)
+
+
+def read_jsonl_list(path: Path, *, on_bad_row: BadRowHandler = _log_bad_row, **_) -> Iterator[PhotoRecord]:
+    """Records from JSON Lines: one object a line, keys as in Unsplash Lite (photo_image_url required)."""
+    with _open_text(path) as stream:
+        def rows() -> Iterator[tuple[str, Any]]:
+            for number, line in enumerate(stream, start=1):
+                if not line.strip():
+                    continue
+                where = f"{path.name} line {number}"
+                try:
+                    yield where, json.loads(line)
+                except ValueError as exc:
+                    on_bad_row(where, f"the line is not valid JSON ({exc})")
+
+        yield from _rows_to_records(rows(), on_bad_row)
+
+
 def read_url_list(path: Path, *, on_bad_row: BadRowHandler = _log_bad_row, **_) -> Iterator[PhotoRecord]:
     with open(path, encoding="utf-8") as stream:
         for number, line in enumerate(stream, start=1):
@@ -173,14 +283,22 @@ def iter_image_files(folder: Path) -> Iterator[Path]:
 
 
 def read_folder(folder: Path, *, base_url: str | None, **_) -> Iterator[PhotoRecord]:
-    """Records for the images in `folder`, as served under `base_url` (same relative paths)."""
+    """Records for the images in `folder`, as served under `base_url` (same relative paths), each named
+    by its bytes."""
+    from services.common.library import content_id
+
     if not base_url:
-        raise SourceError(f"{folder} is a folder: workers fetch images over HTTP, so give the URL it is served "
-                          f"at (--base-url), or let the ingest command serve it (--serve).")
+        raise SourceError(f"{folder} is a folder: run the ingest command on it without --base-url (the workers "
+                          f"read it, or the command uploads it).")
     base = base_url.rstrip("/")
     for path in iter_image_files(folder):
         relative = path.relative_to(folder).as_posix()
-        yield PhotoRecord(photo_id=stable_id("file", relative), photo_image_url=f"{base}/{quote(relative)}",
+        try:
+            photo_id = content_id(path.read_bytes())
+        except OSError as exc:
+            log.warning("skipped %s: %s", path, exc)
+            continue
+        yield PhotoRecord(photo_id=photo_id, photo_image_url=f"{base}/{quote(relative)}",
                           photo_description=path.stem.replace("_", " ").replace("-", " "))
 
 
@@ -188,7 +306,8 @@ def read_folder(folder: Path, *, base_url: str | None, **_) -> Iterator[PhotoRec
 
 
 def source_kind(path: Path) -> str:
-    """'folder', 'zip', 'tsv' or 'urls', from the path and, for plain files, the first line."""
+    """'folder', 'zip', 'tsv', 'csv', 'jsonl' or 'urls', from the path (its extension) and, for other
+    plain files, the first line."""
     if path.is_dir():
         return "folder"
     if not path.is_file():
@@ -197,6 +316,10 @@ def source_kind(path: Path) -> str:
         return "zip"
     if path.name.startswith("photos.tsv") or ".tsv" in path.suffixes:
         return "tsv"
+    if ".csv" in path.suffixes:
+        return "csv"
+    if ".jsonl" in path.suffixes or ".ndjson" in path.suffixes:
+        return "jsonl"
     with _open_text(path) as stream:
         first = stream.readline()
     return "tsv" if "\t" in first and "photo_id" in first else "urls"
@@ -207,7 +330,8 @@ def open_source(source: str | Path, *, limit: int | None = None, small_images: b
     """Records from any accepted source, at most `limit` of them."""
     path = Path(source).expanduser()
     kind = source_kind(path)
-    readers = {"folder": read_folder, "zip": read_zip, "tsv": read_tsv_file, "urls": read_url_list}
+    readers = {"folder": read_folder, "zip": read_zip, "tsv": read_tsv_file, "urls": read_url_list,
+               "csv": read_csv_list, "jsonl": read_jsonl_list}
     if kind == "folder":
         records = read_folder(path, base_url=base_url)
     else:

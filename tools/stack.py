@@ -1,4 +1,7 @@
-"""Run every service as its own local process: `make up` / `make down` / `make status`, and the e2e tests.
+"""Run every service as its own local process: `make up` / `down` / `restart` / `status`, and the e2e tests.
+
+`make up` starts what is not running and leaves the rest alone; `make restart SERVICE=name` stops and
+starts one service; `make status` prints the table of tools/stack_status.py.
 
 Ports and addresses come from the same settings the services read (STORE_URL, EMBEDDER_URL,
 API_URL, REDIS_URL, UI_PORT), so there is one source of truth. A service whose URL points at
@@ -12,17 +15,21 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
+from tools.processes import alive as _alive
+from tools.processes import http_ok, port_open
+from tools.processes import signal_group as _signal_group
+from tools.stack_status import QUEUE, ServiceRow, gather, redact, render, service_state
+
 ROOT = Path(__file__).resolve().parents[1]
+# uvicorn's protocol with a deadline on request headers (slow-loris senders): services/common/http_protocol.py.
+GUARDED_HTTP = "services.common.http_protocol:GuardedHttpToolsProtocol"
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
 
 
@@ -42,22 +49,6 @@ def _host_port(url: str, default_port: int) -> tuple[str, int]:
 
 def _is_local(host: str) -> bool:
     return host in LOCAL_HOSTS
-
-
-def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def http_ok(url: str, timeout: float = 2.0) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (local URLs we built)
-            return 200 <= response.status < 300
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
 
 
 def _dotenv(path: Path) -> dict[str, str]:
@@ -113,7 +104,7 @@ def build_services(settings: dict[str, str], python: str = sys.executable) -> li
     if _is_local(embedder_host):
         services.append(Service(
             "embedder",
-            [python, "-m", "uvicorn", "--factory", "services.embedder.main:create_app",
+            [python, "-m", "uvicorn", "--factory", "services.embedder.main:create_app", "--http", GUARDED_HTTP,
              "--host", embedder_host, "--port", str(embedder_port), "--no-access-log"],
             ready_url=f"http://{embedder_host}:{embedder_port}/readyz",
         ))
@@ -126,7 +117,7 @@ def build_services(settings: dict[str, str], python: str = sys.executable) -> li
     api_host, api_port = _host_port(settings["API_URL"], 8000)
     services.append(Service(
         "api",
-        [python, "-m", "uvicorn", "--factory", "services.api.main:create_app",
+        [python, "-m", "uvicorn", "--factory", "services.api.main:create_app", "--http", GUARDED_HTTP,
          "--host", api_host, "--port", str(api_port), "--no-access-log"],
         ready_url=f"http://{api_host}:{api_port}/readyz",
     ))
@@ -166,7 +157,11 @@ class Stack:
                 "Install one (Debian: apt-get install redis-server; macOS: brew install redis) "
                 "or point REDIS_URL at a running Redis."
             )
-        service = Service("redis", [binary, "--bind", host, "--port", str(port), "--save", "", "--appendonly", "no"])
+        # The broker's queue and the batches workers hold must survive a restart: an append-only file.
+        data = Path(self.settings["STORE_DATA_DIR"]).parent / "redis"
+        data.mkdir(parents=True, exist_ok=True)
+        service = Service("redis", [binary, "--bind", host, "--port", str(port), "--save", "", "--appendonly", "yes",
+                                    "--appendfsync", "everysec", "--dir", str(data)])
         self._spawn(service)
         self._wait(service, lambda: port_open(host, port), timeout=20)
         return service
@@ -229,23 +224,50 @@ class Stack:
             return log_says_ready
         return lambda: True
 
-    def start(self, timeout: float = 120) -> None:
+    def start(self, timeout: float = 120, leave_running: bool = False) -> None:
+        """Start every service, each once the previous one is ready.
+
+        With `leave_running`, a service whose process is still alive, or whose health URL already
+        answers, is left alone: `make up` then starts only what is missing. On a failure, only what
+        this call started is stopped again.
+        """
         redis = self.ensure_redis()
+        started = ["redis"] if redis else []
         if redis:
             print(f"started redis-server for {self.settings['REDIS_URL']} (log {self._log_path('redis')})")
+        alive = self.running() if leave_running else {}
         try:
             for service in self.services:
-                ready = self._ready_check(service)
-                self._spawn(service)
-                self._wait(service, ready, timeout)
-                print(f"{service.name:9s} up  (pid {self.processes[service.name].pid}, log {self._log_path(service.name)})")
+                if service.name in alive:
+                    print(f"{service.name:9s} already running (pid {alive[service.name]})")
+                    continue
+                if leave_running and service.ready_url and http_ok(service.ready_url):
+                    print(f"{service.name:9s} already answers at {service.ready_url} (not started by make up)")
+                    continue
+                self._start_one(service, timeout)
+                started.append(service.name)
         except Exception:
-            self.stop()
+            self.stop(only=started)
             raise
 
-    def stop(self, timeout: float = 15) -> None:
+    def _start_one(self, service: Service, timeout: float) -> None:
+        ready = self._ready_check(service)
+        self._spawn(service)
+        self._wait(service, ready, timeout)
+        print(f"{service.name:9s} up  (pid {self.processes[service.name].pid}, log {self._log_path(service.name)})")
+
+    def restart(self, name: str, timeout: float = 120) -> None:
+        """Stop one service (if it runs) and start it again, leaving the others alone."""
+        service = next((s for s in self.services if s.name == name), None)
+        if service is None:
+            names = ", ".join(s.name for s in self.services)
+            raise SystemExit(f"No service {name!r} runs here; the services are: {names}.")
+        self.stop(only=[name])
+        self._start_one(service, timeout)
+
+    def stop(self, timeout: float = 15, only: list[str] | None = None) -> None:
         """SIGTERM every process group we started (newest first), then SIGKILL what lingers."""
-        pids = self._known_pids()
+        pids = [(name, pid) for name, pid in self._known_pids() if only is None or name in only]
         for _, pid in reversed(pids):
             _signal_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
@@ -262,7 +284,7 @@ class Stack:
             if _alive(pid):
                 _signal_group(pid, signal.SIGKILL)
             (self.run_dir / f"{name}.pid").unlink(missing_ok=True)
-        self.processes.clear()
+            self.processes.pop(name, None)
 
     def _known_pids(self) -> list[tuple[str, int]]:
         pids: dict[str, int] = {name: process.pid for name, process in self.processes.items()}
@@ -278,56 +300,72 @@ class Stack:
     def status(self) -> dict[str, str]:
         return {name: ("running" if _alive(pid) else "stopped") for name, pid in self._known_pids()}
 
+    def running(self) -> dict[str, int]:
+        """The services whose recorded process is alive: name -> pid."""
+        return {name: pid for name, pid in self._known_pids() if _alive(pid)}
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child still answers kill(0); reap it if it is ours.
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        return done == 0
-    except ChildProcessError:
-        return True
-
-
-def _signal_group(pid: int, sig: int) -> None:
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        try:
-            os.kill(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
+    def service_rows(self) -> list[ServiceRow]:
+        """One row per part of the stack: state and pid, whether its health check answers, its address."""
+        pids = dict(self._known_pids())
+        redis_host, redis_port = _host_port(self.settings["REDIS_URL"], 6379)
+        redis_up = port_open(redis_host, redis_port)
+        rows = [ServiceRow("redis", service_state(pids.get("redis"), redis_up), "ok" if redis_up else "no answer",
+                           redact(self.settings["REDIS_URL"]))]
+        local = {service.name: service for service in self.services}
+        remote = {"store": f"{self.settings['STORE_URL']}/ping",
+                  "embedder": f"{self.settings['EMBEDDER_URL'].split(',')[0]}/readyz"}
+        for name in ["samples", "store", "embedder", "worker", "api", "ui"]:
+            service = local.get(name)
+            if service is None and name not in remote:
+                continue
+            url = service.ready_url if service else remote[name]
+            if url is None:
+                # The workers have no health URL: `celery inspect ping` answers for them under compose.
+                rows.append(ServiceRow(name, service_state(pids.get(name), False), "-",
+                                       f"queue {QUEUE} at {redact(self.settings['REDIS_URL'])}"))
+                continue
+            answers = http_ok(url)
+            state = service_state(pids.get(name), answers) if service else "elsewhere"
+            rows.append(ServiceRow(name, state, "ok" if answers else "no answer", redact(url, origin_only=True)))
+        return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=["up", "down", "status"])
+    parser.add_argument("action", choices=["up", "down", "status", "restart"])
+    parser.add_argument("service", nargs="?", help="restart: the service to stop and start again")
     parser.add_argument("--only", nargs="*", help="start only these services")
     parser.add_argument("--timeout", type=float, default=180, help="seconds to wait for each service")
+    parser.add_argument("--json", action="store_true", help="status: the running state of each service, as JSON")
     args = parser.parse_args(argv)
     stack = Stack(only=args.only)
     if args.action == "up":
-        if any(state == "running" for state in stack.status().values()):
-            print("Some services are already running (make status); run `make down` first.", file=sys.stderr)
-            return 1
         try:
-            stack.start(timeout=args.timeout)
+            stack.start(timeout=args.timeout, leave_running=True)
         except (RuntimeError, SystemExit) as exc:
             print(f"make up failed: {exc}", file=sys.stderr)
             return 1
         ui_port = stack.settings["UI_PORT"]
         print(f"\nAll services are up. UI: http://127.0.0.1:{ui_port}  API: {stack.settings['API_URL']}/docs")
         return 0
+    if args.action == "restart":
+        if not args.service:
+            print("usage: make restart SERVICE=name", file=sys.stderr)
+            return 2
+        try:
+            stack.restart(args.service, timeout=args.timeout)
+        except (RuntimeError, SystemExit) as exc:
+            print(f"make restart failed: {exc}", file=sys.stderr)
+            return 1
+        return 0
     if args.action == "down":
         stack.stop()
         print("All services stopped.")
         return 0
-    print(json.dumps(stack.status(), indent=2))
+    if args.json:
+        print(json.dumps(stack.status(), indent=2))
+        return 0
+    print(render(gather(stack.settings, stack.service_rows())), end="")
     return 0
 
 

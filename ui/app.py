@@ -14,6 +14,7 @@ import gradio as gr
 
 from services.common.api_client import ApiClient
 from ui.config import UISettings, get_settings
+from ui.dates import TAKEN_HELP
 from ui.ingest_tab import IngestPanel, ingest_tab
 from ui.search_page import (  # noqa: F401 - the page's names, importable from ui.app as before
     EMPTY_QUERY,
@@ -100,6 +101,10 @@ def build_app(settings: UISettings | None = None, client: Any = None) -> gr.Bloc
                                                             "and press Enter. Several match any of them; "
                                                             "none = anyone.",
                                                        elem_id="filter-photographer")
+                            camera = gr.Dropdown(label="Camera", multiselect=True, allow_custom_value=True,
+                                                 info="Camera models, from the photos' EXIF.", elem_id="filter-camera")
+                            taken = gr.Textbox(label="Taken", placeholder="2023-01-01 to 2023-12-31", info=TAKEN_HELP,
+                                               elem_id="filter-taken")
                         with gr.Row():
                             search_button = gr.Button("Search", variant="primary", elem_id="search-button")
                             random_button = gr.Button("Random photo", elem_id="random-button")
@@ -125,7 +130,7 @@ def build_app(settings: UISettings | None = None, client: Any = None) -> gr.Bloc
         term_shown = gr.State([False] * MAX_ROWS)
 
         # Each event's outputs, by the names its handler's updates use; the order is Gradio's business.
-        lists = {"country": country, "photographer": photographer}
+        lists = {"country": country, "photographer": photographer, "camera": camera}
         shown = {"banner": banner, "status": status}
         chosen = {"photo_image": photo_image, "photo_details": photo_details_box, "photo": photo_state,
                   "photo_box": photo_box}
@@ -136,7 +141,7 @@ def build_app(settings: UISettings | None = None, client: Any = None) -> gr.Bloc
                        for field in (*ROW_FIELDS, "row")}
         terms_out = {**row_outputs, "term_shown": term_shown, **shown}
 
-        narrowing = [min_score, country, photographer]  # the handlers' parameters after top_k, in order
+        narrowing = [min_score, country, photographer, camera, taken]  # the parameters after top_k, in order
         on(app.load, page.load, [], {"banner": banner, "stats": stats, **lists})
         on(filters.expand, page.filters_opened, [], {**lists, "banner": banner}, show_progress="hidden")
         gr.on([query_text.change, query_image.change], page.query_changed, inputs=[query_text, query_image],
@@ -152,6 +157,6 @@ def build_app(settings: UISettings | None = None, client: Any = None) -> gr.Bloc
         on(add_button.click, add_row, [term_shown], terms_out, queue=False)
         for number, row in enumerate(rows, start=1):
             on(row["remove"].click, remove_row(number), [term_shown], terms_out, queue=False)
-        on(random_button.click, page.random_photo, [country, photographer], {**chosen, **shown})
+        on(random_button.click, page.random_photo, narrowing[1:], {**chosen, **shown})
         on(gallery.select, page.select_result, [results_state], chosen)
     return app

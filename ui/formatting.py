@@ -7,10 +7,13 @@ import html
 from typing import Any
 from urllib.parse import urljoin, urlparse
 
+from ui.dates import describe_range
+
 CAPTION_CHARS = 90
 
 # The metadata column each of the Filters accordion's dropdowns filters, and its name in the status line.
-FILTER_NAMES = {"photo_location_country": "country", "photographer_username": "photographer"}
+FILTER_NAMES = {"photo_location_country": "country", "photographer_username": "photographer",
+                "exif_camera_model": "camera"}
 
 
 def markdown_text(sentence: str) -> str:
@@ -108,6 +111,9 @@ def describe_filters(filters: dict[str, Any] | None, min_score: float | None) ->
     """The active filters in words for the status line, e.g. `country: Japan or Norway, score ≥ 0.20`."""
     parts = []
     for column, value in (filters or {}).items():
+        if isinstance(value, dict):  # the Taken range
+            parts.append(f"taken: {describe_range(value)}")
+            continue
         values = value if isinstance(value, list) else [value]
         parts.append(f"{FILTER_NAMES.get(column, column)}: {' or '.join(str(v) for v in values)}")
     if min_score is not None:

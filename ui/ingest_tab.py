@@ -39,15 +39,20 @@ Updates = dict[str, Any]
 
 
 def rate_and_eta(job: dict[str, Any]) -> tuple[float | None, float | None]:
-    """Photos per second since the job started, and the seconds left at that rate (None when unknown).
-    Both come from the job's own clock (created_at, updated_at), so the UI's clock does not matter."""
+    """Photos per second since the job started, and the seconds left at that rate (None when unknown):
+    the gateway's own `rate` and `eta_s` when it sends them, else worked out from the job's own clock
+    (created_at, updated_at), so the UI's clock never matters."""
     processed = job.get("succeeded", 0) + job.get("skipped", 0) + job.get("failed", 0)
+    done = job.get("state") == "done"
+    if job.get("rate"):
+        eta = job.get("eta_s")
+        return float(job["rate"]), 0.0 if done else (float(eta) if eta is not None else None)
     elapsed = float(job.get("updated_at") or 0) - float(job.get("created_at") or 0)
     if processed <= 0 or elapsed <= 0:
         return None, None
     rate = processed / elapsed
     left = max(int(job.get("total") or 0) - processed, 0)
-    return rate, (left / rate if job.get("state") != "done" else 0.0)
+    return rate, (0.0 if done else left / rate)
 
 
 def duration(seconds: float) -> str:
@@ -84,20 +89,23 @@ def job_progress(job: dict[str, Any]) -> str:
 
 
 def failures_by_reason(job: dict[str, Any]) -> str:
-    """The failures grouped by their code, most first, each with one example of its reason."""
+    """The failures grouped by their code, most first, each with one example of its reason: the gateway's
+    `failures_by_reason` counts when it sends them (every failure), else the listed failures counted."""
     failures = job.get("failures") or []
-    if not failures:
+    counts = Counter(job.get("failures_by_reason") or
+                     [str(failure.get("code") or "failed") for failure in failures])
+    if not counts:
         return ""
-    counts = Counter(str(failure.get("code") or "failed") for failure in failures)
-    example = {}
+    example: dict[str, str] = {}
     for failure in failures:
         example.setdefault(str(failure.get("code") or "failed"), str(failure.get("reason") or ""))
     lines = ["| reason | photos | for example |", "| --- | ---: | --- |"]
     for code, count in counts.most_common(FAILURE_REASONS_SHOWN):
-        lines.append(f"| {markdown_text(code)} | {count:,} | {markdown_text(example[code][:200]).replace('|', '/')} |")
-    listed = len(failures)
-    if int(job.get("failed") or 0) > listed:
-        lines.append(f"\nThe first {listed:,} of {int(job['failed']):,} failures are grouped here.")
+        words = markdown_text(example.get(code, "")[:200]).replace("|", "/")
+        lines.append(f"| {markdown_text(code)} | {count:,} | {words} |")
+    grouped = sum(counts.values())
+    if int(job.get("failed") or 0) > grouped:
+        lines.append(f"\nThe first {grouped:,} of {int(job['failed']):,} failures are grouped here.")
     return "**Failures by reason**\n\n" + "\n".join(lines)
 
 
@@ -179,7 +187,7 @@ def ingest_tab(panel: IngestPanel, stats: Any) -> None:
     """The tab's layout and events; call inside `with gr.Tab(...)`. `stats` is the page's stats line."""
     gr.Markdown("Add photos to the index: upload a text file of image URLs (one a line) or an Unsplash Lite "
                 "`photos.tsv`, then watch the job. " + FOLDER_NOTE, elem_id="ingest-help")
-    upload = gr.File(label="URL list or photos.tsv", file_types=[".txt", ".tsv", ".gz", ".zip", ".csv"],
+    upload = gr.File(label="URL list or photos.tsv", file_types=[".txt", ".tsv", ".gz", ".zip", ".csv", ".jsonl", ".ndjson"],
                      type="filepath", elem_id="ingest-file")
     start = gr.Button("Start ingesting", variant="primary", elem_id="ingest-button")
     status = gr.Markdown("", elem_id="ingest-status")

@@ -19,6 +19,7 @@ from typing import Any
 import gradio as gr
 
 from services.common.api_client import ApiError
+from ui.dates import taken_range
 from ui.formatting import (
     FILTER_NAMES,
     describe_query,
@@ -82,14 +83,18 @@ def any_of(chosen: str | list[str] | None, listed: frozenset[str] = frozenset())
 
 
 def build_filters(country: str | list[str] | None, photographer: str | list[str] | None,
-                  listed: frozenset[str] = frozenset()) -> dict[str, Any] | None:
+                  listed: frozenset[str] = frozenset(), camera: str | list[str] | None = None,
+                  taken: str | None = None) -> dict[str, Any] | None:
     """The gateway's `filters` from the dropdowns: one value is an equality, several are "any of" (a list).
     An empty dropdown filters nothing, so with every one empty there is no filter at all: None, not {}."""
     filters: dict[str, Any] = {}
-    for column, chosen in (("photo_location_country", country), ("photographer_username", photographer)):
+    for column, chosen in (("photo_location_country", country), ("photographer_username", photographer),
+                           ("exif_camera_model", camera)):
         values = any_of(chosen, listed)
         if values:
             filters[column] = values[0] if len(values) == 1 else values
+    if (dates := taken_range(taken)) is not None:
+        filters["taken_at"] = dates
     return filters or None
 
 
@@ -208,7 +213,8 @@ class SearchPage:
 
     def search(self, text: str | None, image: str | None, weight: float, top_k: float,
                min_score: float | None = 0.0, country: str | list[str] | None = None,
-               photographer: str | list[str] | None = None, *rows: Any) -> Updates:
+               photographer: str | list[str] | None = None, camera: Any = None, taken: str | None = None,
+               *rows: Any) -> Updates:
         """Search by text, an uploaded image, or both, plus the extra term rows (flat: text, image, photo,
         weight per row), within the Filters accordion's filters: each dropdown gives a list of values
         (or one string). Without extra terms the query is the gateway's plain text/image/weight one."""
@@ -220,7 +226,7 @@ class SearchPage:
             return self._warning("The uploaded image could not be read; please upload it again.")
         except TermError as error:
             return self._warning(str(error))
-        narrowing = self._narrowing(min_score, country, photographer)
+        narrowing = self._narrowing(min_score, country, photographer, camera, taken)
         what = describe_query(text, bool(image_bytes)) if text or image_bytes else ""
         if not terms:
             if not what:
@@ -234,20 +240,20 @@ class SearchPage:
                                 terms=main_terms(text, image_bytes, float(weight)) + terms, **narrowing)
 
     def more_like_this(self, photo: dict | None, top_k: float, min_score: float | None = 0.0,
-                       country: str | list[str] | None = None,
-                       photographer: str | list[str] | None = None) -> Updates:
+                       country: str | list[str] | None = None, photographer: str | list[str] | None = None,
+                       camera: Any = None, taken: str | None = None) -> Updates:
         """Search by the shown photo's id (the gateway reuses its stored vector), within the same filters
         as Search: a person who narrowed the results expects "more like this" to stay narrowed."""
         if not photo or not photo.get("photo_id"):
             return self._warning(PICK_FIRST)
         return self._run_search(photo_id=photo["photo_id"], top_k=int(top_k),
                                 what=f"photos like {photo['photo_id']}",
-                                **self._narrowing(min_score, country, photographer))
+                                **self._narrowing(min_score, country, photographer, camera, taken))
 
     def less_like_this(self, photo: dict | None, shown: list[bool] | None, text: str | None, image: str | None,
                        weight: float, top_k: float, min_score: float | None = 0.0,
                        country: str | list[str] | None = None, photographer: str | list[str] | None = None,
-                       *rows: Any) -> Updates:
+                       camera: Any = None, taken: str | None = None, *rows: Any) -> Updates:
         """The current query plus the shown photo at weight -1, in one click: the photo goes into a free
         term row (so the query on the page is the query searched), then the search runs."""
         if not photo or not photo.get("photo_id"):
@@ -259,7 +265,7 @@ class SearchPage:
         index = placed.pop("_index")
         updated[index * len(ROW_FIELDS):(index + 1) * len(ROW_FIELDS)] = ["", None, photo["photo_id"],
                                                                          LESS_LIKE_WEIGHT]
-        answer = self.search(text, image, weight, top_k, min_score, country, photographer, *updated)
+        answer = self.search(text, image, weight, top_k, min_score, country, photographer, camera, taken, *updated)
         return {**placed, **answer}
 
     def add_to_query(self, photo: dict | None, shown: list[bool] | None, *rows: Any) -> Updates:
@@ -280,18 +286,23 @@ class SearchPage:
         return self._run_search(**query, offset=len(shown), earlier=shown)
 
     def _narrowing(self, min_score: float | None, country: str | list[str] | None,
-                   photographer: str | list[str] | None) -> dict[str, Any]:
-        """The query's `min_score` and `filters`, only when set: an unset one is not sent at all."""
+                   photographer: str | list[str] | None, camera: Any = None, taken: str | None = None) -> dict:
+        """The query's `min_score` and `filters`, only when set (an unset one is not sent); {"invalid": why}."""
         with self._lock:
             listed = self._listed
-        narrowing = {"min_score": min_score_or_none(min_score),
-                     "filters": build_filters(country, photographer, listed)}
+        try:
+            narrowing = {"min_score": min_score_or_none(min_score),
+                         "filters": build_filters(country, photographer, listed, camera, taken)}
+        except ValueError as error:
+            return {"invalid": str(error)}
         return {name: value for name, value in narrowing.items() if value is not None}
 
     def _run_search(self, *, what: str, offset: int = 0, earlier: list[dict] | None = None,
                     **query: Any) -> Updates:
         """Ask the gateway; on success, the gallery (after `earlier` results when this is a next page),
         the status line and the query that "Load more" continues."""
+        if "invalid" in query:
+            return self._warning(query["invalid"])
         try:
             answer = self.client.search(**query, **({"offset": offset} if offset else {}))
         except Exception as error:  # noqa: BLE001 - every failure becomes a sentence
@@ -306,11 +317,13 @@ class SearchPage:
                 "banner": self.banner(), "stats": self.stats_line(), "query": {"what": what, **query},
                 "load_more": gr.update(visible=full_page)}
 
-    def random_photo(self, country: str | list[str] | None = None,
-                     photographer: str | list[str] | None = None) -> Updates:
-        """Show a random photo, among those the Filters' country and photographer allow (the minimum
-        score has nothing to compare with here)."""
-        filters = self._narrowing(None, country, photographer).get("filters")
+    def random_photo(self, country: str | list[str] | None = None, photographer: str | list[str] | None = None,
+                     camera: str | list[str] | None = None, taken: str | None = None) -> Updates:
+        """Show a random photo among those the Filters allow (a minimum score has nothing to compare with)."""
+        narrowing = self._narrowing(None, country, photographer, camera, taken)
+        if "invalid" in narrowing:
+            return self._warning(narrowing["invalid"])
+        filters = narrowing.get("filters")
         try:
             photo = self.client.random_photo(**({"filters": filters} if filters else {}))
         except Exception as error:  # noqa: BLE001 - every failure becomes a sentence

@@ -17,6 +17,10 @@ class ApiSettings(CommonSettings):
     require_key_for_reads: bool = False
     # The largest query image accepted, as upload, base64 or fetched from image_url.
     max_image_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    # Any request body (a query, an ingestion batch of up to 5000 photos) is refused past this size,
+    # and must arrive within body_timeout_s of the first byte: see services/common/http.BodyGuardMiddleware.
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    body_timeout_s: float = Field(60.0, gt=0)
     embedder_timeout_s: float = Field(30.0, gt=0)
     store_connect_timeout_s: float = Field(5.0, gt=0)
     store_query_timeout_s: float = Field(30.0, gt=0)
@@ -29,6 +33,10 @@ class ApiSettings(CommonSettings):
     table_info_ttl_s: float = Field(5.0, ge=0)
     # Comma-separated origins allowed by CORS; empty (the default) means no CORS headers at all.
     cors_origins: str = ""
+    # POST /v1/ingest/upload: the largest photo file, and how many files one request may carry (the
+    # ingest command sends 32 at a time); the bytes wait in Redis until a worker reads them.
+    max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024)
+    max_upload_files: int = Field(64, ge=1, le=1000)
     log_level: str = "INFO"
 
     @property

@@ -32,13 +32,17 @@ FetchFn = Callable[[str], Awaitable[bytes]]
 @runtime_checkable
 class JobTracker(Protocol):
     """What the gateway needs of the job store (`services.common.jobs.JobStore`): start a job, announce
-    its batches, read its progress. Blocking calls, like the store's."""
+    its batches, read its progress and failures. Blocking calls, like the store's."""
 
-    def create(self, job_id: str | None = None) -> str: ...
+    def create(self, job_id: str | None = None, *, retry_of: str | None = None) -> str: ...
 
     def add_batches(self, job_id: str, batches: int, photos: int) -> None: ...
 
     def get(self, job_id: str) -> dict[str, Any] | None: ...
+
+    def failures(self, job_id: str, offset: int = 0, limit: int = 100) -> tuple[int, list[dict[str, Any]]]: ...
+
+    def failed_records(self, job_id: str) -> list[dict[str, Any]]: ...
 
     def ping(self) -> bool: ...
 
@@ -135,7 +139,7 @@ def build_services(settings: ApiSettings) -> Services:
                        query_timeout=settings.store_query_timeout_s, **settings.store_options())
     jobs = JobStore(settings.redis_url)
     policy = FetchPolicy(allow_hosts=tuple(settings.fetch_allow_list), max_bytes=settings.max_image_bytes,
-                         timeout_s=settings.fetch_timeout_s)
+                         timeout_s=settings.fetch_timeout_s, deny_urls=(settings.store_url,))
 
     def enqueue(job_id: str, photos: list[dict], batch_size: int) -> int:
         return enqueue_ingest(settings.redis_url, job_id, photos, batch_size)

@@ -16,8 +16,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from services.api.config import ApiSettings, get_settings
 from services.api.deps import Services, build_services
 from services.api.metrics import Metrics, observe_request
-from services.api.routes import health, jobs, photos, search
-from services.common.http import configure_logging, install_error_handlers, install_request_ids
+from services.api.routes import health, jobs, library, photos, search
+from services.common.http import configure_logging, install_body_guard, install_error_handlers, install_request_ids
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +48,13 @@ def create_app(settings: ApiSettings | None = None, services: Services | None = 
     app.state.settings = settings
     app.state.metrics = Metrics()
     install_error_handlers(app)
-    for module in (search, photos, jobs, health):
+    # library before photos: /v1/photos/{photo_id:path} would take /v1/photos/{id}/thumbnail too.
+    for module in (search, library, photos, jobs, health):
         app.include_router(module.router)
     if settings.cors_origin_list:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list,
                            allow_methods=["GET", "POST"], allow_headers=["Content-Type", "X-API-Key"])
+    install_body_guard(app, settings.max_body_bytes, settings.body_timeout_s)
     # Outermost, so that it also times requests that end in an error response.
     install_request_ids(app, observe=observe_request(app.state.metrics))
     return app

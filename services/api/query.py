@@ -13,6 +13,7 @@ import logging
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 
@@ -24,6 +25,7 @@ from services.common.errors import (
     NotFound,
     PayloadTooLarge,
 )
+from services.common.library import FILE_SCHEME, UPLOAD_SCHEME
 from services.common.schemas import METADATA_FIELDS
 from services.common.vectors import combine, normalize
 
@@ -125,7 +127,19 @@ def shape_result(row: dict[str, Any]) -> dict[str, Any]:
     if isinstance(nested, dict):
         result.update({key: value for key, value in nested.items() if key in METADATA_FIELDS})
     result["score"] = float(row.get("score", 0.0))
+    photo_id = str(result.get("photo_id", ""))
+    result["thumbnail_url"] = photo_path(photo_id, "thumbnail")
+    # A photo read from a folder has no web address: the gateway serves its original (or thumbnail).
+    url = str(result.get("photo_image_url", ""))
+    if url.startswith(FILE_SCHEME):
+        result["photo_image_url"] = photo_path(photo_id, "original")
+    elif url.startswith(UPLOAD_SCHEME):
+        result["photo_image_url"] = result["thumbnail_url"]
     return result
+
+
+def photo_path(photo_id: str, what: str) -> str:
+    return f"/v1/photos/{quote(photo_id, safe='')}/{what}"
 
 
 async def run_search(services: Services, query: SearchQuery) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from services.common.schemas import PhotoRecord
+from services.common.schemas import LocalFile, PhotoRecord
 from services.photostore.filters import Filters, parse_filters
 
 TOP_K_MAX = 100
@@ -94,6 +94,9 @@ class SearchRequest(BaseModel):
 class Photo(PhotoRecord):
     """A stored photo as a user sees it: its id, image URL and Unsplash metadata (an ingested record)."""
 
+    thumbnail_url: str = Field("", description="The gateway path of the photo's thumbnail (a JPEG, 320 px).")
+    file: LocalFile | None = Field(None, exclude=True)
+
     @field_validator("photo_submitted_at", mode="before")
     @classmethod
     def _as_text(cls, value: Any) -> str:
@@ -169,6 +172,23 @@ class Job(BaseModel):
     failed: int = 0
     batches_total: int = 0
     batches_done: int = 0
-    failures: list[JobFailure] = []
+    failures_by_reason: dict[str, int] = Field({}, description="How many photos failed, by failure code, most first.")
+    rate: float = Field(0.0, description="Photos processed per second since the job was created.")
+    eta_s: float | None = Field(None, description="Seconds left at that rate; null before the first batch ends.")
+    failures: list[JobFailure] = Field([], description="The first failures; GET /v1/jobs/{id}/failures pages "
+                                                       "through all of them.")
+    retry_of: str | None = Field(None, description="The job whose failures this job retries.")
     created_at: Any = None
     updated_at: Any = None
+
+
+class JobFailures(BaseModel):
+    job_id: str
+    total: int = Field(description="How many failures are stored for the job.")
+    offset: int
+    limit: int
+    failures: list[JobFailure] = Field(description="Each failure with its code, reason and the photo's record.")
+
+
+class RetryAccepted(IngestAccepted):
+    retry_of: str

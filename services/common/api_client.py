@@ -77,6 +77,10 @@ class ApiClient:
     def job(self, job_id: str) -> dict:
         return self._request("GET", f"/v1/jobs/{_path(job_id)}")
 
+    def job_failures(self, job_id: str, offset: int = 0, limit: int = 100) -> dict:
+        """{"total", "offset", "limit", "failures": [{photo_id, url, code, reason, record}, ...]}."""
+        return self._request("GET", f"/v1/jobs/{_path(job_id)}/failures", params={"offset": offset, "limit": limit})
+
     def ready(self) -> bool:
         try:
             return self._http.get("/readyz").status_code == 200
@@ -92,6 +96,37 @@ class ApiClient:
         if batch_size is not None:
             body["batch_size"] = batch_size
         return self._request("POST", "/v1/ingest", json=body)
+
+    def retry_job(self, job_id: str, batch_size: int | None = None) -> dict:
+        """A new job with only `job_id`'s failed photos: {"job_id", "photos", "batches", "retry_of"}."""
+        params = {"batch_size": batch_size} if batch_size is not None else None
+        return self._request("POST", f"/v1/jobs/{_path(job_id)}/retry", params=params)
+
+    def upload(self, files: list[tuple[str, Any, dict]], job_id: str | None = None,
+               batch_size: int | None = None) -> dict:
+        """POST /v1/ingest/upload: (name, bytes or an open binary file, {path, size, mtime}) per file;
+        open files are streamed, not read into memory first."""
+        form: dict[str, str] = {"files": json.dumps([described for _, _, described in files])}
+        if job_id is not None:
+            form["job_id"] = job_id
+        if batch_size is not None:
+            form["batch_size"] = str(batch_size)
+        parts = [("file", (name, body, "application/octet-stream")) for name, body, _ in files]
+        return self._request("POST", "/v1/ingest/upload", data=form, files=parts)
+
+    def files(self, folder: str) -> dict:
+        """The files recorded under `folder`, and whether the workers may read it (`readable`, `reason`)."""
+        return self._request("GET", "/v1/files", params={"folder": folder})
+
+    def files_of(self, photo_ids: list[str]) -> dict[str, list[str]]:
+        """{photo_id: [recorded paths]} for the stored photos among `photo_ids`."""
+        return self._request("POST", "/v1/files/lookup", json={"photo_ids": photo_ids})["files"]
+
+    def forget_files(self, paths: list[str]) -> dict:
+        return self._request("POST", "/v1/files/forget", json={"paths": paths})
+
+    def delete_photo(self, photo_id: str) -> dict:
+        return self._request("DELETE", f"/v1/photos/{_path(photo_id)}")
 
     # -- plumbing ------------------------------------------------------------------------------
 

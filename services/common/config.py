@@ -29,7 +29,8 @@ def split_csv(value: object) -> list[str]:
 
 
 class CommonSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+    # An empty variable means "the default": docker-compose.yml passes every setting as `${NAME:-}`.
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True, env_ignore_empty=True)
 
     embedder_model: str = Field(DEFAULT_MODEL, validation_alias=_alias("EMBEDDER_MODEL"))
     embedder_url: str = Field("http://127.0.0.1:8001", validation_alias=_alias("EMBEDDER_URL"))
@@ -44,6 +45,8 @@ class CommonSettings(BaseSettings):
     # Kept as the raw comma-separated text; use `api_key_list` / `fetch_allow_list`.
     api_keys: str = Field("", validation_alias=_alias("API_KEYS"))
     fetch_allow_hosts: str = Field("", validation_alias=_alias("FETCH_ALLOW_HOSTS"))
+    # Folders the workers may read photos from directly (comma-separated; services/common/library.py).
+    library_roots: str = Field("", validation_alias=_alias("LIBRARY_ROOTS"))
 
     @field_validator("embedder_url", "store_url", "api_url")
     @classmethod
@@ -66,3 +69,9 @@ class CommonSettings(BaseSettings):
     @property
     def fetch_allow_list(self) -> list[str]:
         return split_csv(self.fetch_allow_hosts)
+
+    @property
+    def library_root_list(self) -> list[Path]:
+        from services.common.library import parse_roots
+
+        return parse_roots(split_csv(self.library_roots))

@@ -4,7 +4,8 @@
 spread load, and a connection failure or a 503 moves on to the next one; only when every URL has
 failed does the call raise. Errors are mapped once, here:
 
-- `EmbedderUnavailable` (503): no embedder answered, or all were loading / saturated;
+- `EmbedderUnavailable` (503): no embedder answered, or all were loading / saturated (then
+  `EmbedderBusy`, whose `retry_after` is the embedder's Retry-After);
 - `EmbedderTimeout` (504): an embedder took longer than `timeout` (not retried: it may be overloaded);
 - `EmbedderRejected` (422): the embedder refused the input; the message is the embedder's sentence;
 - `EmbedderFailed` (502): any other unexpected answer.
@@ -32,6 +33,11 @@ log = logging.getLogger(__name__)
 
 class EmbedderUnavailable(DependencyUnavailable):
     code = "embedder_unavailable"
+
+
+class EmbedderBusy(EmbedderUnavailable):
+    """The embedder answered 503 (loading, saturated): it is up and says, in `retry_after`, when to
+    come back. Workers wait that long as often as it asks, without counting a retry."""
 
 
 class EmbedderTimeout(DependencyTimeout):
@@ -92,20 +98,56 @@ def _pixels_call(crops: np.ndarray) -> _Call:
     return _Call("POST", "/v1/embed/pixels", content=write_pixels(crops))
 
 
-def _vectors(body: dict) -> np.ndarray:
-    vectors = np.asarray(body["vectors"], dtype=np.float32)
-    return vectors.reshape(len(body["vectors"]), int(body["dim"]))
+def _malformed(what: str) -> EmbedderFailed:
+    return EmbedderFailed(f"The embedder answered with a malformed body ({what}); check that EMBEDDER_URL "
+                          "points at this project's embedder.", code="embedder_malformed")
 
 
-def _items(body: dict) -> list[np.ndarray | EmbedItemError]:
+def _vector_rows(rows: object, count: int, dim: object) -> np.ndarray:
+    """`rows` as a (count, dim) float32 array of finite numbers, or EmbedderFailed saying what is wrong:
+    an answer from the embedder is checked like any input, since a wrong one would be stored or ranked."""
+    if not isinstance(rows, list) or len(rows) != count:
+        raise _malformed(f"expected {count} vectors")
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
+        raise _malformed(f"dim {dim!r} is not a positive integer")
+    try:
+        vectors = np.asarray(rows, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise _malformed("vectors are not lists of numbers") from None
+    if vectors.shape != (count, dim):
+        raise _malformed(f"vectors of shape {vectors.shape}, expected ({count}, {dim})")
+    if not np.isfinite(vectors).all():
+        raise _malformed("vectors hold NaN or infinite numbers")
+    return vectors
+
+
+def _model_info(info: object) -> dict:
+    dim = info.get("dim") if isinstance(info, dict) else None
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0 or not isinstance(info.get("name"), str):
+        raise _malformed("model info without a name and a positive integer dim")
+    return info
+
+
+def _vectors(body: dict, count: int) -> np.ndarray:
+    if not isinstance(body, dict):
+        raise _malformed("not a JSON object")
+    return _vector_rows(body.get("vectors"), count, body.get("dim"))
+
+
+def _items(body: dict, count: int) -> list[np.ndarray | EmbedItemError]:
+    if not isinstance(body, dict) or not isinstance(body.get("vectors"), list) or len(body["vectors"]) != count:
+        raise _malformed(f"expected {count} per-item answers")
+    errors = body.get("errors") or [None] * count
+    if not isinstance(errors, list) or len(errors) != count:
+        raise _malformed(f"expected {count} per-item errors")
     out: list[np.ndarray | EmbedItemError] = []
-    errors = body.get("errors") or [None] * len(body["vectors"])
     for vector, error in zip(body["vectors"], errors):
         if vector is None:
-            error = error or {"code": "refused", "message": "The embedder gave no vector for this image."}
-            out.append(EmbedItemError(error["code"], error["message"]))
+            error = error if isinstance(error, dict) else {}
+            out.append(EmbedItemError(str(error.get("code", "refused")),
+                                      str(error.get("message", "The embedder gave no vector for this image."))))
         else:
-            out.append(np.asarray(vector, dtype=np.float32))
+            out.append(_vector_rows([vector], 1, body.get("dim"))[0])
     return out
 
 
@@ -125,12 +167,15 @@ class _Base:
     def _answer(self, url: str, response: httpx.Response) -> dict | EmbedderUnavailable:
         """The body of a success, or the 503 to remember while trying the next URL; raises otherwise."""
         if response.status_code < 400:
-            return response.json()
+            try:
+                return response.json()
+            except ValueError:  # not JSON (or not UTF-8): a proxy's page, another server on the port
+                raise _malformed(f"{response.headers.get('content-type') or 'no content type'}, not JSON") from None
         code, message = _error_of(response)
         if response.status_code == 503:
             log.warning("embedder %s unavailable: %s", url, message)
-            return EmbedderUnavailable(f"The embedder at {url} is unavailable: {message}",
-                                       retry_after=_retry_after(response))
+            return EmbedderBusy(f"The embedder at {url} is unavailable: {message}",
+                                retry_after=_retry_after(response))
         if 400 <= response.status_code < 500:
             raise EmbedderRejected(message, code=code)
         raise EmbedderFailed(f"The embedder at {url} failed ({response.status_code}): {message}")
@@ -147,8 +192,9 @@ class _Base:
         if len(self.urls) == 1 and last is not None:
             return last
         detail = f" Last: {last.message}" if last is not None else ""
-        return EmbedderUnavailable(f"No embedder answered ({', '.join(self.urls)}).{detail}",
-                                   retry_after=last.retry_after if last else 5)
+        kind = type(last) if last is not None else EmbedderUnavailable  # busy if the last one said so
+        return kind(f"No embedder answered ({', '.join(self.urls)}).{detail}",
+                    retry_after=last.retry_after if last else 5)
 
 
 class EmbedderClient(_Base):
@@ -180,31 +226,31 @@ class EmbedderClient(_Base):
         raise self._all_failed(last)
 
     def model_info(self) -> dict:
-        info = self._call(_Call("GET", "/v1/model"))
-        self._dim = int(info["dim"])
+        info = _model_info(self._call(_Call("GET", "/v1/model")))
+        self._dim = info["dim"]
         return info
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self._dim or self.model_info()["dim"]), dtype=np.float32)
-        return _vectors(self._call(_Call("POST", "/v1/embed/text", json={"texts": list(texts)})))
+        return _vectors(self._call(_Call("POST", "/v1/embed/text", json={"texts": list(texts)})), len(texts))
 
     def embed_images(self, images: Sequence[bytes]) -> np.ndarray:
         if not images:
             return np.zeros((0, self._dim or self.model_info()["dim"]), dtype=np.float32)
-        return _vectors(self._call(_image_call(images, per_item=False)))
+        return _vectors(self._call(_image_call(images, per_item=False)), len(images))
 
     def embed_images_each(self, images: Sequence[bytes]) -> list[np.ndarray | EmbedItemError]:
         if not images:
             return []
-        return _items(self._call(_image_call(images, per_item=True)))
+        return _items(self._call(_image_call(images, per_item=True)), len(images))
 
     def embed_pixels(self, crops: np.ndarray) -> np.ndarray:
         """Vectors for 8-bit crops (images x height x width x 3, cropped as `model_info()["pixel_input"]`
         says, e.g. by `services.common.images.ClipCrop`)."""
         if len(crops) == 0:
             return np.zeros((0, self._dim or self.model_info()["dim"]), dtype=np.float32)
-        return _vectors(self._call(_pixels_call(crops)))
+        return _vectors(self._call(_pixels_call(crops)), len(crops))
 
     def close(self) -> None:
         self._http.close()
@@ -246,29 +292,29 @@ class AsyncEmbedderClient(_Base):
         raise self._all_failed(last)
 
     async def model_info(self) -> dict:
-        info = await self._call(_Call("GET", "/v1/model"))
-        self._dim = int(info["dim"])
+        info = _model_info(await self._call(_Call("GET", "/v1/model")))
+        self._dim = info["dim"]
         return info
 
     async def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self._dim or (await self.model_info())["dim"]), dtype=np.float32)
-        return _vectors(await self._call(_Call("POST", "/v1/embed/text", json={"texts": list(texts)})))
+        return _vectors(await self._call(_Call("POST", "/v1/embed/text", json={"texts": list(texts)})), len(texts))
 
     async def embed_images(self, images: Sequence[bytes]) -> np.ndarray:
         if not images:
             return np.zeros((0, self._dim or (await self.model_info())["dim"]), dtype=np.float32)
-        return _vectors(await self._call(_image_call(images, per_item=False)))
+        return _vectors(await self._call(_image_call(images, per_item=False)), len(images))
 
     async def embed_images_each(self, images: Sequence[bytes]) -> list[np.ndarray | EmbedItemError]:
         if not images:
             return []
-        return _items(await self._call(_image_call(images, per_item=True)))
+        return _items(await self._call(_image_call(images, per_item=True)), len(images))
 
     async def embed_pixels(self, crops: np.ndarray) -> np.ndarray:
         if len(crops) == 0:
             return np.zeros((0, self._dim or (await self.model_info())["dim"]), dtype=np.float32)
-        return _vectors(await self._call(_pixels_call(crops)))
+        return _vectors(await self._call(_pixels_call(crops)), len(crops))
 
     async def aclose(self) -> None:
         await self._http.aclose()

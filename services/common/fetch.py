@@ -2,7 +2,8 @@
 
 http(s) only; loopback, private, link-local and reserved addresses are refused (also after every
 redirect, which is followed by hand) unless the host or a network holding its address is in
-FETCH_ALLOW_HOSTS; size and time limits; the body must look like an image. Each failure is a
+FETCH_ALLOW_HOSTS (which may name a port), and the store's own address never (fetch_policy.py);
+size and time limits; the body must look like an image. Each failure is a
 `FetchError` with a stable code and a sentence a person can act on.
 
 The address is checked twice: once before each request (for a message that names the URL), and
@@ -14,18 +15,21 @@ TLS still verifies the certificate against the host name.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import socket
 import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import certifi
 import httpcore
 import httpx
+
+from services.common.fetch_policy import FetchError, FetchPolicy, check_addresses, parse_url
+
+__all__ = ["FetchError", "FetchPolicy", "fetch_bytes", "fetch_bytes_async", "fetch_many", "make_async_client",
+           "make_client", "sniff_image"]
 
 log = logging.getLogger(__name__)
 
@@ -34,81 +38,7 @@ USER_AGENT = "imagesearch-fetch/0.1"
 _CHUNK = 64 * 1024
 
 
-class FetchError(Exception):
-    """One URL could not be fetched; `code` is stable (`blocked_address`, `http_404`, `too_large`,
-    `timeout`, `not_an_image`, ...), `str()` a sentence."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
-
-    @property
-    def reason(self) -> str:
-        return str(self)
-
-
-@dataclass(frozen=True)
-class FetchPolicy:
-    allow_hosts: tuple[str, ...] = ()
-    max_bytes: int = 20 * 1024 * 1024
-    timeout_s: float = 15.0
-    max_redirects: int = 3
-
-
 # --- checks shared by the sync and async paths -------------------------------------------------
-
-
-def _allowed_networks(policy: FetchPolicy) -> tuple[set[str], list[ipaddress.IPv4Network | ipaddress.IPv6Network]]:
-    names: set[str] = set()
-    networks = []
-    for entry in policy.allow_hosts:
-        entry = entry.strip().lower()
-        if not entry:
-            continue
-        try:
-            networks.append(ipaddress.ip_network(entry, strict=False))
-        except ValueError:
-            names.add(entry)
-    return names, networks
-
-
-def _parse(url: str) -> tuple[str, str, int]:
-    """(scheme, host, port) of an http(s) URL, or FetchError."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise FetchError("invalid_url", f"The URL {url!r} is not valid: {exc}.") from None
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https"):
-        raise FetchError("unsupported_scheme",
-                         f"Only http and https URLs can be fetched; {url!r} uses {scheme or 'no scheme'!r}.")
-    host = (parts.hostname or "").lower()
-    if not host:
-        raise FetchError("invalid_url", f"The URL {url!r} has no host.")
-    return scheme, host, port or (443 if scheme == "https" else 80)
-
-
-def _is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
-    return address.is_global and not address.is_multicast
-
-
-def _check_addresses(url: str, host: str, addresses: list[str], policy: FetchPolicy) -> None:
-    """Refuse non-public addresses unless the host name or a network holding them is allowed."""
-    names, networks = _allowed_networks(policy)
-    if host in names:
-        return
-    for text in addresses:
-        address = ipaddress.ip_address(text.split("%", 1)[0])
-        if _is_public(address) or any(address in network for network in networks):
-            continue
-        raise FetchError(
-            "blocked_address",
-            f"Refused to fetch {url!r}: {host} resolves to {address}, a loopback, private, link-local or "
-            f"reserved address (add the host or its network to FETCH_ALLOW_HOSTS to allow it).",
-        )
 
 
 def _resolve_sync(host: str, port: int, url: str) -> list[str]:
@@ -211,7 +141,7 @@ class _CheckedBackend(httpcore.NetworkBackend):
                     socket_options=None) -> httpcore.NetworkStream:
         where = f"{host}:{port}"
         addresses = _resolve_sync(host, port, where)
-        _check_addresses(where, host, addresses, self._policy)
+        check_addresses(where, host, port, addresses, self._policy)
         error: Exception | None = None
         for address in addresses:
             try:
@@ -238,7 +168,7 @@ class _AsyncCheckedBackend(httpcore.AsyncNetworkBackend):
                           local_address: str | None = None, socket_options=None) -> httpcore.AsyncNetworkStream:
         where = f"{host}:{port}"
         addresses = await _resolve_async(host, port, where)
-        _check_addresses(where, host, addresses, self._policy)
+        check_addresses(where, host, port, addresses, self._policy)
         error: Exception | None = None
         for address in addresses:
             try:
@@ -301,8 +231,8 @@ def fetch_bytes(url: str, policy: FetchPolicy, client: httpx.Client | None = Non
     deadline = time.monotonic() + policy.timeout_s
     current = url
     for hops in range(policy.max_redirects + 1):
-        scheme, host, port = _parse(current)
-        _check_addresses(current, host, _resolve_sync(host, port, current), policy)
+        scheme, host, port = parse_url(current)
+        check_addresses(current, host, port, _resolve_sync(host, port, current), policy)
         try:
             with client.stream("GET", current, follow_redirects=False) as response:
                 if response.status_code in REDIRECT_CODES:
@@ -367,8 +297,8 @@ async def fetch_bytes_async(url: str, policy: FetchPolicy, client: httpx.AsyncCl
 async def _fetch_async(url: str, policy: FetchPolicy, client: httpx.AsyncClient) -> bytes:
     current = url
     for hops in range(policy.max_redirects + 1):
-        scheme, host, port = _parse(current)
-        _check_addresses(current, host, await _resolve_async(host, port, current), policy)
+        scheme, host, port = parse_url(current)
+        check_addresses(current, host, port, await _resolve_async(host, port, current), policy)
         try:
             async with client.stream("GET", current, follow_redirects=False) as response:
                 if response.status_code in REDIRECT_CODES:

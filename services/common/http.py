@@ -4,6 +4,7 @@ Imported only by services that already depend on FastAPI.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -91,6 +92,68 @@ def install_request_ids(app: FastAPI, observe: Observer | None = None) -> None:
     app.add_middleware(RequestIdMiddleware, observe=observe)
 
 
+class BodyGuardMiddleware:
+    """Bounds every request body, whichever route reads it and however it is sent: a declared
+    Content-Length over `max_bytes` is answered 413 before any byte is read; a chunked body is
+    counted as it arrives and refused at the limit; and the whole body must arrive within
+    `timeout_s` of the first read, or the request is answered 408 (a sender trickling a body a byte
+    at a time would otherwise hold its connection and buffers for ever). uvicorn bounds neither.
+
+    Both refusals are raised from `receive` as Starlette's HTTPException, which FastAPI's body
+    reader lets through (any other error there becomes a 400 "error parsing the body").
+    Once the body is complete, `receive` is passed through untouched: it then only waits for the
+    client to go away, which may rightly take as long as a streamed response."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float):
+        self.app = app
+        self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
+
+    def _too_large(self) -> StarletteHTTPException:
+        return StarletteHTTPException(413, f"The request body is larger than this service accepts "
+                                           f"({self.max_bytes:,} bytes at most).")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = next((value for key, value in scope.get("headers", []) if key == b"content-length"), b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            exc = self._too_large()
+            response = JSONResponse(error_body("payload_too_large", str(exc.detail)), status_code=413)
+            await response(scope, receive, send)
+            return
+        received = 0
+        complete = False
+        deadline: float | None = None
+
+        async def guarded() -> Message:
+            nonlocal received, complete, deadline
+            if complete:
+                return await receive()
+            loop = asyncio.get_running_loop()
+            deadline = deadline or loop.time() + self.timeout_s
+            try:
+                message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0))
+            except TimeoutError:
+                raise StarletteHTTPException(408, f"The request body did not arrive within {self.timeout_s:g} "
+                                                  "seconds; send it at once.") from None
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                complete = not message.get("more_body", False)
+                if received > self.max_bytes:
+                    raise self._too_large()
+            else:
+                complete = True
+            return message
+
+        await self.app(scope, guarded, send)
+
+
+def install_body_guard(app: FastAPI, max_bytes: int, timeout_s: float) -> None:
+    app.add_middleware(BodyGuardMiddleware, max_bytes=max_bytes, timeout_s=timeout_s)
+
+
 def _validation_sentence(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors()[:5]:
@@ -98,6 +161,10 @@ def _validation_sentence(exc: RequestValidationError) -> str:
         msg = err.get("msg", "is invalid")
         parts.append(f"{where}: {msg}" if where else msg)
     return "The request is invalid: " + "; ".join(parts) + "."
+
+
+TOO_DEEP = ("The JSON is nested too deeply to read; send the fields as documented "
+            "(a filter is one level: field -> value, list, or {operator: value}).")
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -113,10 +180,23 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body("invalid_request", _validation_sentence(exc)), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}.get(exc.status_code, "http_error")
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if isinstance(exc.__cause__, RecursionError):  # FastAPI's body reader wraps it in a 400
+            return await _too_deep(request, exc.__cause__)
+        code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 408: "request_timeout",
+                413: "payload_too_large"}.get(exc.status_code, "http_error")
         return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RecursionError)
+    async def _too_deep(_: Request, exc: RecursionError) -> JSONResponse:
+        # JSON nested about a thousand levels deep (a body, a multipart `filters` field, a `?filters=`)
+        # makes json.loads, pydantic or our own walks of the value hit Python's recursion limit. No
+        # field of these APIs nests more than three levels, so any such input is the caller's mistake.
+        # Caught here, once, rather than by a depth cap at each place that parses JSON: the JSON is
+        # parsed in several places (our routes, FastAPI's body reader, the filter grammar), and the
+        # recursion can come from any of them; the stack has unwound by the time the handler runs.
+        return JSONResponse(error_body("too_deeply_nested", TOO_DEEP), status_code=422)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

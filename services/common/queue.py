@@ -18,9 +18,12 @@ log = logging.getLogger(__name__)
 TASK_NAME = "imagesearch.ingest_batch"
 QUEUE = "ingest"
 MAX_BATCH_SIZE = 256
+# How long a delivered batch stays invisible to other workers; living workers renew it
+# (services/worker/lease.py), so it only bounds how long a killed worker's batches wait.
+VISIBILITY_TIMEOUT_S = 60
 
 
-def celery_config(redis_url: str) -> dict[str, Any]:
+def celery_config(redis_url: str, visibility_timeout_s: int = VISIBILITY_TIMEOUT_S) -> dict[str, Any]:
     """Settings shared by producer and consumer."""
     return {
         "broker_url": redis_url,
@@ -38,8 +41,16 @@ def celery_config(redis_url: str) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        # Redis redelivers an unacknowledged task after this long; it must exceed the longest batch.
-        "broker_transport_options": {"visibility_timeout": 3600},
+        # Redis redelivers a task unacknowledged for this long. A living worker renews the time of
+        # what it holds (services/worker/lease.py), so the timeout need not exceed the longest batch
+        # or retry countdown; it is how long a SIGKILLed worker's batches wait. Every consumer sweeps
+        # for such batches every `unacked_restore_interval` s (the throttle of 1 makes that the
+        # whole period; kombu's default is 10 x 10 s).
+        "broker_transport_options": {
+            "visibility_timeout": visibility_timeout_s,
+            "unacked_restore_interval": max(1, min(10, visibility_timeout_s // 6)),
+            "unacked_restore_throttle": 1,
+        },
         "broker_connection_retry_on_startup": True,
         "task_create_missing_queues": True,
     }

@@ -1,7 +1,10 @@
 """Wire schemas shared between processes (JSON task arguments, HTTP bodies)."""
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator
 
 # The metadata columns kept beside each vector, in the store's column order. Names follow
 # the Unsplash Lite `photos.tsv` header, so a row of that file maps onto a record directly.
@@ -19,7 +22,23 @@ METADATA_FIELDS: tuple[str, ...] = (
     "photo_location_country",
     "photo_location_city",
     "photo_submitted_at",
+    # From the photo's EXIF (the worker reads it from the downloaded bytes), or from the source's
+    # columns of the same names (Unsplash Lite has them); the source's values win.
+    "taken_at",
+    "exif_camera_make",
+    "exif_camera_model",
+    "photo_location_latitude",
+    "photo_location_longitude",
 )
+
+
+class LocalFile(BaseModel):
+    """Where a photo from a folder was read: its path (on the machine that listed it), size and mtime.
+    The store keeps these per path, so a re-run skips unchanged files and --prune finds gone ones."""
+
+    path: str = Field(min_length=1, max_length=4096)
+    size: int = Field(0, ge=0)
+    mtime: float = 0.0
 
 
 class PhotoRecord(BaseModel):
@@ -41,6 +60,44 @@ class PhotoRecord(BaseModel):
     photo_location_city: str = ""
     # As the source gives it (ISO 8601 text); empty when unknown.
     photo_submitted_at: str = ""
+    # When the photo was taken, UTC, as ISO 8601 text "YYYY-MM-DDTHH:MM:SS"; None when unknown.
+    taken_at: str | None = None
+    exif_camera_make: str = Field("", max_length=256)
+    exif_camera_model: str = Field("", max_length=256)
+    photo_location_latitude: float | None = Field(None, ge=-90, le=90)
+    photo_location_longitude: float | None = Field(None, ge=-180, le=180)
+    # Set for a photo from a folder (file:// or upload:// photo_image_url); not a stored column.
+    file: LocalFile | None = None
+
+    @field_validator("taken_at", mode="before")
+    @classmethod
+    def _taken_at(cls, value: Any) -> str | None:
+        return parse_timestamp(value)
+
+
+def parse_timestamp(value: Any) -> str | None:
+    """A time as "YYYY-MM-DDTHH:MM:SS" (UTC; a time with an offset is converted, one without is taken as
+    UTC), from a datetime, ISO 8601 text, a date alone or EXIF's "YYYY:MM:DD HH:MM:SS"; None for empty.
+    Raises ValueError for anything else."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str):
+        text = value.strip()
+        if len(text) >= 10 and text[4] == ":" and text[7] == ":":  # EXIF's date separators
+            text = f"{text[:4]}-{text[5:7]}-{text[8:]}"
+        try:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"{value[:40]!r} is not a date and time (use ISO 8601, e.g. 2023-06-01T12:30:00)") from None
+    else:
+        raise ValueError(f"{value!r} is not a date and time")
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    if not 1970 <= moment.year <= 2105:  # what a ClickHouse DateTime holds
+        raise ValueError(f"{moment.year} is outside the years 1970 to 2105 that can be stored")
+    return moment.replace(microsecond=0).isoformat()
 
 
 class Failure(BaseModel):

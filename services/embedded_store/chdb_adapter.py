@@ -5,6 +5,11 @@ Streaming uses chDB's low-level calls on the connection's private `_conn` rather
 `StreamingResult`, whose iterator stops at the first block without rows and so loses the
 header-only block of an empty JSON result. Keeping those calls here means a chDB upgrade that
 moves them touches this file alone.
+
+A query that fails after it began writing its output leaves that partial output on the handle,
+and chDB hands it to the next query on the same handle as if it were that query's result (an
+Arrow or JSON fragment where a Native answer was asked for). So after any failed query the handle
+is drained with a throwaway query before anyone else uses it.
 """
 from __future__ import annotations
 
@@ -27,7 +32,8 @@ class QueryResult:
         return self._raw.bytes() or b""
 
     def counter(self, name: str) -> int:
-        """`rows_read`, `bytes_read`, `rows_written` or `bytes_written`; 0 where chDB lacks it."""
+        """`storage_rows_read`, `storage_bytes_read` (what the query read), `rows_read` (what it
+        returned), `rows_written` or `bytes_written`; 0 where chDB lacks it."""
         try:
             return int(getattr(self._raw, name)())
         except Exception:  # older chDB results lack some counters
@@ -41,15 +47,18 @@ class StreamCursor:
         self._conn = conn
         self._c_result = c_result
 
-    def fetch(self) -> tuple[bytes, int] | None:
-        """The next block's (bytes, rows), or None when chDB has nothing more (blocking)."""
+    def fetch(self) -> tuple[bytes, int, int, int] | None:
+        """The next block's (bytes, rows, rows read from storage, bytes read from storage), or None
+        when chDB has nothing more (blocking)."""
         try:
             result = self._conn.streaming_fetch_result(self._c_result)
         except Exception as exc:
             raise StoreQueryError.from_engine(exc) from None
         if result is None:
             return None
-        return result.bytes() or b"", int(result.rows_read())
+        raw = QueryResult(result)
+        return (result.bytes() or b"", raw.counter("rows_read"), raw.counter("storage_rows_read"),
+                raw.counter("storage_bytes_read"))
 
     def cancel(self) -> None:
         """Stop the query; raises whatever chDB raises (the caller decides whether the handle is spoiled)."""
@@ -68,6 +77,7 @@ class ChdbConnection:
         try:
             return QueryResult(self._connection.query(sql, fmt, params=params or {}))
         except Exception as exc:  # chDB raises a bare RuntimeError subclass with the server text
+            self._drain()
             raise StoreQueryError.from_engine(exc) from None
 
     def send_query(self, sql: str, fmt: str, params: dict[str, str] | None = None) -> StreamCursor:
@@ -75,7 +85,27 @@ class ChdbConnection:
         try:
             return StreamCursor(conn, conn.send_query(sql, fmt, params=params or {}))
         except Exception as exc:
+            self._drain()
             raise StoreQueryError.from_engine(exc) from None
+
+    def _drain(self) -> None:
+        """Take whatever output a failed query left on the handle (see the module docstring)."""
+        try:
+            self._connection.query("SELECT 1", "TabSeparated")
+        except Exception:  # a handle that cannot even run this fails its next query on its own
+            log.warning("draining a chDB handle after a failed query failed", exc_info=True)
+
+    def classify(self, sql: str) -> tuple[str, int]:
+        """What the SQL would do, by chDB's own parser, without running it: (READ_ONLY, MUTATING,
+        MUTATING_GLOBAL, CONTROL or UNKNOWN; statement count). ("UNKNOWN", 0) where chDB cannot say."""
+        classify = getattr(self._connection._conn, "classify_query", None)
+        if classify is None:  # chDB before classify_query
+            return "UNKNOWN", 0
+        try:
+            report = classify(sql)
+        except Exception:  # classification must never fail a query; UNKNOWN is the careful answer
+            return "UNKNOWN", 0
+        return report["query_class"].name, int(report["statement_count"])
 
     def close(self) -> None:
         try:

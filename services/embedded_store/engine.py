@@ -15,9 +15,16 @@ So the engine keeps:
 A stateful statement without a session runs on a throwaway handle, so a `SET` never leaks
 into another client.
 
-Reads (`SELECT`, `WITH ... SELECT`) are streamed: `start` returns a
-`ResultStream` (results.py) that pulls one block at a time from chDB, so a large result never
-sits in memory whole. The stream owns its handle (and, in a session, the session's lock) until
+Reads (`SELECT`, `WITH ... SELECT`) in a format whose blocks concatenate into one valid answer
+(STREAMED_FORMATS) are streamed: `start` returns a `ResultStream` (results.py) that pulls one
+block at a time from chDB, so a large result never sits in memory whole. chDB formats each
+streamed block as a complete document, so other formats (JSON, Arrow, Parquet, CSVWithNames, ...)
+are run whole, to be one valid answer.
+
+Statements are classified by chDB's own parser before they run: a read-only request (an HTTP
+GET) may only read or SET/USE, and statements that return nothing are marked so the server sends
+no X-ClickHouse-Format for them, as ClickHouse does. A statement with external data tables runs
+on a handle of its own that loads them into temporary tables first. The stream owns its handle (and, in a session, the session's lock) until
 it is finished or closed. Every call into chDB goes through chdb_adapter.py.
 """
 from __future__ import annotations
@@ -27,11 +34,13 @@ import re
 import threading
 import time
 from collections import OrderedDict
+from dataclasses import replace
 from pathlib import Path
 
 from services.embedded_store import codec
 from services.embedded_store.chdb_adapter import ChdbConnection, QueryResult
-from services.embedded_store.errors import TOO_MANY_SIMULTANEOUS_QUERIES, UNKNOWN_SETTING, StoreQueryError
+from services.embedded_store.errors import READONLY, TOO_MANY_SIMULTANEOUS_QUERIES, UNKNOWN_SETTING, StoreQueryError
+from services.embedded_store.kills import REPORT_SQL, RunningReads, kill_target
 from services.embedded_store.protocol import DEFAULT_FORMAT, TRAILING_FORMAT_RE, Statement
 from services.embedded_store.results import Outcome, ResultStream
 from services.embedded_store.sessions import Session, quote_identifier, quote_literal
@@ -39,6 +48,15 @@ from services.embedded_store.sessions import Session, quote_identifier, quote_li
 log = logging.getLogger(__name__)
 
 _SETTING_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_RESULT_RE = re.compile(r"^[\s(]*(?:SELECT|WITH|SHOW|DESCRIBE|DESC|EXISTS|EXPLAIN)\b", re.IGNORECASE)
+_KILL_RE = re.compile(r"^\s*KILL\b", re.IGNORECASE)  # KILL QUERY/MUTATION answer with rows
+_SET_OR_USE_RE = re.compile(r"^\s*(?:SET\b(?!\s+ROLE\b)|USE\b)", re.IGNORECASE)
+# Formats whose per-block outputs concatenate into one valid answer (no header, footer or
+# separator between blocks); Native repeats its column header per block by design.
+STREAMED_FORMATS = frozenset({
+    "Native", "RowBinary", "TabSeparated", "TSV", "TabSeparatedRaw", "TSVRaw", "CSV", "JSONEachRow",
+    "JSONStringsEachRow", "JSONCompactEachRow", "JSONCompactStringsEachRow", "NDJSON", "JSONLines",
+})
 
 __all__ = ["Outcome", "ResultStream", "Statement", "StoreEngine", "StoreQueryError"]
 
@@ -49,15 +67,25 @@ def _check_setting_names(settings: dict[str, str]) -> None:
             raise StoreQueryError.build(UNKNOWN_SETTING, "UNKNOWN_SETTING", f"Unknown setting '{name}'.")
 
 
-def _stream(handle: ChdbConnection, statement: Statement, release, started: float) -> ResultStream:
+def _stream(handle: ChdbConnection, statement: Statement, release, started: float,
+            reads: RunningReads | None = None) -> ResultStream:
     cursor = handle.send_query(statement.sql, statement.output_format, statement.params)
     describe = (TRAILING_FORMAT_RE.sub("", statement.sql).rstrip().rstrip(";"), statement.params or {})
-    return ResultStream(handle, cursor, statement.output_format, release, started, describe)
+    if reads is None or not statement.query_id:
+        return ResultStream(handle, cursor, statement.output_format, release, started, describe)
+
+    def finished(reusable: bool) -> None:  # known to KILL QUERY by the client's id while it runs
+        reads.remove(statement.query_id, stream)
+        release(reusable)
+
+    stream = ResultStream(handle, cursor, statement.output_format, finished, started, describe)
+    reads.add(statement.query_id, stream)
+    return stream
 
 
 def _summary(result: QueryResult, elapsed_ns: int) -> dict[str, str]:
     return codec.summary(
-        read_rows=result.counter("rows_read"), read_bytes=result.counter("bytes_read"),
+        read_rows=result.counter("storage_rows_read"), read_bytes=result.counter("storage_bytes_read"),
         written_rows=result.counter("rows_written"), written_bytes=result.counter("bytes_written"),
         result_rows=result.counter("rows_read"), result_bytes=len(result.data()), elapsed_ns=elapsed_ns)
 
@@ -75,6 +103,8 @@ class StoreEngine:
         self._idle: OrderedDict[int, ChdbConnection] = OrderedDict()
         self._sessions: OrderedDict[str, Session] = OrderedDict()
         self._lock = threading.Lock()
+        self._reads = RunningReads()
+        self._classify_lock = threading.Lock()  # the anchor handle parses for everyone, one at a time
         self.version = ""
         self.timezone = "UTC"
 
@@ -117,15 +147,23 @@ class StoreEngine:
                 chunks.append(chunk)
         finally:
             outcome.close()
-        return Outcome(b"".join(chunks), outcome.output_format, outcome.summary())
+        return Outcome(b"".join(chunks), outcome.output_format, outcome.summary(), outcome.has_output)
 
     def start(self, statement: Statement) -> Outcome | ResultStream:
         """Run one statement (blocking; call it off the event loop): a read comes back as a
         `ResultStream` that the caller must drain or close, anything else as an `Outcome`."""
         _check_setting_names(statement.settings)
+        has_output = self._check_kind(statement)
         started = time.perf_counter()
+        target = kill_target(statement.sql)
+        if target is not None and (killed := self._reads.kill(target)):
+            statement = replace(statement, sql=f"{REPORT_SQL} FORMAT {statement.output_format}",
+                                params={"kill_id": target, "kill_count": str(killed)})
+        streamed = statement.is_read and statement.output_format in STREAMED_FORMATS
+        if statement.external:
+            return self._run_with_external(statement, started, streamed, has_output)
         session = self._session_for(statement)
-        if statement.is_read and not statement.is_stateful:
+        if streamed and not statement.is_stateful:
             if session is not None:
                 return self._stream_in_session(session, statement, started)
             return self._stream_pooled(statement, started)
@@ -136,7 +174,46 @@ class StoreEngine:
         else:
             result = self._run_pooled(statement)
         elapsed_ns = int((time.perf_counter() - started) * 1e9)
-        return Outcome(result.data(), statement.output_format, _summary(result, elapsed_ns))
+        return Outcome(result.data(), statement.output_format, _summary(result, elapsed_ns), has_output)
+
+    def _check_kind(self, statement: Statement) -> bool:
+        """Refuse a write in a read-only request (READONLY, as ClickHouse answers a GET that
+        writes); say whether the statement returns a result."""
+        with self._classify_lock:
+            kind, count = self._anchor.classify(statement.sql)
+        if kind == "UNKNOWN":
+            # SQL chDB cannot parse (it will fail with its own error), or a chDB without
+            # classify_query: judge by the first word, one statement only.
+            reads = _RESULT_RE.match(statement.sql) and ";" not in statement.sql.strip().rstrip(";")
+            kind, count = ("READ_ONLY", 1) if reads else ("UNKNOWN", 0)
+        if statement.readonly and kind != "READ_ONLY" and not (
+                kind == "CONTROL" and count == 1 and _SET_OR_USE_RE.match(statement.sql)):
+            raise StoreQueryError.build(
+                READONLY, "READONLY",
+                "Cannot execute query in readonly mode. For queries over HTTP, method GET implies readonly. "
+                "You should use method POST for modifying queries.")
+        return kind == "READ_ONLY" or statement.is_read or bool(_KILL_RE.match(statement.sql))
+
+    def _run_with_external(self, statement: Statement, started: float, streamed: bool,
+                           has_output: bool) -> Outcome | ResultStream:
+        """Load the external data tables into temporary tables of a handle of this statement's own,
+        run the statement there, then close the handle (with the stream, for a streamed read)."""
+        handle = self._open_handle((), statement.settings, statement.database)
+        try:
+            for table in statement.external:
+                name = quote_identifier(table.name)
+                handle.query(f"CREATE TEMPORARY TABLE {name} ({table.structure}) ENGINE = Memory", DEFAULT_FORMAT)
+                handle.query(f"INSERT INTO {name} FROM INFILE {quote_literal(str(table.path))} FORMAT {table.format}",
+                             DEFAULT_FORMAT)
+            if streamed:
+                return _stream(handle, statement, lambda _: handle.close(), started, self._reads)
+            result = handle.query(statement.sql, statement.output_format, statement.params)
+        except BaseException:
+            handle.close()
+            raise
+        handle.close()
+        elapsed_ns = int((time.perf_counter() - started) * 1e9)
+        return Outcome(result.data(), statement.output_format, _summary(result, elapsed_ns), has_output)
 
     def _run_pooled(self, statement: Statement):
         key = (tuple(sorted(statement.settings.items())), statement.database or "default")
@@ -163,7 +240,7 @@ class StoreEngine:
                 handle.close()
 
         try:
-            return _stream(handle, statement, release, started)
+            return _stream(handle, statement, release, started, self._reads)
         except StoreQueryError:
             self._give_back(handle)
             raise
@@ -185,7 +262,7 @@ class StoreEngine:
         try:
             session.use_database(statement.database or session.database)
             session.apply_overlay(statement.settings)
-            return _stream(session.handle, statement, release, started)
+            return _stream(session.handle, statement, release, started, self._reads)
         except BaseException:
             release(True)
             raise

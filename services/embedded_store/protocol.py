@@ -6,6 +6,13 @@ how one request (method, URL parameters, headers, body) becomes a `Statement` fo
 - The SQL is the `query` parameter, then a newline, then the body; or, for `multipart/form-data`
   (clickhouse-connect's choice when bound values exceed 4096 characters), the `query` form field,
   with `param_<name>` form fields as bound values.
+- External data tables (clickhouse-connect's `external_data`): files in that form, each a table
+  named after its field, with `<name>_structure` or `<name>_types` and `<name>_format` parameters;
+  each file is spooled to disk and loaded into a temporary table before the query runs (engine.py).
+- Bound values are taken from the raw query string as bytes: a String is bytes in ClickHouse, so
+  bytes that are not UTF-8 are passed on as `\\xHH` escapes, which ClickHouse's escaped value
+  syntax reads back as those bytes.
+- A GET is read-only (`readonly` on the statement), as on a real server.
 - An `INSERT ... FORMAT X` takes everything after its first line as data (ClickHouse skips blanks
   and one newline): the body is decoded as it arrives into a spool file and loaded with
   `INSERT ... FROM INFILE`, so a large insert never sits in memory whole.
@@ -14,10 +21,12 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 from starlette.datastructures import Headers
 from starlette.formparsers import MultiPartException, MultiPartParser
@@ -38,8 +47,10 @@ TRANSPORT_PARAMS = frozenset({
 DEFAULT_FORMAT = "TabSeparated"
 # Enough decoded bytes to see an insert's first line; more than any INSERT head needs.
 HEAD_BYTES = 64 * 1024
-# A form carries the query and its bound values, never files; the field count is generous.
+# A form carries the query, its bound values and external data files; the counts are generous.
 _MAX_FORM_FIELDS = 10_000
+_MAX_FORM_FILES = 100
+_EXTERNAL_SUFFIXES = ("_structure", "_types", "_format")
 
 # `INSERT INTO <target> FORMAT <name>` on the first line, with data after it.
 _INSERT_RE = re.compile(
@@ -48,12 +59,32 @@ _INSERT_RE = re.compile(
 )
 _NOT_A_TARGET_RE = re.compile(rb"\b(?:VALUES|SELECT|INFILE|WITH)\b", re.IGNORECASE)
 _FORMAT_NAME_RE = re.compile(r"^\w+$")
+_IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Statements that change the state of the handle they run on, beyond the query itself.
 _STATEFUL_RE = re.compile(r"^(?:SET\b(?!\s+ROLE\b)|USE\b|CREATE\s+TEMPORARY\b|DROP\s+TEMPORARY\b)", re.IGNORECASE)
 _LEADING_COMMENTS_RE = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.DOTALL)
 TRAILING_FORMAT_RE = re.compile(r"\bFORMAT\s+(\w+)\s*;?\s*$", re.IGNORECASE)
 # chDB streams SELECTs only (DESCRIBE, SHOW, EXPLAIN: "Streaming query is not supported").
 _READ_RE = re.compile(r"^\(*\s*(?:SELECT|WITH)\b", re.IGNORECASE)
+# `WITH ... INSERT INTO ... SELECT` starts like a read but writes; a read that merely mentions the
+# words is then run whole instead of streamed, which is still correct.
+_WITH_INSERT_RE = re.compile(r"^WITH\b.*\bINSERT\s+INTO\b", re.IGNORECASE | re.DOTALL)
+
+
+@dataclass
+class ExternalTable:
+    """An external data file of the request: loaded into temporary table `name` before the query."""
+
+    name: str
+    path: Path
+    structure: str  # `name Type, ...`
+    format: str
+
+    def discard(self) -> None:
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
 
 
 @dataclass
@@ -68,6 +99,9 @@ class Statement:
     session_timeout: float | None = None
     close_session: bool = False
     default_format: str | None = None
+    readonly: bool = False  # a GET: only reads (and SET/USE), as on a real server
+    query_id: str | None = None
+    external: list[ExternalTable] = field(default_factory=list)
 
     @property
     def output_format(self) -> str:
@@ -85,7 +119,8 @@ class Statement:
     def is_read(self) -> bool:
         """A query whose result can be streamed block by block."""
         head = _LEADING_COMMENTS_RE.sub("", self.sql, count=1)
-        return bool(_READ_RE.match(head)) and " INTO OUTFILE " not in self.sql.upper()
+        return (bool(_READ_RE.match(head)) and not _WITH_INSERT_RE.match(head)
+                and " INTO OUTFILE " not in self.sql.upper())
 
 
 @dataclass
@@ -159,6 +194,20 @@ class ParsedRequest:
     def discard(self) -> None:
         if self.spooled is not None:
             self.spooled.discard()
+        for table in self.statement.external:
+            table.discard()
+
+
+def query_items(raw_query_string: bytes) -> list[tuple[str, str]]:
+    """The URL parameters, percent-decoded as bytes. A bound value that is not UTF-8 keeps its bytes
+    as `\\xHH` escapes (ClickHouse reads bound values in its escaped syntax); any other parameter
+    must be UTF-8 (UnicodeDecodeError otherwise)."""
+    items = []
+    for name, value in parse_qsl(raw_query_string.decode("latin-1"), keep_blank_values=True, encoding="latin-1"):
+        name = name.encode("latin-1").decode("utf-8")
+        errors = "backslashreplace" if name.startswith("param_") else "strict"
+        items.append((name, value.encode("latin-1").decode("utf-8", errors)))
+    return items
 
 
 def _as_chunks(body: AsyncIterator[bytes] | bytes) -> AsyncIterator[bytes]:
@@ -222,17 +271,57 @@ async def read_body(chunks: AsyncIterator[bytes], prefix: bytes, content_encodin
         raise
 
 
-async def read_form(headers: Headers, chunks: AsyncIterator[bytes], max_part_size: int) -> list[tuple[str, str]]:
-    """The text fields of a multipart body, in order; files are refused (`FormRefused`)."""
+async def read_form(headers: Headers, chunks: AsyncIterator[bytes], max_part_size: int,
+                    spool_dir: Path) -> tuple[list[tuple[str, str]], dict[str, Path]]:
+    """The text fields of a multipart body, in order, and its files (external data) spooled to disk
+    by field name. Raises FormRefused."""
     try:
-        form = await MultiPartParser(headers, chunks, max_files=0, max_fields=_MAX_FORM_FIELDS,
+        form = await MultiPartParser(headers, chunks, max_files=_MAX_FORM_FILES, max_fields=_MAX_FORM_FIELDS,
                                      max_part_size=max_part_size).parse()
     except MultiPartException as error:
         raise FormRefused(error.message) from None
-    return [(name, value) for name, value in form.multi_items() if isinstance(value, str)]
+    fields, files = [], {}
+    try:
+        for name, value in form.multi_items():
+            if isinstance(value, str):
+                fields.append((name, value))
+                continue
+            if name in files or not _IDENTIFIER_RE.match(name):
+                raise FormRefused(f"external data file '{name}' needs a unique table name of letters, digits and _")
+            with tempfile.NamedTemporaryFile(dir=spool_dir, prefix="store-external-", delete=False) as out:
+                files[name] = Path(out.name)
+                shutil.copyfileobj(value.file, out)
+    except BaseException:
+        for path in files.values():
+            path.unlink(missing_ok=True)
+        raise
+    finally:
+        await form.close()
+    return fields, files
 
 
-def _statement(sql: str, items: list[tuple[str, str]]) -> Statement:
+def _external_tables(files: dict[str, Path], items: list[tuple[str, str]]) -> tuple[list[ExternalTable], list]:
+    """External tables from the spooled files and their `<name>_structure|_types|_format` parameters,
+    and the parameters that are left (those are not settings)."""
+    described = {name + suffix for name in files for suffix in _EXTERNAL_SUFFIXES}
+    values = dict(item for item in items if item[0] in described)
+    tables = []
+    for name, path in files.items():
+        structure = values.get(name + "_structure")
+        if not structure and values.get(name + "_types"):
+            # ClickHouse names the columns of a `_types` table _1, _2, ...
+            types = [t.strip() for t in values[name + "_types"].split(",")]
+            structure = ", ".join(f"_{i} {t}" for i, t in enumerate(types, 1))
+        if not structure:
+            raise FormRefused(f"external data '{name}' needs a {name}_structure or {name}_types parameter")
+        fmt = values.get(name + "_format") or DEFAULT_FORMAT
+        if not _FORMAT_NAME_RE.match(fmt):
+            raise FormRefused(f"external data '{name}' has a bad format name")
+        tables.append(ExternalTable(name, path, structure, fmt))
+    return tables, [item for item in items if item[0] not in described]
+
+
+def _statement(sql: str, items: list[tuple[str, str]], method: str) -> Statement:
     if not sql:
         raise StoreQueryError.build(BAD_ARGUMENTS, "BAD_ARGUMENTS", "Empty query.")
     params = split_params(items)
@@ -246,6 +335,8 @@ def _statement(sql: str, items: list[tuple[str, str]]) -> Statement:
         session_timeout=float(transport["session_timeout"]) if transport.get("session_timeout") else None,
         close_session=transport.get("close_session") in ("1", "true"),
         default_format=transport.get("default_format") or None,
+        readonly=method == "GET",
+        query_id=transport.get("query_id") or None,
     )
 
 
@@ -258,20 +349,28 @@ async def parse_request(method: str, query_items: Iterable[tuple[str, str]],
     items = list(query_items)
     url_query = dict(items).get("query")
     if method == "POST" and headers.get("content-type", "").startswith("multipart/form-data"):
-        fields = await read_form(headers, _as_chunks(body), max_body_bytes)
-        sql_parts = [url_query] if url_query else []
-        sql_parts += [value for name, value in fields if name == "query"]
-        items = [item for item in items if item[0] != "query"]
-        items += [(name, value) for name, value in fields if name != "query"]
-        return ParsedRequest(_statement("\n".join(sql_parts).strip(), items))
+        fields, files = await read_form(headers, _as_chunks(body), max_body_bytes, spool_dir)
+        try:
+            sql_parts = [url_query] if url_query else []
+            sql_parts += [value for name, value in fields if name == "query"]
+            items = [item for item in items if item[0] != "query"]
+            items += [(name, value) for name, value in fields if name != "query"]
+            external, items = _external_tables(files, items)
+            statement = _statement("\n".join(sql_parts).strip(), items, method)
+        except BaseException:
+            for path in files.values():
+                path.unlink(missing_ok=True)
+            raise
+        statement.external = external
+        return ParsedRequest(statement)
     if method != "POST":
-        return ParsedRequest(_statement((url_query or "").strip(), items))
+        return ParsedRequest(_statement((url_query or "").strip(), items, method))
     prefix = (url_query + "\n").encode() if url_query else b""
     read = await read_body(_as_chunks(body), prefix, headers.get("content-encoding"), max_body_bytes, spool_dir)
     if isinstance(read, SpooledInsert):
         try:
-            return ParsedRequest(_statement(read.head.sql_from_file(str(read.path)), items), read)
+            return ParsedRequest(_statement(read.head.sql_from_file(str(read.path)), items, method), read)
         except BaseException:
             read.discard()
             raise
-    return ParsedRequest(_statement(read.decode("utf-8").strip(), items))
+    return ParsedRequest(_statement(read.decode("utf-8").strip(), items, method))

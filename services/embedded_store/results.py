@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from services.embedded_store import codec
 from services.embedded_store.chdb_adapter import ChdbConnection, StreamCursor
-from services.embedded_store.errors import StoreQueryError
+from services.embedded_store.errors import QUERY_WAS_CANCELLED, StoreQueryError
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +20,7 @@ class Outcome:
     body: bytes
     output_format: str
     summary: dict[str, str]
+    has_output: bool = True  # False for statements that return nothing (no X-ClickHouse-Format then)
 
 
 class ResultStream:
@@ -37,15 +38,25 @@ class ResultStream:
         self.started = started
         self.rows = 0
         self.bytes = 0
+        self.read_rows = 0  # from storage, by chDB's counters
+        self.read_bytes = 0
+        self.has_output = True
+        self.killed = False  # set by KILL QUERY (kills.py): stop before the next block
         self._finished = False
 
     def next_chunk(self) -> bytes | None:
         """The next block's bytes, or None at the end (blocking)."""
         if self._finished:
             return None
+        if self.killed:
+            self.close()
+            raise StoreQueryError.build(QUERY_WAS_CANCELLED, "QUERY_WAS_CANCELLED", "Query was cancelled.")
         try:
             while True:
                 block = self._cursor.fetch()
+                if block is not None:
+                    self.read_rows += block[2]
+                    self.read_bytes += block[3]
                 if block is None or not block[0]:
                     if block is None or block[1] == 0:
                         header = self._empty_native_header() if self.bytes == 0 else None
@@ -54,7 +65,7 @@ class ResultStream:
                             self.bytes += len(header)
                         return header
                     continue
-                data, rows = block
+                data, rows = block[0], block[1]
                 self.rows += rows
                 self.bytes += len(data)
                 return data
@@ -78,7 +89,7 @@ class ResultStream:
         return codec.native_header(columns)
 
     def summary(self) -> dict[str, str]:
-        return codec.summary(read_rows=self.rows, read_bytes=self.bytes, result_rows=self.rows,
+        return codec.summary(read_rows=self.read_rows, read_bytes=self.read_bytes, result_rows=self.rows,
                              result_bytes=self.bytes, elapsed_ns=int((time.perf_counter() - self.started) * 1e9))
 
     def close(self) -> None:

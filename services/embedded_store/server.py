@@ -30,9 +30,18 @@ Implemented:
 - Optional credentials (auth.py): basic auth, `X-ClickHouse-User`/`X-ClickHouse-Key`, or
   `user`/`password` URL parameters.
 
+- A GET is read-only, as on ClickHouse: a statement that writes answers READONLY (code 164).
+- External data tables (multipart files with `<name>_structure`/`_types`/`_format`): protocol.py.
+- Results in formats whose blocks do not concatenate (JSON, Arrow, Parquet, CSVWithNames, ...)
+  are run whole and sent as one document (engine.STREAMED_FORMATS lists those that stream).
+- Statements that return nothing (DDL, INSERT, SET) get no `X-ClickHouse-Format`, as on ClickHouse
+  (clickhouse-connect's `command` then returns a QuerySummary).
+
 Not implemented: ClickHouse's native block compression (`compress=1`, `decompress=1`), progress
-headers while a query runs, `wait_end_of_query` buffering, external data tables, readonly GET
-semantics. A client that goes away mid-result cancels the query.
+headers while a query runs, `wait_end_of_query` buffering, the client's `query_id` inside the
+engine (chDB's query API takes none, so `queryID()` and `system.processes` show the engine's own
+ids; the client's is echoed in `X-ClickHouse-Query-Id`, and `KILL QUERY WHERE query_id = '...'`
+stops a streamed read by it: kills.py). A client that goes away mid-result cancels the query.
 """
 from __future__ import annotations
 
@@ -61,27 +70,24 @@ from services.embedded_store.errors import (
     StoreQueryError,
     UnsupportedEncoding,
 )
-from services.embedded_store.protocol import parse_request
+from services.embedded_store.protocol import parse_request, query_items
 
 log = logging.getLogger(__name__)
 
 # A result that ends within this many bytes is sent as one response with a Content-Length.
 _STREAM_AFTER_BYTES = 1024 * 1024
 
-# ClickHouse answers these codes with 4xx; the rest are 500. clickhouse-connect raises
-# DatabaseError for any of them; only 429/503/504 would be retried, so none is used here.
+# The statuses ClickHouse's exceptionCodeToHTTPStatus gives these codes; every other code is 500.
+# clickhouse-connect raises DatabaseError for any of them, but retries 429/503/504, so the codes
+# ClickHouse answers with 503 (SOCKET_TIMEOUT, CANNOT_OPEN_FILE) stay 500 here.
+_BAD_REQUEST_CODES = (6, 8, 15, 25, 26, 27, 36, 38, 41, 44, 53, 62, 72, 117, 321, 376, 427)  # parse, syntax, ...
+_NOT_FOUND_CODES = (46, 47, 50, 56, 57, 60, 63, 73, 81, 115, 336, 511)  # UNKNOWN_TABLE, _FUNCTION, _SETTING, ...
 _STATUS_FOR_CODE = {
-    62: 400,   # SYNTAX_ERROR
-    47: 400,   # UNKNOWN_IDENTIFIER
-    46: 400,   # UNKNOWN_FUNCTION
-    36: 400,   # BAD_ARGUMENTS
-    115: 400,  # UNKNOWN_SETTING
-    456: 400,  # UNKNOWN_QUERY_PARAMETER
-    457: 400,  # BAD_QUERY_PARAMETER
-    60: 404,   # UNKNOWN_TABLE
-    81: 404,   # UNKNOWN_DATABASE
-    413: 413,  # request body too large (our own use of the status)
-    516: 403,  # AUTHENTICATION_FAILED
+    **dict.fromkeys(_BAD_REQUEST_CODES, 400),
+    **dict.fromkeys(_NOT_FOUND_CODES, 404),
+    48: 501,   # NOT_IMPLEMENTED
+    159: 408,  # TIMEOUT_EXCEEDED
+    192: 403, 193: 403, 516: 403,  # UNKNOWN_USER, WRONG_PASSWORD, AUTHENTICATION_FAILED
 }
 
 _CONTENT_TYPES = {
@@ -170,7 +176,7 @@ def create_app(settings: StoreSettings, engine: StoreEngine) -> Starlette:
             return error_response(authentication_failed(), query_id, settings)
         parsed = None
         try:
-            parsed = await parse_request(request.method, request.query_params.multi_items(), request.headers,
+            parsed = await parse_request(request.method, query_items(request.scope["query_string"]), request.headers,
                                          request.stream(), max_body_bytes=settings.max_body_bytes,
                                          spool_dir=settings.spool_path)
             outcome = await asyncio.get_running_loop().run_in_executor(executor, engine.start, parsed.statement)
@@ -182,23 +188,26 @@ def create_app(settings: StoreSettings, engine: StoreEngine) -> Starlette:
         encoding = codec.response_encoding(request.headers.get("accept-encoding"),
                                            request.query_params.get("enable_http_compression"))
         if isinstance(outcome, Outcome):
-            return _whole_response(outcome.body, outcome.output_format, outcome.summary, query_id, encoding)
+            output_format = outcome.output_format if outcome.has_output else None
+            return _whole_response(outcome.body, output_format, outcome.summary, query_id, encoding)
         return await _result_response(outcome, query_id, encoding)
 
-    def _headers(output_format: str, summary: dict[str, str], query_id: str, encoding: str | None) -> dict[str, str]:
+    def _headers(output_format: str | None, summary: dict[str, str], query_id: str,
+                 encoding: str | None) -> dict[str, str]:
         headers = {
-            "Content-Type": _CONTENT_TYPES.get(output_format, "application/octet-stream"),
-            "X-ClickHouse-Format": output_format,
+            "Content-Type": _CONTENT_TYPES.get(output_format or "TabSeparated", "application/octet-stream"),
             "X-ClickHouse-Summary": codec.summary_header(summary),
             "X-ClickHouse-Query-Id": query_id,
             "X-ClickHouse-Timezone": engine.timezone,
             "X-ClickHouse-Server-Display-Name": "imagesearch-store",
         }
+        if output_format:  # ClickHouse names a format only for statements that return a result
+            headers["X-ClickHouse-Format"] = output_format
         if encoding:
             headers["Content-Encoding"] = encoding
         return headers
 
-    def _whole_response(body: bytes, output_format: str, summary: dict[str, str], query_id: str,
+    def _whole_response(body: bytes, output_format: str | None, summary: dict[str, str], query_id: str,
                         encoding: str | None) -> Response:
         encoder = codec.body_encoder(encoding)
         body = encoder.encode(body) + encoder.finish()

@@ -42,10 +42,18 @@ class EmbedderSettings(CommonSettings):
     max_image_bytes: int = Field(20 * 1024 * 1024, ge=1)
     max_image_pixels: int = Field(64_000_000, ge=1)
     max_text_chars: int = Field(10_000, ge=1)
+    # A request body must arrive within this many seconds of its first byte (slow senders hold a
+    # connection and its buffers): services/common/http.BodyGuardMiddleware.
+    body_timeout_s: float = Field(60.0, gt=0)
     # 0 = as many as the cores this process may use.
     torch_threads: int = Field(0, ge=0)
     decode_threads: int = Field(0, ge=0)
     log_level: str = "INFO"
+
+    @property
+    def max_body_bytes(self) -> int:
+        """The largest request body: `max_items` images of `max_image_bytes` as base64, plus room."""
+        return self.max_items * self.max_image_bytes * 4 // 3 + 1024 * 1024
 
 
 @lru_cache

@@ -6,7 +6,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from services.common.http import configure_logging, install_error_handlers, install_request_ids, route_template
+from services.common.http import (
+    configure_logging,
+    install_body_guard,
+    install_error_handlers,
+    install_request_ids,
+    route_template,
+)
 from services.embedder.config import EmbedderSettings, get_settings
 from services.embedder.routes import router
 from services.embedder.service import EmbedderService
@@ -34,9 +40,10 @@ def create_app(settings: EmbedderSettings | None = None) -> FastAPI:
     install_error_handlers(app)
 
     app.include_router(router)
+    install_body_guard(app, settings.max_body_bytes, settings.body_timeout_s)
 
     def count_request(scope, status: int, seconds: float) -> None:
-        service.metrics.count_request(scope["method"], route_template(scope), status)
+        service.metrics.count_request(scope["method"], route_template(scope), status, seconds)
 
     install_request_ids(app, observe=count_request)
     return app

@@ -4,7 +4,8 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
@@ -49,10 +50,10 @@ async def readyz(request: Request) -> JSONResponse:
 
 
 @router.get("/metrics", tags=["health"], response_class=PlainTextResponse)
-async def metrics(request: Request) -> PlainTextResponse:
+async def metrics(request: Request) -> Response:
     service = _service(request)
     text = service.metrics.render(lambda: service.batcher.queued_items, service.ready)
-    return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+    return Response(text, media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/v1/model", response_model=ModelInfo, tags=["model"])
@@ -80,7 +81,7 @@ async def embed_image(
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     # Refuse an oversized body before reading it.
     declared = request.headers.get("content-length")
-    limit = settings.max_items * settings.max_image_bytes * 4 // 3 + 1024 * 1024
+    limit = settings.max_body_bytes
     if declared and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"The request body is {int(declared):,} bytes; the limit is {limit:,}.")
     if content_type == "multipart/form-data":

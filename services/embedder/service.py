@@ -97,6 +97,13 @@ class EmbedderService:
             if not text.strip():
                 self.metrics.count_rejected("empty_text")
                 raise BadRequest(f"Text {index} is empty; send some words to embed.", code="empty_text")
+            bad = None if text.isascii() else _lone_surrogate(text)
+            if bad is not None:
+                # JSON's \ud800 escapes decode to half a UTF-16 pair, which no tokenizer can encode.
+                self.metrics.count_rejected("invalid_text")
+                raise BadRequest(f"Text {index} holds a lone surrogate (U+{ord(text[bad]):04X} at character "
+                                 f"{bad}), which is not valid Unicode; send the text as valid UTF-8.",
+                                 code="invalid_text")
             if len(text) > self.settings.max_text_chars:
                 self.metrics.count_rejected("text_too_long")
                 raise BadRequest(f"Text {index} has {len(text):,} characters; the limit is "
@@ -173,3 +180,11 @@ class UnsupportedMediaType(ServiceError):
     status_code = 415
     code = "unsupported_media_type"
 
+
+def _lone_surrogate(text: str) -> int | None:
+    """The index of the first unpaired UTF-16 surrogate in `text`, or None when it encodes as UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None

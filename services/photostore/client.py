@@ -25,11 +25,12 @@ from services.common.errors import BadRequest
 from services.common.schemas import METADATA_FIELDS, PhotoRecord
 from services.photostore import index as vector_index
 from services.photostore import sql
-from services.photostore.columns import FACET_COLUMNS, PHOTO_COLUMNS, column_type
+from services.photostore.columns import FACET_COLUMNS, PHOTO_COLUMNS, column_type, insert_value
 from services.photostore.connection import Connection, is_unknown_table, redact_url
 from services.photostore.dialects import Dialect, dialect_for
 from services.photostore.errors import ModelMismatch, StoreError
 from services.photostore.filters import filter_sql
+from services.photostore.library import LibraryTables
 from services.photostore.results import MAX_RESULTS, check_count, collapsed, ranked, search_rows
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ DEFAULT_EXACT_BELOW = 50_000
 DEFAULT_SEARCH_WIDTH = 256
 DEFAULT_INDEX_TYPE = "MSTG"
 
+
 def _option(value: int | None, name: str, default: int) -> int:
     if value is None:
         return default
@@ -51,7 +53,7 @@ def _option(value: int | None, name: str, default: int) -> int:
     return int(value)
 
 
-class PhotoStore:
+class PhotoStore(LibraryTables):
     """Photos and their vectors in one table of a ClickHouse-compatible server.
 
     `exact_below`, `search_width` and `index_type` are the search options (STORE_EXACT_BELOW,
@@ -79,6 +81,7 @@ class PhotoStore:
         self._dialect: Dialect | None = None
         self._server_version: str | None = None
         self._info: dict[str, Any] | None = None
+        self._columns_checked = False
         self.exact_below = _option(exact_below, "STORE_EXACT_BELOW", DEFAULT_EXACT_BELOW)
         self.search_width = _option(search_width, "STORE_SEARCH_WIDTH", DEFAULT_SEARCH_WIDTH)
         self.index_type = index_type or DEFAULT_INDEX_TYPE
@@ -126,6 +129,7 @@ class PhotoStore:
             )
         info = {"model": str(rows[0][0]), "dim": int(rows[0][1]), "table": self.table,
                 "database": self.database, "dialect": self.dialect.name}
+        self._add_missing_columns()  # the gateway may read an old table before any worker opens it
         self._info = info
         return dict(info)
 
@@ -151,9 +155,24 @@ class PhotoStore:
             )
         # Also after a crash between recording the model and creating the table.
         self.connection.command("table creation", sql.create_table_sql(self.database, self.table, dim))
+        self._add_missing_columns()
+        self.ensure_library_tables()
         self._info = {"model": model, "dim": dim, "table": self.table, "database": self.database,
                       "dialect": self.dialect.name}
         logger.info("store table %s.%s ready for %s (%d dims)", self.database, self.table, model, dim)
+
+    def _add_missing_columns(self) -> None:
+        """A table made by an older version lacks the newer metadata columns: add them (empty for the
+        rows already there), so old data keeps working beside new. Once per process."""
+        if self._columns_checked:
+            return
+        present = {row[0] for row in self.connection.query(
+            "column check", sql.columns_sql(), {"db": self.database, "name": self.table}).result_rows}
+        for name in METADATA_FIELDS:
+            if name not in present:
+                self.connection.command("column addition", sql.add_column_sql(self.database, self.table, name))
+                logger.info("added the column %s to %s.%s", name, self.database, self.table)
+        self._columns_checked = True
 
     def _reindex_hint(self) -> str:
         meta = f"{self.database}.{sql.meta_table_name(self.table)}"
@@ -199,7 +218,7 @@ class PhotoStore:
             [r.photo_image_url for r in records],
             # Plain lists encode several times faster than lists of numpy rows.
             matrix.tolist(),
-            *([getattr(r, field) for r in records] for field in METADATA_FIELDS),
+            *([insert_value(field, getattr(r, field)) for r in records] for field in METADATA_FIELDS),
         ]
         self.connection.insert("insert", self.table, columns, names, types)
         return len(records)
@@ -213,6 +232,7 @@ class PhotoStore:
         if present:
             self.connection.command("delete", sql.delete_sql(self.database, self.table),
                                     {"photo_ids": sorted(present)})
+            self.delete_library_rows(sorted(present))
             self._rows_seen = None
         return len(present)
 

@@ -74,6 +74,18 @@ def create_meta_sql(database: str, table: str) -> str:
     )
 
 
+def columns_sql() -> str:
+    return "SELECT name FROM system.columns WHERE database = {db:String} AND table = {name:String}"
+
+
+def add_column_sql(database: str, table: str, name: str) -> str:
+    """`name` must be one of METADATA_FIELDS (identifiers cannot be bound; checked here)."""
+    if name not in METADATA_FIELDS:
+        raise ValueError(f"{name!r} is not a metadata column")
+    return (f"ALTER TABLE {table_ref(database, table)} ADD COLUMN IF NOT EXISTS {quote_identifier(name)} "
+            f"{column_type(name)}")
+
+
 def table_exists_sql() -> str:
     return "SELECT count() FROM system.tables WHERE database = {db:String} AND name = {name:String}"
 

@@ -14,6 +14,8 @@ from services.common.fetch import FetchPolicy
 class WorkerSettings(CommonSettings):
     model_config = SettingsConfigDict(env_prefix="WORKER_", env_file=".env", extra="ignore", populate_by_name=True)
 
+    # Worker processes per worker (Celery's --concurrency); `make up` and compose scale by this.
+    concurrency: int = Field(2, ge=1, le=256)
     # Image downloads running at once inside one task (threads; they wait on the network).
     download_concurrency: int = Field(16, ge=1, le=256)
     # Per image: the whole download, redirects included, must finish within this.
@@ -31,6 +33,9 @@ class WorkerSettings(CommonSettings):
     # Transient failures (embedder or store down) are retried with exponential backoff and jitter.
     max_retries: int = Field(8, ge=0)
     retry_backoff_max_s: int = Field(300, ge=1)
+    # A SIGKILLed worker's batches go back on the queue this long after their last lease renewal
+    # (services/worker/lease.py): recovery within about this plus 10 s of the kill.
+    visibility_timeout_s: int = Field(60, ge=4, le=3600)
     job_ttl_s: int = Field(7 * 24 * 3600, ge=60)
     # When a job ends and the table holds STORE_EXACT_BELOW rows or more with no vector index, start
     # building one (on the store server, in the background). Off: `make index ACTION=build` by hand.
@@ -39,7 +44,8 @@ class WorkerSettings(CommonSettings):
 
     def fetch_policy(self) -> FetchPolicy:
         return FetchPolicy(allow_hosts=tuple(self.fetch_allow_list), max_bytes=self.max_image_bytes,
-                           timeout_s=self.download_timeout_s, max_redirects=self.max_redirects)
+                           timeout_s=self.download_timeout_s, max_redirects=self.max_redirects,
+                           deny_urls=(self.store_url,))
 
 
 @lru_cache

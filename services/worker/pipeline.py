@@ -10,14 +10,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from services.common.fetch import FetchError, FetchPolicy, fetch_many
-from services.common.images import ClipCrop, ImageRejected, ImageTooLarge, decode_image
+from services.common.images import ClipCrop, ImageRejected, ImageTooLarge, decode_image, read_exif
+from services.common.library import is_local, path_of, upload_digest
 from services.common.ports import Embedder, PhotoStore
 from services.common.schemas import Failure, PhotoRecord
+from services.worker.local import LocalReadError, make_thumbnail, read_local_file, read_upload
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +81,20 @@ def parse_photos(photos: Sequence[dict | PhotoRecord]) -> tuple[list[PhotoRecord
 
 def ingest_batch(photos: Sequence[dict | PhotoRecord], embedder: Embedder, store: PhotoStore, policy: FetchPolicy,
                  *, download_concurrency: int = 16, crop: ClipCrop | None = None,
-                 max_image_pixels: int = 64_000_000) -> BatchOutcome:
-    """Download, embed (one embedder request) and insert (one store insert) one batch of photos.
+                 max_image_pixels: int = 64_000_000, roots: Sequence[Path] = (), spool: Any = None) -> BatchOutcome:
+    """Read or download, embed (one embedder request) and insert (one store insert) one batch of photos,
+    with a thumbnail each (one insert) and, for photos from a folder, the record of their files.
 
     With `crop`, images are decoded and cropped here and the embedder gets 8-bit pixels (same vectors);
-    a picture that cannot be decoded fails alone, as it would in the embedder."""
+    a picture that cannot be decoded fails alone, as it would in the embedder. `roots` are the library
+    roots local files may be read from; `spool` holds uploaded files (services/common/uploads.py)."""
     started = time.perf_counter()
     records, failures = parse_photos(photos)
+    # Every copy of a local photo that is stored (now or before) gets its path recorded.
+    # A file:// photo is recorded at the path the worker read (the gateway checked it is under a root).
+    files = [(path_of(r.photo_image_url) or r.file.path, r.photo_id, r.file.size, r.file.mtime)
+             for r in records if r.file is not None]
+    uploads = [d for d in (upload_digest(r.photo_image_url) for r in records) if d]
 
     # A photo named twice in one batch is ingested once.
     unique: dict[str, PhotoRecord] = {}
@@ -101,25 +111,75 @@ def ingest_batch(photos: Sequence[dict | PhotoRecord], embedder: Embedder, store
     known = store.existing_ids(list(unique))
     skipped += len(known)
     todo = [record for photo_id, record in unique.items() if photo_id not in known]
-    if not todo:
-        return BatchOutcome(0, skipped, failures)
-
-    downloaded = fetch_many([record.photo_image_url for record in todo], policy, concurrency=download_concurrency)
-    fetched: list[tuple[PhotoRecord, bytes]] = []
-    for record, result in zip(todo, downloaded):
-        if isinstance(result, FetchError):
-            failures.append(Failure(photo_id=record.photo_id, url=record.photo_image_url, code=result.code,
-                                    reason=str(result)))
-        else:
-            fetched.append((record, result))
+    fetched = _read_all(todo, policy, download_concurrency, roots, spool, failures)
     fetched_at = time.perf_counter()
-    if not fetched:
-        return BatchOutcome(0, skipped, failures)
 
+    thumbnails: dict[str, bytes] = {}
+    readable: list[tuple[PhotoRecord, bytes]] = []
+    for record, body in fetched:
+        try:
+            thumbnails[record.photo_id] = make_thumbnail(body, max_bytes=policy.max_bytes, max_pixels=max_image_pixels)
+            readable.append((record, body))
+        except (ImageRejected, ImageTooLarge) as rejected:
+            failures.append(_failure(record, rejected.code, f"The image {rejected.message}"))
+    good, vectors = _embed(readable, embedder, crop, policy.max_bytes, max_image_pixels, failures)
+    embedded_at = time.perf_counter()
+
+    written = store.insert_photos(good, np.stack(vectors).astype(np.float32, copy=False)) if good else 0
+    if good:
+        store.insert_thumbnails([(record.photo_id, thumbnails[record.photo_id]) for record in good])
+    stored = {record.photo_id for record in good} | set(known)
+    store.record_files([row for row in files if row[1] in stored])
+    if uploads and spool is not None:
+        spool.delete(uploads)
+    done_at = time.perf_counter()
+    log.info("batch: %d inserted, %d skipped, %d failed (download %.2fs, embed %.2fs, insert %.2fs)",
+             len(good), skipped, len(failures), fetched_at - started, embedded_at - fetched_at,
+             done_at - embedded_at)
+    return BatchOutcome(int(written) if written is not None else len(good), skipped, failures)
+
+
+def _failure(record: PhotoRecord, code: str, reason: str) -> Failure:
+    where = record.file.path if record.file is not None else record.photo_image_url
+    if record.file is not None and where not in reason:  # a local file's id says nothing to a person
+        reason = f"{where}: {reason}"
+    return Failure(photo_id=record.photo_id, url=where, code=code, reason=reason)
+
+
+def _read_all(todo: list[PhotoRecord], policy: FetchPolicy, concurrency: int, roots: Sequence[Path], spool: Any,
+              failures: list[Failure]) -> list[tuple[PhotoRecord, bytes]]:
+    """The bytes of each photo: local files and uploads read here, the rest downloaded concurrently."""
+    local = [record for record in todo if is_local(record.photo_image_url)]
+    web = [record for record in todo if not is_local(record.photo_image_url)]
+    fetched: list[tuple[PhotoRecord, bytes]] = []
+    for record in local:
+        try:
+            if upload_digest(record.photo_image_url):
+                body = read_upload(record.photo_image_url, record.photo_id, spool)
+            else:
+                body = read_local_file(record.photo_image_url, record.photo_id, list(roots), policy.max_bytes)
+            fetched.append((with_exif(record, body), body))
+        except LocalReadError as exc:
+            failures.append(_failure(record, exc.code, str(exc)))
+    if web:
+        downloaded = fetch_many([record.photo_image_url for record in web], policy, concurrency=concurrency)
+        for record, result in zip(web, downloaded):
+            if isinstance(result, FetchError):
+                failures.append(_failure(record, result.code, str(result)))
+            else:
+                fetched.append((with_exif(record, result), result))
+    return fetched
+
+
+def _embed(fetched: list[tuple[PhotoRecord, bytes]], embedder: Embedder, crop: ClipCrop | None, max_bytes: int,
+           max_pixels: int, failures: list[Failure]) -> tuple[list[PhotoRecord], list[np.ndarray]]:
+    """One embedder request for the batch; an image it refuses fails alone."""
+    if not fetched:
+        return [], []
     if crop is None:
         results = embedder.embed_images_each([body for _, body in fetched])
     else:
-        results = _embed_cropped(fetched, embedder, crop, policy.max_bytes, max_image_pixels)
+        results = _embed_cropped(fetched, embedder, crop, max_bytes, max_pixels)
     if len(results) != len(fetched):
         raise RuntimeError(f"the embedder returned {len(results)} results for {len(fetched)} images")
     good: list[PhotoRecord] = []
@@ -135,18 +195,8 @@ def ingest_batch(photos: Sequence[dict | PhotoRecord], embedder: Embedder, store
             else:
                 message = getattr(result, "message", None) or str(result)
                 reason = f"The embedder could not read the image: {message}"
-            failures.append(Failure(photo_id=record.photo_id, url=record.photo_image_url, code=code,
-                                    reason=reason))
-    embedded_at = time.perf_counter()
-    if not good:
-        return BatchOutcome(0, skipped, failures)
-
-    written = store.insert_photos(good, np.stack(vectors).astype(np.float32, copy=False))
-    done_at = time.perf_counter()
-    log.info("batch: %d inserted, %d skipped, %d failed (download %.2fs, embed %.2fs, insert %.2fs)",
-             len(good), skipped, len(failures), fetched_at - started, embedded_at - fetched_at,
-             done_at - embedded_at)
-    return BatchOutcome(int(written) if written is not None else len(good), skipped, failures)
+            failures.append(_failure(record, code, reason))
+    return good, vectors
 
 
 def _embed_cropped(fetched: list[tuple[PhotoRecord, bytes]], embedder: Embedder, crop: ClipCrop,
@@ -165,6 +215,16 @@ def _embed_cropped(fetched: list[tuple[PhotoRecord, bytes]], embedder: Embedder,
         vectors = iter(embedder.embed_pixels(np.stack(crops)))
         results = [next(vectors) if result is None else result for result in results]
     return results
+
+
+def with_exif(record: PhotoRecord, body: bytes) -> PhotoRecord:
+    """The record with what the photo's EXIF says (time taken, camera, GPS) where the source said
+    nothing: a source's own values (Unsplash's columns) win."""
+    found = {name: value for name, value in read_exif(body).items() if getattr(record, name) in (None, "")}
+    if {"photo_location_latitude", "photo_location_longitude"} - found.keys():  # a position is a pair
+        found.pop("photo_location_latitude", None)
+        found.pop("photo_location_longitude", None)
+    return record.model_copy(update=found) if found else record
 
 
 def failed_batch(photos: Sequence[dict], code: str, reason: str) -> list[Failure]:

@@ -34,9 +34,10 @@ class Resources:
     # Learnt from the embedder on this process's first batch (pipeline.prepare_store / choose_crop).
     model: dict[str, Any] | None = None
     crop: ClipCrop | None = None  # set when this worker decodes and crops the images itself
+    spool: Any = None  # uploaded photos waiting in Redis (services/common/uploads.py)
 
     def close(self) -> None:
-        for client in (self.embedder, self.store, self.jobs):
+        for client in (self.embedder, self.store, self.jobs, *([self.spool] if self.spool else [])):
             try:
                 client.close()
             except Exception:  # closing is best effort when the process ends
@@ -46,6 +47,7 @@ class Resources:
 def open_resources(settings: WorkerSettings) -> Resources:
     """Real clients from the settings (imported here: the store client pulls in clickhouse_connect)."""
     from services.common.embedder_client import EmbedderClient
+    from services.common.uploads import UploadSpool
     from services.photostore import PhotoStore as StoreClient
 
     return Resources(
@@ -55,6 +57,7 @@ def open_resources(settings: WorkerSettings) -> Resources:
                           query_timeout=settings.store_query_timeout_s, **settings.store_options()),
         jobs=JobStore(settings.redis_url, ttl_seconds=settings.job_ttl_s),
         policy=settings.fetch_policy(),
+        spool=UploadSpool(settings.redis_url),
     )
 
 

@@ -10,6 +10,7 @@ import logging
 from celery import Task, shared_task
 
 from services.common import request_ids
+from services.common.embedder_client import EmbedderBusy
 from services.common.errors import DependencyTimeout, DependencyUnavailable
 from services.common.jobs import JOB_DONE
 from services.common.queue import TASK_NAME
@@ -32,9 +33,12 @@ class IngestTask(Task):
     # when this module is imported. Celery reads them from the task instead when they are not passed
     # to the decorator: `max_retries` at each retry, `retry_backoff_max` once, when it builds the task
     # on the worker's app at start-up. So both are properties reading the settings then.
+    # A wait asked for by a busy embedder (EmbedderBusy) is a retry to Celery too; the waits so far
+    # travel in the task's kwargs and are added to the limit, so they never use it up.
     @property
     def max_retries(self) -> int:  # type: ignore[override]
-        return get_settings().max_retries
+        kwargs = getattr(self.request, "kwargs", None) or {}
+        return get_settings().max_retries + int(kwargs.get("busy_waits") or 0)
 
     @property
     def retry_backoff_max(self) -> int:
@@ -52,7 +56,7 @@ class IngestTask(Task):
         failures = [failure.model_dump() for failure in pipeline.failed_batch(photos, code, reason)]
         try:
             res = resources.current()
-            if res.jobs.finish_batch(job_id, batch_id, 0, 0, failures) == JOB_DONE:
+            if res.jobs.finish_batch(job_id, batch_id, 0, 0, failures, photos) == JOB_DONE:
                 build_index_if_due(res, job_id)
         except Exception:
             log.exception("job %s batch %s: could not record the batch's failure", job_id, batch_id)
@@ -69,7 +73,19 @@ class IngestTask(Task):
     retry_jitter=True,
     ignore_result=True,
 )
-def ingest_batch(self, job_id: str, batch_id: str, photos: list[dict]) -> dict:
+def ingest_batch(self, job_id: str, batch_id: str, photos: list[dict], busy_waits: int = 0) -> dict:
+    try:
+        return _ingest(job_id, batch_id, photos)
+    except EmbedderBusy as exc:
+        # The embedder is up but loading or saturated, and said when to come back: slow down to its
+        # pace instead of backing off exponentially into a failure. Photos never fail for this.
+        log.info("job %s batch %s: the embedder is busy; retrying in %s s", job_id, batch_id, exc.retry_after)
+        raise self.retry(exc=exc, countdown=exc.retry_after, max_retries=self.request.retries + 1,
+                         kwargs={"job_id": job_id, "batch_id": batch_id, "photos": photos,
+                                 "busy_waits": busy_waits + 1}) from None
+
+
+def _ingest(job_id: str, batch_id: str, photos: list[dict]) -> dict:
     res = resources.current()
     # The embedder's log lines for this batch carry the job's id (services/common/request_ids.py).
     with request_ids.bound(f"job-{job_id}"):
@@ -79,9 +95,10 @@ def ingest_batch(self, job_id: str, batch_id: str, photos: list[dict]) -> dict:
             log.info("images are decoded and cropped %s", "here" if res.crop else "by the embedder")
         outcome = pipeline.ingest_batch(photos, res.embedder, res.store, res.policy,
                                         download_concurrency=res.settings.download_concurrency, crop=res.crop,
-                                        max_image_pixels=res.settings.max_image_pixels)
+                                        max_image_pixels=res.settings.max_image_pixels,
+                                        roots=res.settings.library_root_list, spool=res.spool)
     failures = [failure.model_dump() for failure in outcome.failures]
-    counted = res.jobs.finish_batch(job_id, batch_id, outcome.succeeded, outcome.skipped, failures)
+    counted = res.jobs.finish_batch(job_id, batch_id, outcome.succeeded, outcome.skipped, failures, photos)
     if not counted:
         log.info("job %s batch %s was already recorded (a redelivery); not counted again", job_id, batch_id)
     elif counted == JOB_DONE:

@@ -110,13 +110,20 @@ def test_async_client(embedder_url):
 
 def batch_counts(metrics_text: str, kind: str) -> tuple[int, int]:
     """(batches, batches of exactly one item) from the batch-size histogram."""
-    values = {}
-    for line in metrics_text.splitlines():
-        if line.startswith("embedder_batch_size_") and f'kind="{kind}"' in line:
-            name, value = line.rsplit(" ", 1)
-            values[name] = float(value)
-    return (int(values.get(f'embedder_batch_size_count{{kind="{kind}"}}', 0)),
-            int(values.get(f'embedder_batch_size_bucket{{kind="{kind}",le="1"}}', 0)))
+    from prometheus_client.parser import text_string_to_metric_families
+
+    batches = singles = 0
+    for family in text_string_to_metric_families(metrics_text):
+        if family.name != "embedder_batch_size":
+            continue
+        for sample in family.samples:
+            if sample.labels.get("kind") != kind:
+                continue
+            if sample.name == "embedder_batch_size_count":
+                batches = int(sample.value)
+            elif sample.name == "embedder_batch_size_bucket" and float(sample.labels["le"]) == 1.0:
+                singles = int(sample.value)
+    return batches, singles
 
 
 def test_concurrent_requests_are_batched(embedder_url):

@@ -19,7 +19,7 @@ import pytest
 from services.common.jobs import JobStore
 from services.common.queue import enqueue_ingest
 from services.photostore import PhotoStore
-from tests.integration.test_worker_support import DIM, MODEL, jpeg, serve_images, vector_of
+from tests.integration.worker_support import DIM, MODEL, jpeg, serve_images, vector_of
 from tests.support import free_port, redis_server, stop_process, wait_for_http
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,7 +39,7 @@ def stack(tmp_path_factory):
         try:
             embedder_port = free_port()
             embedder = _start([sys.executable, "-m", "uvicorn", "--factory",
-                               "tests.integration.test_worker_support:fake_embedder_app",
+                               "tests.integration.worker_support:fake_embedder_app",
                                "--host", "127.0.0.1", "--port", str(embedder_port)], workdir / "embedder.log")
             processes.append(embedder)
 

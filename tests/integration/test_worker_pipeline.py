@@ -7,7 +7,7 @@ import pytest
 
 from services.common.fetch import FetchPolicy
 from services.worker.pipeline import ingest_batch, prepare_store
-from tests.integration.test_worker_support import DIM, MODEL, jpeg, serve_images, vector_of
+from tests.integration.worker_support import DIM, MODEL, jpeg, serve_images, vector_of
 
 
 class ItemError:
@@ -30,7 +30,7 @@ class Embedder:
 
 class Store:
     def __init__(self):
-        self.rows, self.inserts, self.table = {}, 0, None
+        self.rows, self.inserts, self.table, self.thumbnails, self.files = {}, 0, None, {}, []
 
     def ensure_table(self, dim, model):
         self.table = (dim, model)
@@ -43,6 +43,12 @@ class Store:
         self.inserts += 1
         self.rows.update({photo.photo_id: vector for photo, vector in zip(photos, vectors)})
         return len(photos)
+
+    def insert_thumbnails(self, thumbnails):
+        self.thumbnails.update(thumbnails)
+
+    def record_files(self, files):
+        self.files.extend(files)
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +75,11 @@ def test_a_batch_is_fetched_embedded_once_and_inserted_once(images):
 
     assert (outcome.succeeded, outcome.skipped) == (5, 1)
     assert sorted((f.photo_id, f.code) for f in outcome.failures) == [
-        ("#7", "invalid_record"), ("broken", "not_an_image"), ("gone", "http_404")]
+        ("#7", "invalid_record"), ("broken", "truncated_image"), ("gone", "http_404")]
     assert all(f.reason for f in outcome.failures)
-    assert embedder.calls == [6] and store.inserts == 1
+    # The broken image fails while its thumbnail is made, before the embedder sees it.
+    assert embedder.calls == [5] and store.inserts == 1
+    assert sorted(store.thumbnails) == [f"p{i}" for i in range(5)]
     assert np.allclose(store.rows["p3"], vector_of(jpeg(3)))
 
 
@@ -156,3 +164,28 @@ def test_where_images_are_cropped(info, preprocess, crops):
     assert (chosen is not None) == crops
     if chosen is not None:
         assert chosen.as_dict() == info["pixel_input"]
+
+
+@pytest.mark.parametrize("crop", [False, True], ids=["embedder-decodes", "worker-crops"])
+def test_the_time_camera_and_place_in_a_photos_exif_are_stored_with_it(images, crop):
+    from services.common.images import ClipCrop
+
+    class RecordingStore(Store):
+        def insert_photos(self, photos, vectors, ids=None):
+            self.records = {photo.photo_id: photo for photo in photos}
+            return super().insert_photos(photos, vectors, ids)
+
+    store = RecordingStore()
+    photos = [{"photo_id": "exif", "photo_image_url": f"{images}/exif.jpg"},
+              {"photo_id": "plain", "photo_image_url": f"{images}/img/1.jpg"},
+              {"photo_id": "told", "photo_image_url": f"{images}/exif.jpg", "exif_camera_model": "Source's own"}]
+    embedder = CroppingEmbedder() if crop else Embedder()
+    outcome = ingest_batch(photos, embedder, store, POLICY, crop=ClipCrop(40, 32, 32) if crop else None)
+    assert outcome.succeeded == 3, outcome.failures
+    exif = store.records["exif"]
+    assert (exif.taken_at, exif.exif_camera_make, exif.exif_camera_model) == ("2023-06-01T12:30:00", "Fujifilm",
+                                                                             "X-T4")
+    assert exif.photo_location_latitude == pytest.approx(48.8566) and exif.photo_location_longitude > 2.35
+    plain = store.records["plain"]
+    assert (plain.taken_at, plain.exif_camera_make, plain.photo_location_latitude) == (None, "", None)
+    assert store.records["told"].exif_camera_model == "Source's own"  # the source's value wins

@@ -3,7 +3,7 @@ explicitly: what a job records when a batch succeeds, when its embedder stays do
 every photo failed with the reason), and when no resources were opened. Also how the worker's
 modules import: no settings read, no cycle between the app and its task.
 
-The job store is a private redis-server; embedder and store are small in-process fakes.
+The job store is a private redis-server; embedder and store are the ports' fakes (tests/fakes.py).
 """
 from __future__ import annotations
 
@@ -16,61 +16,37 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.common.embedder_client import EmbedderUnavailable
+from services.common.embedder_client import EmbedderBusy, EmbedderUnavailable
 from services.common.fetch import FetchPolicy
 from services.common.jobs import JobStore
 from services.common.queue import TASK_NAME
 from services.worker import resources
 from services.worker.config import get_settings
 from services.worker.resources import Resources
-from tests.integration.test_worker_support import DIM, MODEL, jpeg, serve_images, vector_of
+from tests.fakes import DIM, MODEL, FakeEmbedder, FakeStore, image_vector
+from tests.integration.worker_support import jpeg, serve_images
 from tests.support import redis_server
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-# Minimal in-process fakes, local until the shared ones (tests/fakes.py) exist.
-class FakeEmbedder:
-    def __init__(self, down: bool = False):
-        self.down, self.calls, self.closed = down, 0, False
+class BusyEmbedder(FakeEmbedder):
+    """Answers 503 with a Retry-After of 0 s to the first `busy` image calls, as a saturated embedder does."""
 
-    def model_info(self):
-        return {"name": MODEL, "dim": DIM, "device": "cpu"}
+    def __init__(self, busy: int):
+        super().__init__()
+        self.busy = busy
 
     def embed_images_each(self, images):
-        self.calls += 1
-        if self.down:
-            raise EmbedderUnavailable("The embedder at http://127.0.0.1:1 did not answer.")
-        return [vector_of(body) for body in images]
-
-    def close(self):
-        self.closed = True
+        if self.busy:
+            self.busy -= 1
+            self.calls.append(("embed_images_each", len(images)))
+            raise EmbedderBusy("The embedder at http://127.0.0.1:1 is unavailable: saturated", retry_after=0)
+        return super().embed_images_each(images)
 
 
-class FakeStore:
-    def __init__(self, wants_index: bool = False):
-        self.rows, self.table, self.index_builds, self.closed = {}, None, 0, False
-        self._wants_index = wants_index
-
-    def ensure_table(self, dim, model):
-        self.table = (dim, model)
-
-    def existing_ids(self, photo_ids):
-        return {photo_id for photo_id in photo_ids if photo_id in self.rows}
-
-    def insert_photos(self, photos, vectors, ids=None):
-        self.rows.update({photo.photo_id: vector for photo, vector in zip(photos, vectors)})
-        return len(photos)
-
-    def wants_index(self):
-        return self._wants_index and not self.index_builds
-
-    def build_index(self, wait=True):
-        self.index_builds += 1
-        return {"status": "Built"}
-
-    def close(self):
-        self.closed = True
+def image_calls(embedder: FakeEmbedder) -> int:
+    return sum(1 for method, _ in embedder.calls if method == "embed_images_each")
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +88,7 @@ def new_job(jobs: JobStore, photos: int) -> str:
 
 
 def test_a_batch_run_in_process_is_ingested_and_its_job_finished(task, redis_url, images):
-    embedder, store = FakeEmbedder(), FakeStore(wants_index=True)
+    embedder, store = FakeEmbedder(), FakeStore(exact_below=1)
     photos = [{"photo_id": f"t{i}", "photo_image_url": f"{images}/img/{i}.jpg"} for i in range(3)]
     photos.append({"photo_id": "gone", "photo_image_url": f"{images}/nothing.jpg"})
     context, jobs = opened(redis_url, embedder, store)
@@ -121,10 +97,12 @@ def test_a_batch_run_in_process_is_ingested_and_its_job_finished(task, redis_url
         result = task.apply(kwargs={"job_id": job_id, "batch_id": uuid.uuid4().hex, "photos": photos})
         assert result.successful(), result.traceback
         job = jobs.get(job_id)
+        retry = jobs.failed_records(job_id)
     assert (job["state"], job["succeeded"], job["failed"]) == ("done", 3, 1)
     assert job["failures"][0]["photo_id"] == "gone" and job["failures"][0]["code"] == "http_404"
-    assert store.table == (DIM, MODEL) and sorted(store.rows) == ["t0", "t1", "t2"]
-    assert np.allclose(store.rows["t1"], vector_of(jpeg(1)))
+    assert job["failures_by_reason"] == {"http_404": 1} and retry == [photos[-1]]  # kept for a retry
+    assert store.table == {"dim": DIM, "model": MODEL} and sorted(store.photos) == ["t0", "t1", "t2"]
+    assert np.allclose(store.photos["t1"][1], image_vector(jpeg(1)))
     assert store.index_builds == 1  # the job ended with the table past exact search
     # Leaving the block closed this process's clients.
     assert embedder.closed and store.closed
@@ -133,21 +111,40 @@ def test_a_batch_run_in_process_is_ingested_and_its_job_finished(task, redis_url
 
 
 def test_a_batch_whose_embedder_stays_down_is_retried_then_failed_photo_by_photo(task, redis_url, images):
-    embedder, store = FakeEmbedder(down=True), FakeStore()
+    embedder, store = FakeEmbedder(), FakeStore()
+    embedder.failure = EmbedderUnavailable("The embedder at http://127.0.0.1:1 did not answer.")
     photos = [{"photo_id": f"d{i}", "photo_image_url": f"{images}/img/{i}.jpg"} for i in range(2)]
     context, jobs = opened(redis_url, embedder, store)
     with context:
         job_id = new_job(jobs, len(photos))
         result = task.apply(kwargs={"job_id": job_id, "batch_id": uuid.uuid4().hex, "photos": photos})
         job = jobs.get(job_id)
+        retry = jobs.failed_records(job_id)
     assert result.failed() and isinstance(result.result, EmbedderUnavailable)
-    assert embedder.calls == 3  # the first try and WORKER_MAX_RETRIES=2 retries
+    assert retry == photos and job["failures_by_reason"] == {"embedder_unavailable": 2}
+    # model_info failed too: the first try and WORKER_MAX_RETRIES=2 retries each stopped there.
+    assert [method for method, _ in embedder.calls] == ["model_info"] * 3
     assert (job["state"], job["succeeded"], job["failed"]) == ("done", 0, 2)
     assert {failure["photo_id"] for failure in job["failures"]} == {"d0", "d1"}
     for failure in job["failures"]:
         assert failure["code"] == "embedder_unavailable"
         assert failure["reason"].startswith("Gave up after 2 retries: ") and "did not answer" in failure["reason"]
-    assert store.rows == {}
+    assert store.photos == {}
+
+
+def test_a_busy_embedder_slows_the_batch_down_but_never_fails_its_photos(task, redis_url, images):
+    # Four 503s with Retry-After, more than WORKER_MAX_RETRIES=2: waits asked for are not retries used up.
+    embedder, store = BusyEmbedder(busy=4), FakeStore()
+    photos = [{"photo_id": f"b{i}", "photo_image_url": f"{images}/img/{i}.jpg"} for i in range(2)]
+    context, jobs = opened(redis_url, embedder, store)
+    with context:
+        job_id = new_job(jobs, len(photos))
+        result = task.apply(kwargs={"job_id": job_id, "batch_id": uuid.uuid4().hex, "photos": photos})
+        job = jobs.get(job_id)
+    assert result.successful(), result.traceback
+    assert image_calls(embedder) == 5
+    assert (job["state"], job["succeeded"], job["failed"]) == ("done", 2, 0)
+    assert sorted(store.photos) == ["b0", "b1"]
 
 
 def test_a_task_run_where_no_resources_were_opened_fails_and_says_why(task, redis_url, images):
@@ -181,3 +178,13 @@ def test_the_worker_app_has_the_task_with_its_queue_serializer_and_retry_policy_
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["redis://127.0.0.1:1/3", "json", "['json']", "ingest", "1", "True", "True", "5",
                                    "2", "42", "True", "['DependencyTimeout',", "'DependencyUnavailable']"]
+
+
+def test_the_worker_renews_what_it_holds_and_a_killed_workers_batches_wait_only_the_visibility_timeout():
+    done = _python(
+        "from services.worker.celery_app import app; c = app.conf; "
+        "print([s.__name__ for s in app.steps['consumer']], c.broker_transport_options)",
+        REDIS_URL="redis://127.0.0.1:1/3", WORKER_VISIBILITY_TIMEOUT_S="30")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ("['UnackedLease'] {'visibility_timeout': 30, 'unacked_restore_interval': 5, "
+                                   "'unacked_restore_throttle': 1}")

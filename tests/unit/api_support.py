@@ -34,6 +34,7 @@ class GatewayFakes:
         self.store = FakeStore()
         self.jobs = FakeJobs()
         self.enqueued: list[tuple[str, int, int]] = []
+        self.queued_photos: dict[str, list[dict]] = {}
         self.urls: dict[str, bytes] = {}
         for name in ("red", "green", "blue", "cat", "dog"):
             self.store.add(name, image_vector(name.encode()), photo_description=f"a {name} photo",
@@ -42,6 +43,7 @@ class GatewayFakes:
     def enqueue(self, job_id: str, photos: list[dict], batch_size: int) -> int:
         batches = math.ceil(len(photos) / batch_size)
         self.enqueued.append((job_id, len(photos), batches))
+        self.queued_photos.setdefault(job_id, []).extend(photos)
         return batches
 
     async def fetch(self, url: str) -> bytes:

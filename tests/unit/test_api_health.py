@@ -13,19 +13,7 @@ import uvicorn
 from services.api.main import create_app
 from services.api.query import NOTHING_TO_SEARCH
 from services.common.api_client import ApiClient, ApiError
-from tests.unit.api_support import KEY, PHOTOS, GatewayFakes, error_of, gateway_client, make_settings
-
-
-@pytest.fixture
-def fakes() -> GatewayFakes:
-    return GatewayFakes()
-
-
-@pytest.fixture
-def client(fakes):
-    with gateway_client(fakes) as test_client:
-        yield test_client
-
+from tests.unit.api_support import KEY, PHOTOS, error_of, gateway_client, make_settings
 
 # -- keys ------------------------------------------------------------------------------------------
 

@@ -10,19 +10,7 @@ from fastapi.testclient import TestClient
 
 from services.api.main import create_app
 from services.common.errors import DependencyUnavailable
-from tests.unit.api_support import DIM, GatewayFakes, error_of, gateway_client, make_settings
-
-
-@pytest.fixture
-def fakes() -> GatewayFakes:
-    return GatewayFakes()
-
-
-@pytest.fixture
-def client(fakes):
-    with gateway_client(fakes) as test_client:
-        yield test_client
-
+from tests.unit.api_support import DIM, error_of, make_settings
 
 # -- photos, stats ---------------------------------------------------------------------------------
 

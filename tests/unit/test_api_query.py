@@ -11,19 +11,7 @@ import pytest
 from services.api.query import NOTHING_TO_SEARCH
 from services.common.errors import DependencyTimeout, DependencyUnavailable
 from services.common.vectors import combine
-from tests.unit.api_support import DIM, GatewayFakes, error_of, gateway_client, image_vector, text_vector
-
-
-@pytest.fixture
-def fakes() -> GatewayFakes:
-    return GatewayFakes()
-
-
-@pytest.fixture
-def client(fakes):
-    with gateway_client(fakes) as test_client:
-        yield test_client
-
+from tests.unit.api_support import DIM, error_of, gateway_client, image_vector, text_vector
 
 # -- search: what is accepted ---------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_docker_compose_declares_every_service_with_its_port():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert set(services) == {"redis", "store", "embedder", "worker", "api", "ui"}
+    assert set(services) == {"redis", "store", "clickhouse", "myscale", "embedder", "worker", "api", "ui"}
     assert "8000:8000" in services["api"]["ports"]
     assert "7860:7860" in services["ui"]["ports"]
     assert services["api"]["environment"]["STORE_URL"] == "${STORE_URL:-http://store:8123}"

@@ -261,3 +261,66 @@ def test_https_checks_the_certificate_against_the_host_name_not_the_address(tls_
     assert asyncio.run(fetch_bytes_async(f"https://localhost:{port}/img.jpg", allowed)) == JPEG
     code, message = code_of(f"https://127.0.0.1:{port}/img.jpg", allowed)
     assert code == "network_error" and "127.0.0.1" in message  # the certificate names localhost only
+
+
+def test_the_allow_list_can_name_a_host_and_port(counted_server):
+    # Allowing the image server on one loopback port allows that port only.
+    only_that_port = policy(allow_hosts=(f"127.0.0.1:{counted_server}",))
+    assert fetch_bytes(f"http://127.0.0.1:{counted_server}/img.jpg", only_that_port) == JPEG
+    assert fetch_bytes(f"http://localhost:{counted_server}/img.jpg", policy(allow_hosts=(f"localhost:{counted_server}",)))
+    code, message = code_of(f"http://127.0.0.1:{counted_server}/img.jpg", policy(allow_hosts=("127.0.0.1:1",)))
+    assert code == "blocked_address" and "host:port" in message
+    assert Counting.hits == 2
+
+
+@pytest.mark.parametrize(("allow", "host", "port", "allowed"), [
+    ("127.0.0.1:8091", "127.0.0.1", 8091, True),
+    ("127.0.0.1:8091", "127.0.0.1", 8123, False),
+    ("10.0.0.0/8:8091", "10.1.2.3", 8091, True),
+    ("10.0.0.0/8:8091", "10.1.2.3", 22, False),
+    ("[::1]:8091", "::1", 8091, True),
+    ("[::1]:8091", "::1", 8092, False),
+    ("::1", "::1", 8092, True),
+    ("images.lan:8080", "images.lan", 8080, True),
+    ("images.lan:8080", "images.lan", 8081, False),
+])
+def test_allow_list_entries_with_ports_before_any_connection(allow, host, port, allowed):
+    from services.common.fetch_policy import check_addresses
+
+    address = host if ":" in host or host[0].isdigit() else "192.168.1.20"
+    check = lambda: check_addresses(f"http://{host}:{port}/x.jpg", host, port, [address], policy(allow_hosts=(allow,)))  # noqa: E731
+    if allowed:
+        check()
+    else:
+        with pytest.raises(FetchError, match="FETCH_ALLOW_HOSTS"):
+            check()
+
+
+def test_the_stores_address_is_never_fetched_whatever_the_allow_list_says(counted_server):
+    store = f"http://127.0.0.1:{counted_server}"
+    everything = policy(allow_hosts=("127.0.0.0/8", "localhost", f"127.0.0.1:{counted_server}"), deny_urls=(store,))
+    for url in (f"{store}/?query=DROP%20TABLE%20photos", f"http://localhost:{counted_server}/",
+                f"http://127.0.0.2:{counted_server}/"):
+        code, message = code_of(url, everything)
+        assert code == "blocked_address" and "store's own address" in message
+        with pytest.raises(FetchError, match="store's own address"):
+            asyncio.run(fetch_bytes_async(url, everything))
+    assert Counting.hits == 0  # refused before any connection
+    assert fetch_bytes(f"http://127.0.0.1:{counted_server}/img.jpg", policy(deny_urls=("http://127.0.0.1:8123",))) == JPEG
+
+
+def test_a_store_behind_a_name_is_denied_on_its_addresses(monkeypatch):
+    from services.common import fetch_policy
+
+    def resolver(host, port, *args, **kwargs):  # a stub: nothing is looked up or connected to
+        assert host == "store"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.5", port))]
+
+    monkeypatch.setattr(fetch_policy.socket, "getaddrinfo", resolver)
+    allowed = policy(allow_hosts=("10.0.0.0/8",), deny_urls=("http://store:8123",))
+    with pytest.raises(FetchError, match="store's own address"):
+        fetch_policy.check_addresses("http://10.0.0.5:8123/", "10.0.0.5", 8123, ["10.0.0.5"], allowed)
+    with pytest.raises(FetchError, match="store's own address"):
+        fetch_policy.check_addresses("http://store:8123/", "store", 8123, ["10.0.0.5"], allowed)
+    fetch_policy.check_addresses("http://10.0.0.5:8091/", "10.0.0.5", 8091, ["10.0.0.5"], allowed)
+    fetch_policy.check_addresses("http://10.0.0.6:8123/", "10.0.0.6", 8123, ["10.0.0.6"], allowed)

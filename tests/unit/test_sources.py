@@ -105,20 +105,37 @@ def test_url_list_gives_stable_ids_and_skips_bad_lines(tmp_path):
     assert len(bad) == 1 and "line 4" in bad[0][0]
 
 
-def test_folder_needs_a_base_url_and_maps_files_under_it(tmp_path):
+def test_a_served_folder_maps_files_under_its_url_named_by_their_bytes(tmp_path):
     folder = tmp_path / "pics"
     (folder / "sub dir").mkdir(parents=True)
     (folder / "a.jpg").write_bytes(b"\xff\xd8\xff")
     (folder / "sub dir" / "b.PNG").write_bytes(b"\x89PNG")
     (folder / "notes.txt").write_text("not an image")
-    with pytest.raises(SourceError, match="--serve"):
+    with pytest.raises(SourceError, match="without --base-url"):
         collect(folder)
+    (folder / "sub dir" / "copy.jpg").write_bytes(b"\xff\xd8\xff")
     records, _ = collect(folder, base_url="http://10.0.0.5:9000/")
     assert [r.photo_image_url for r in records] == ["http://10.0.0.5:9000/a.jpg",
-                                                    "http://10.0.0.5:9000/sub%20dir/b.PNG"]
-    assert len({r.photo_id for r in records}) == 2
+                                                    "http://10.0.0.5:9000/sub%20dir/b.PNG",
+                                                    "http://10.0.0.5:9000/sub%20dir/copy.jpg"]
+    # The copy of a.jpg is the same photo.
+    assert [r.photo_id for r in records][0] == records[2].photo_id != records[1].photo_id
 
 
 def test_a_missing_source_is_an_error(tmp_path):
     with pytest.raises(SourceError, match="does not exist"):
         collect(tmp_path / "nope.tsv")
+
+
+def test_unsplash_camera_and_position_columns_are_read(tmp_path):
+    path = tmp_path / "photos.tsv"
+    path.write_text("photo_id\tphoto_image_url\texif_camera_make\texif_camera_model\tphoto_location_latitude\t"
+                    "photo_location_longitude\n"
+                    "a\thttps://img.test/a\tCanon\tEOS 5D\t64.1466\t-21.9426\n"
+                    "b\thttps://img.test/b\t\t\t\t\n"
+                    "c\thttps://img.test/c\t\t\t95\t10\n")
+    records, bad = collect(path)
+    assert (records[0].exif_camera_make, records[0].exif_camera_model) == ("Canon", "EOS 5D")
+    assert (records[0].photo_location_latitude, records[0].photo_location_longitude) == (64.1466, -21.9426)
+    assert records[1].photo_location_latitude is None and records[1].exif_camera_make == ""
+    assert [where for where, _ in bad] == ["photos.tsv line 4"] and "photo_location_latitude" in bad[0][1]

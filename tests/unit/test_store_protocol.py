@@ -98,6 +98,7 @@ def test_reads_are_streamed_and_everything_else_is_not():
     assert Statement("(SELECT 1) UNION ALL (SELECT 2)").is_read
     assert not Statement("SHOW TABLES").is_read and not Statement("DESCRIBE TABLE t").is_read  # chDB refuses
     assert not Statement("INSERT INTO t SELECT * FROM s").is_read
+    assert not Statement("WITH 5 AS x INSERT INTO t SELECT number + x FROM numbers(3)").is_read
     assert not Statement("CREATE TABLE t ENGINE Memory AS SELECT 1").is_read
     assert not Statement("SELECT 1 INTO OUTFILE '/tmp/x'").is_read
     assert not Statement("SET max_threads = 1").is_read
@@ -139,3 +140,12 @@ def test_native_header_block_for_an_empty_result():
     assert native_header([("id", "UInt32"), ("v", "Array(Float32)")]) == (
         b"\x02\x00" + b"\x02id" + b"\x06UInt32" + b"\x01v" + b"\x0eArray(Float32)")
     assert native_header([("x" * 200, "String")]).startswith(b"\x01\x00\xc8\x01")
+
+
+def test_kill_query_by_id_is_recognised_only_in_its_exact_form():
+    from services.embedded_store.kills import kill_target
+
+    assert kill_target("KILL QUERY WHERE query_id = 'q-1'") == "q-1"
+    assert kill_target("kill query where query_id='it\\'s' SYNC FORMAT JSON") == "it's"
+    assert kill_target("KILL QUERY WHERE user = 'x'") is None
+    assert kill_target("KILL QUERY WHERE query_id = 'a' OR 1") is None

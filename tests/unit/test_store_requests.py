@@ -10,7 +10,7 @@ import pytest
 from services.embedded_store.auth import Credentials
 from services.embedded_store.config import StoreSettings
 from services.embedded_store.errors import BodyTooLarge, FormRefused, StoreQueryError, UnsupportedEncoding
-from services.embedded_store.protocol import parse_request
+from services.embedded_store.protocol import parse_request, query_items
 
 
 def parse(method, items, body=b"", headers=None, *, limit=1 << 20, spool_dir):
@@ -84,10 +84,40 @@ def test_multipart_form_carries_the_query_and_bound_values(tmp_path):
     assert statement.settings == {"max_threads": "1"}
 
 
-def test_multipart_with_a_file_is_refused(tmp_path):
+def test_multipart_file_is_an_external_table_spooled_until_discarded(tmp_path):
+    body, headers = multipart([("query", "SELECT * FROM t")], file=True)
+    parsed = parse("POST", [("t_structure", "x UInt8"), ("t_format", "TSV"), ("max_threads", "1")], body, headers,
+                   spool_dir=tmp_path)
+    (table,) = parsed.statement.external
+    assert (table.name, table.structure, table.format) == ("t", "x UInt8", "TSV")
+    assert table.path.read_bytes() == b"1" and parsed.statement.settings == {"max_threads": "1"}
+    parsed.discard()
+    assert list(tmp_path.iterdir()) == []
+    typed = parse("POST", [("t_types", "UInt8, String")], *multipart([("query", "SELECT 1")], file=True),
+                  spool_dir=tmp_path)
+    assert typed.statement.external[0].structure == "_1 UInt8, _2 String"
+    assert typed.statement.external[0].format == "TabSeparated"
+    typed.discard()
+
+
+def test_external_file_without_a_structure_is_refused_and_not_kept(tmp_path):
     body, headers = multipart([("query", "SELECT 1")], file=True)
-    with pytest.raises(FormRefused):
+    with pytest.raises(FormRefused, match="t_structure"):
         parse("POST", [], body, headers, spool_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_get_is_read_only_and_carries_the_query_id(tmp_path):
+    statement = parse("GET", [("query", "SELECT 1"), ("query_id", "q-1")], spool_dir=tmp_path).statement
+    assert statement.readonly and statement.query_id == "q-1"
+    assert not parse("POST", [], b"SELECT 1", spool_dir=tmp_path).statement.readonly
+
+
+def test_bound_values_keep_bytes_that_are_not_utf8_as_escapes():
+    items = query_items(b"query=SELECT%20%7Bp%3AString%7D&param_p=%FF%FEa%C3%A9&param_q=a%5Cb")
+    assert items == [("query", "SELECT {p:String}"), ("param_p", "\\xff\\xfea\u00e9"), ("param_q", "a\\b")]
+    with pytest.raises(UnicodeDecodeError):
+        query_items(b"query=SELECT%20%FF")
 
 
 def test_body_over_the_limit_is_refused_and_leaves_no_spool_file(tmp_path):

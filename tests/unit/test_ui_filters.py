@@ -89,11 +89,12 @@ def test_filters_sit_in_a_closed_accordion_and_reach_both_searches():
     assert isinstance(blocks["filters"], gr.Accordion) and blocks["filters"].open is False
     min_score = blocks["min-score"]
     assert (min_score.minimum, min_score.maximum, min_score.value) == (0, 1, 0) and "0 = off" in min_score.info
-    narrowing = ["min-score", "filter-country", "filter-photographer"]
+    narrowing = ["min-score", "filter-country", "filter-photographer", "filter-camera", "filter-taken"]
     inputs = {fn.fn.__name__: [block.elem_id for block in fn.inputs] for fn in app.fns.values()}
     # The narrowing follows top_k in every search; the term rows come after it.
-    assert inputs["search"][4:7] == narrowing and inputs["more_like_this"][-3:] == narrowing
-    assert inputs["less_like_this"][6:9] == narrowing and inputs["search"][7:] == inputs["less_like_this"][9:]
+    assert inputs["search"][4:9] == narrowing and inputs["more_like_this"][-5:] == narrowing
+    assert inputs["less_like_this"][6:11] == narrowing and inputs["search"][9:] == inputs["less_like_this"][11:]
+    assert inputs["random_photo"] == narrowing[1:]
 
 
 # -- the filter lists -----------------------------------------------------------------------------
@@ -106,7 +107,8 @@ def test_filter_lists_are_filled_on_load_with_how_many_photos_each_value_has():
         ("Japan (10)", "Japan"), ("Korea, Republic of (4)", "Korea, Republic of"), ("Norway (3)", "Norway")]}
     assert out["photographer"] == {"__type__": "update", "choices": [("ana (1,200)", "ana")]}
     assert client.calls == [("stats", {}), ("facet", {"field": "photo_location_country", "limit": 200}),
-                            ("facet", {"field": "photographer_username", "limit": 200})]
+                            ("facet", {"field": "photographer_username", "limit": 200}),
+                            ("facet", {"field": "exif_camera_model", "limit": 200})]
     assert out["banner"]["visible"] is False and "1,234" in out["stats"]
 
 
@@ -196,14 +198,14 @@ def test_a_typed_value_takes_the_listed_spelling():
 def test_filters_are_dropdowns_filled_on_load_and_when_the_accordion_opens():
     app = build_app(UISettings(api_url="http://127.0.0.1:1", _env_file=None), client=FakeClient(facets=FACETS))
     blocks = {block.elem_id: block for block in app.blocks.values() if block.elem_id}
-    for elem_id in ("filter-country", "filter-photographer"):
+    for elem_id in ("filter-country", "filter-photographer", "filter-camera"):
         dropdown = blocks[elem_id]
         assert isinstance(dropdown, gr.Dropdown) and dropdown.multiselect and dropdown.allow_custom_value
-        assert dropdown.value == [] and "press Enter" in dropdown.info
+        assert dropdown.value == [] and ("press Enter" in dropdown.info or "EXIF" in dropdown.info)
     fns = {fn.fn.__name__: fn for fn in app.fns.values()}
     outputs = {name: {block.elem_id for block in fn.outputs} for name, fn in fns.items()}
-    assert outputs["load"] == {"banner", "stats", "filter-country", "filter-photographer"}
-    assert outputs["filters_opened"] == {"filter-country", "filter-photographer", "banner"}
+    assert outputs["load"] == {"banner", "stats", "filter-country", "filter-photographer", "filter-camera"}
+    assert outputs["filters_opened"] == {"filter-country", "filter-photographer", "filter-camera", "banner"}
     assert [(blocks["filters"]._id, "expand")] == [tuple(target) for target in fns["filters_opened"].targets]
     # The wired event answers by component, whatever the order of its outputs.
     loaded = fns["load"].fn()

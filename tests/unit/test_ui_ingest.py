@@ -54,6 +54,13 @@ def test_progress_rate_and_time_left_come_from_the_job():
                                        "took 2 min 05 s.")
 
 
+def test_the_gateways_own_rate_eta_and_counts_by_reason_come_first():
+    job = job_record(total=100, succeeded=20, failed=30, rate=2.5, eta_s=20.0, failures_by_reason={"http_404": 30},
+                     failures=[{"photo_id": "p", "code": "http_404", "reason": "HTTP 404"}])
+    assert job_progress(job).endswith("30 failed · 2.5 photos/s · about 20 s left.")
+    assert "| http\\_404 | 30 | HTTP 404 |" in failures_by_reason(job)
+
+
 def test_failures_are_grouped_by_reason():
     failures = [{"photo_id": f"p{n}", "code": "fetch_failed", "reason": f"HTTP 404 from http://x/{n}"}
                 for n in range(3)] + [{"photo_id": "q", "code": "bad_image", "reason": "not an image"}]

@@ -15,6 +15,7 @@ from ui.terms import MAX_ROWS, NO_FREE_ROW, ONLY_LESS_LIKE, TermError, extra_ter
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 NONE = ("", None, "", 1.0)  # an empty row: text, image, photo id, weight
+NO_CAMERA_OR_DATE = (None, None)  # the Filters' camera and taken, before the rows
 
 
 def rows(*given: tuple) -> list:
@@ -55,13 +56,13 @@ def test_main_query_is_split_by_the_image_share():
 
 def test_search_without_extra_terms_sends_the_plain_query():
     client = FakeClient()
-    SearchPage(client).search("dog", None, 0.5, 12, 0, None, None, *rows())
+    SearchPage(client).search("dog", None, 0.5, 12, 0, None, None, *NO_CAMERA_OR_DATE, *rows())
     assert last_query(client) == {"text": "dog", "image": None, "weight": 0.5, "top_k": 12}
 
 
 def test_search_with_a_negative_term_sends_every_part_as_a_term():
     client = FakeClient()
-    out = SearchPage(client).search("dog", None, 0.5, 6, 0.2, "Japan", None, *rows(("snow", None, "", -1.0)))
+    out = SearchPage(client).search("dog", None, 0.5, 6, 0.2, "Japan", None, *NO_CAMERA_OR_DATE, *rows(("snow", None, "", -1.0)))
     assert last_query(client) == {"top_k": 6, "min_score": 0.2, "filters": {"photo_location_country": "Japan"},
                                   "terms": [{"text": "dog", "weight": 1.0}, {"text": "snow", "weight": -1.0}]}
     assert out["status"].startswith("6 results for “dog”, less like “snow” (country: Japan, score ≥ 0.20) in 12 ms")
@@ -71,9 +72,9 @@ def test_search_with_a_negative_term_sends_every_part_as_a_term():
 def test_terms_alone_search_but_only_less_like_is_refused():
     client = FakeClient()
     page = SearchPage(client)
-    assert page.search("", None, 0.5, 4, 0, None, None, *rows(("snow", None, "", 0.7)))["status"].startswith(
+    assert page.search("", None, 0.5, 4, 0, None, None, *NO_CAMERA_OR_DATE, *rows(("snow", None, "", 0.7)))["status"].startswith(
         "4 results for more like “snow” (×0.7)")
-    out = page.search("", None, 0.5, 4, 0, None, None, *rows(("snow", None, "", -1.0)))
+    out = page.search("", None, 0.5, 4, 0, None, None, *NO_CAMERA_OR_DATE, *rows(("snow", None, "", -1.0)))
     assert ONLY_LESS_LIKE in out["status"].replace("\\", "") and "gallery" not in out
     assert sum(name == "search" for name, _ in client.calls) == 1
 
@@ -83,7 +84,7 @@ def test_less_like_this_adds_the_photo_at_minus_one_and_searches_again():
     page = SearchPage(client)
     photo = page.random_photo()["photo"]
     out = page.less_like_this(photo, [True, False, False, False], "dog", None, 0.5, 5, 0, None, None,
-                              *rows(("snow", None, "", 0.5)))
+                              *NO_CAMERA_OR_DATE, *rows(("snow", None, "", 0.5)))
     assert last_query(client)["terms"] == [{"text": "dog", "weight": 1.0}, {"text": "snow", "weight": 0.5},
                                            {"photo_id": "p7", "weight": -1.0}]
     assert out["term2_photo"] == "p7" and out["term2_weight"] == -1.0 and out["term2_row"]["visible"] is True
@@ -94,7 +95,7 @@ def test_less_like_this_adds_the_photo_at_minus_one_and_searches_again():
 def test_less_like_this_on_a_photo_already_among_the_terms_turns_its_row_around():
     client = FakeClient()
     out = SearchPage(client).less_like_this({"photo_id": "p7"}, [True, True, False, False], "dog", None, 0.5, 5,
-                                            0, None, None, *rows(("snow", None, "", 1.0), ("", None, "p7", 1.0)))
+                                            0, None, None, *NO_CAMERA_OR_DATE, *rows(("snow", None, "", 1.0), ("", None, "p7", 1.0)))
     assert out["term2_weight"] == -1.0 and "term3_photo" not in out
     assert last_query(client)["terms"][-1] == {"photo_id": "p7", "weight": -1.0}
 
@@ -103,7 +104,7 @@ def test_less_like_this_with_every_row_taken_says_so():
     client = FakeClient()
     full = rows(*[(f"t{n}", None, "", 1.0) for n in range(MAX_ROWS)])
     out = SearchPage(client).less_like_this({"photo_id": "p7"}, [True] * MAX_ROWS, "dog", None, 0.5, 5, 0, None,
-                                            None, *full)
+                                            None, *NO_CAMERA_OR_DATE, *full)
     assert NO_FREE_ROW in out["status"].replace("\\", "") and client.calls == []
 
 

@@ -82,6 +82,7 @@ FACETS = {
     "photo_location_country": [{"value": "Japan", "photos": 10}, {"value": "Korea, Republic of", "photos": 4},
                                {"value": "Norway", "photos": 3}],
     "photographer_username": [{"value": "ana", "photos": 1200}],
+    "exif_camera_model": [{"value": "X-T4", "photos": 8}],
 }
 
 

@@ -6,7 +6,8 @@ import logging
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from services.api.deps import ServicesDep, SettingsDep, blocking
 from services.common.errors import error_body
@@ -51,6 +52,5 @@ async def readyz(services: ServicesDep, settings: SettingsDep) -> JSONResponse:
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
-async def metrics(request: Request) -> PlainTextResponse:
-    return PlainTextResponse(request.app.state.metrics.render(),
-                             media_type="text/plain; version=0.0.4; charset=utf-8")
+async def metrics(request: Request) -> Response:
+    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

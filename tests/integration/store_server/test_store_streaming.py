@@ -82,3 +82,16 @@ def test_response_compression_when_the_client_asks(store):
     assert small.headers["content-encoding"] == "gzip" and small.text == "42\n"  # httpx decodes gzip
     unasked = httpx.get(url, params={"query": "SELECT 42"}, headers={"Accept-Encoding": "lz4"})
     assert "content-encoding" not in unasked.headers and unasked.text == "42\n"
+
+
+def test_error_within_the_first_mib_is_a_status_and_the_handle_is_clean(store):
+    # Nothing was sent yet: the error is the status with X-ClickHouse-Exception-Code, in every
+    # format, and the failed query's partial output never reaches the next query on that handle.
+    failing = "SELECT number, throwIf(number = 50000) FROM numbers(100000) SETTINGS max_block_size = 1000"
+    with httpx.Client(base_url=f"http://127.0.0.1:{store.port}", timeout=30) as http:
+        for fmt in ("TabSeparated", "Native", "JSON", "Arrow", "CSVWithNames"):
+            answer = http.post("/", content=f"{failing} FORMAT {fmt}".encode())
+            assert answer.status_code == 500 and answer.headers["X-ClickHouse-Exception-Code"] == "395"
+            assert answer.text.startswith("Code: 395. DB::Exception:") and "X-ClickHouse-Format" not in answer.headers
+            for _ in range(3):  # enough to meet every pooled handle
+                assert http.post("/", content=b"SELECT 'clean'").text == "clean\n"

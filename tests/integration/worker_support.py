@@ -2,7 +2,7 @@
 vectors, and a local image server.
 
 test_worker_celery.py serves the fake embedder as
-`uvicorn --factory tests.integration.test_worker_support:fake_embedder_app`.
+`uvicorn --factory tests.integration.worker_support:fake_embedder_app`.
 """
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def fake_embedder_app():
 
 
 class ImageHandler(http.server.BaseHTTPRequestHandler):
-    """/img/N.jpg: a distinct JPEG; /broken.jpg: JPEG magic then garbage; anything else 404."""
+    """/img/N.jpg: a distinct JPEG; /exif.jpg: a JPEG with EXIF (exif_jpeg); /broken.jpg: JPEG magic then garbage; anything else 404."""
 
     def log_message(self, *args):
         pass
@@ -77,6 +77,8 @@ class ImageHandler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path.startswith("/img/"):
             body, status = jpeg(int(self.path.split("/")[2].split(".")[0])), 200
+        elif self.path == "/exif.jpg":
+            body, status = exif_jpeg(), 200
         elif self.path == "/broken.jpg":
             body, status = b"\xff\xd8\xff\xe0" + b"garbage" * 10, 200
         else:
@@ -86,6 +88,24 @@ class ImageHandler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+
+def exif_jpeg() -> bytes:
+    """A JPEG whose EXIF says: a Fujifilm X-T4, 2023-06-01 14:30 at +02:00, in Paris."""
+    from fractions import Fraction
+
+    from PIL import ExifTags
+
+    exif = Image.Exif()
+    exif[ExifTags.Base.Make], exif[ExifTags.Base.Model] = "Fujifilm", "X-T4"
+    exif.get_ifd(ExifTags.IFD.Exif).update({ExifTags.Base.DateTimeOriginal: "2023:06:01 14:30:00",
+                                            ExifTags.Base.OffsetTimeOriginal: "+02:00"})
+    exif.get_ifd(ExifTags.IFD.GPSInfo).update({
+        ExifTags.GPS.GPSLatitude: (48, 51, Fraction(2376, 100)), ExifTags.GPS.GPSLatitudeRef: "N",
+        ExifTags.GPS.GPSLongitude: (2, 21, Fraction(768, 100)), ExifTags.GPS.GPSLongitudeRef: "E"})
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (90, 120, 30)).save(buffer, "JPEG", exif=exif)
+    return buffer.getvalue()
 
 
 def serve_images() -> http.server.ThreadingHTTPServer:

@@ -1,0 +1,146 @@
+"""`make ingest SOURCE=<folder>`: a folder of your own photos, with no server of yours and no flag.
+
+1. Ask the gateway (GET /v1/files) which files under the folder are already stored, with their size
+   and mtime, and whether the workers may read the folder (it lies under LIBRARY_ROOTS).
+2. Walk the folder. A file whose size and mtime are unchanged is neither read nor sent again; every
+   other file is read once here and named by its bytes (`content_id`): copies of one picture are one
+   photo, and the summary lists them.
+3. Send the new files: as `file://` paths the workers read directly when they may, else uploaded to
+   the gateway (POST /v1/ingest/upload, a few at a time, with at most `window` photos waiting in the
+   workers' queue, so the bytes held in Redis stay bounded).
+4. With `--prune`, forget the files that are gone (POST /v1/files/forget); a photo left with no file
+   is deleted.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from services.common.library import content_id, file_url
+from services.common.schemas import LocalFile, PhotoRecord
+from tools.sources import iter_image_files
+
+UPLOAD_GROUP = 32
+FORGET_CHUNK = 5000
+
+
+@dataclass
+class FolderScan:
+    """What the walk found: records to send (with the local file each came from), and what it left."""
+
+    records: list[PhotoRecord] = field(default_factory=list)
+    present: set[str] = field(default_factory=set)  # every image path seen, unchanged or not
+    unchanged: int = 0
+    copies: list[tuple[str, str]] = field(default_factory=list)  # (copy, first path with the same picture)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, reason), when uploading
+
+
+def scan(folder: Path, known: dict[str, dict], *, upload: bool, limit: int | None) -> FolderScan:
+    result = FolderScan()
+    first_path: dict[str, str] = {}
+    for stored in known.values():
+        first_path.setdefault(stored["photo_id"], stored["path"])
+    for path in iter_image_files(folder):
+        name = str(path)
+        result.present.add(name)
+        try:
+            stat = os.stat(path)
+            previous = known.get(name)
+            if previous and previous["size"] == stat.st_size and previous["mtime"] == stat.st_mtime:
+                result.unchanged += 1
+                continue
+            if limit is not None and len(result.records) >= limit:
+                continue
+            photo_id = content_id(path.read_bytes())
+        except OSError as exc:
+            if upload:  # nothing to upload: said here, since the job never sees it
+                result.unreadable.append((name, exc.strerror or str(exc)))
+                continue
+            # Sent anyway, named after its path: the worker that tries to read it records why it cannot.
+            stat, photo_id = None, content_id(b"unreadable:" + name.encode())
+        if photo_id in first_path and first_path[photo_id] != name:
+            result.copies.append((name, first_path[photo_id]))
+        first_path.setdefault(photo_id, name)
+        local = LocalFile(path=name, size=stat.st_size if stat else 0, mtime=stat.st_mtime if stat else 0.0)
+        result.records.append(PhotoRecord(photo_id=photo_id, photo_image_url=file_url(path), file=local,
+                                          photo_description=path.stem.replace("_", " ").replace("-", " ")))
+    return result
+
+
+def stored_copies(client, found: FolderScan) -> None:
+    """Add to `found.copies` the new files whose picture is already stored under another path."""
+    ids = list(dict.fromkeys(record.photo_id for record in found.records))
+    for start in range(0, len(ids), FORGET_CHUNK):
+        stored = client.files_of(ids[start:start + FORGET_CHUNK])
+        for record in found.records:
+            paths = [path for path in stored.get(record.photo_id, []) if path != record.file.path]
+            if paths:
+                found.copies.append((record.file.path, paths[0]))
+
+
+def _groups(records: list[PhotoRecord], size: int) -> Iterator[list[PhotoRecord]]:
+    for start in range(0, len(records), size):
+        yield records[start:start + size]
+
+
+def upload_all(client, records: list[PhotoRecord], *, batch_size: int, window: int,
+               poll_interval: float) -> str | None:
+    """Upload the files a group at a time into one job; returns its id."""
+    job_id: str | None = None
+    sent = 0
+    for group in _groups(records, UPLOAD_GROUP):
+        while job_id and window and sent - _processed(client.job(job_id)) > window:
+            time.sleep(poll_interval)
+        handles = []
+        try:
+            parts = []
+            for record in group:
+                handle = open(record.file.path, "rb")  # noqa: SIM115 - closed below, after the request
+                handles.append(handle)
+                parts.append((Path(record.file.path).name, handle, record.file.model_dump()))
+            answer = client.upload(parts, job_id=job_id, batch_size=batch_size)
+        finally:
+            for handle in handles:
+                handle.close()
+        job_id = answer["job_id"]
+        sent += len(group)
+    return job_id
+
+
+def _processed(job: dict) -> int:
+    return int(job["succeeded"]) + int(job["skipped"]) + int(job["failed"])
+
+
+def prune(client, known: dict[str, dict], present: set[str]) -> tuple[int, int]:
+    """Forget the recorded files that are gone; returns (files forgotten, photos deleted)."""
+    gone = sorted(path for path in known if path not in present)
+    deleted = 0
+    for start in range(0, len(gone), FORGET_CHUNK):
+        deleted += int(client.forget_files(gone[start:start + FORGET_CHUNK])["deleted"])
+    return len(gone), deleted
+
+
+def copies_summary(copies: list[tuple[str, str]], folder: Path, show: int = 5) -> str:
+    if not copies:
+        return ""
+    lines = [f"{len(copies)} files are copies of a picture already listed, stored once:"]
+    for copy, first in copies[:show]:
+        lines.append(f"  {_short(copy, folder)} = {_short(first, folder)}")
+    if len(copies) > show:
+        lines.append(f"  ... and {len(copies) - show} more.")
+    return "\n".join(lines)
+
+
+def _short(path: str, folder: Path) -> str:
+    try:
+        return str(Path(path).relative_to(folder))
+    except ValueError:
+        return path
+
+
+def say(line: str) -> None:
+    print(line, file=sys.stderr)

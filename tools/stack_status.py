@@ -1,0 +1,154 @@
+"""`make status`: one operator's table of the stack, whatever state it is in.
+
+Per service: whether `make up` runs it (and its pid), whether its health URL answers, and its address.
+Then the ingestion backlog (batches waiting in Redis and batches taken but not yet acknowledged), what
+the store holds (photos, its dialect and vector index) and which model the embedder runs where.
+Anything that does not answer is shown as such: this command never ends in a traceback.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+import httpx
+
+from tools.processes import alive
+
+# kombu's Redis transport: one list per queue (plus one per priority step when priorities are used)
+# and a hash of the messages delivered to a worker but not yet acknowledged.
+QUEUE = "ingest"
+PRIORITY_SEPARATOR = "\x06\x16"
+UNACKED_KEY = "unacked"
+UNREACHABLE = "unreachable"
+
+
+@dataclass
+class ServiceRow:
+    name: str
+    state: str
+    health: str
+    address: str
+
+
+def service_state(pid: int | None, answers: bool) -> str:
+    if pid is not None and alive(pid):
+        return f"running (pid {pid})"
+    return "answering (not ours)" if answers else "stopped"
+
+
+def redact(url: str, origin_only: bool = False) -> str:
+    """The URL without its password (a table someone may paste into a chat); its origin alone if asked."""
+    parsed = urlparse(url)
+    if origin_only:
+        parsed = parsed._replace(path="", params="", query="", fragment="")
+    if parsed.password is not None:
+        parsed = parsed._replace(netloc=parsed.netloc.replace(f":{parsed.password}@", ":***@"))
+    return parsed.geturl()
+
+
+def get_json(url: str, headers: dict[str, str] | None = None, timeout: float = 3.0) -> dict[str, Any] | None:
+    """The JSON body of a 2xx answer, or None for anything else (down, refused, not JSON)."""
+    try:
+        response = httpx.get(url, headers=headers, timeout=timeout)
+        if response.is_success:
+            return response.json()
+    except (httpx.HTTPError, ValueError):
+        pass
+    return None
+
+
+def queue_counts(redis_url: str) -> dict[str, int] | None:
+    """{"queued": batches waiting, "unacked": batches taken by a worker and not yet done}; None if down."""
+    try:
+        import redis
+
+        client = redis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=2)
+        keys = [QUEUE] + [key.decode() for key in client.scan_iter(f"{QUEUE}{PRIORITY_SEPARATOR}*")]
+        queued = sum(client.llen(key) for key in keys)
+        return {"queued": queued, "unacked": client.hlen(UNACKED_KEY)}
+    except Exception:  # noqa: BLE001 (any failure of an optional probe reads as "unreachable")
+        return None
+
+
+def index_state(store_url: str, table: str, options: dict[str, Any]) -> dict[str, Any] | None:
+    """The vector index's type and state, asked of the store directly; None when it cannot be asked."""
+    # clickhouse-connect logs a failed connection with its traceback; the table says "unreachable".
+    driver_log = logging.getLogger("clickhouse_connect")
+    level = driver_log.level
+    driver_log.setLevel(logging.CRITICAL + 1)
+    try:
+        from services.photostore import PhotoStore
+
+        with PhotoStore(store_url, table, connect_timeout=2, query_timeout=5, **options) as store:
+            return store.index_status()
+    except Exception:  # noqa: BLE001 (see queue_counts)
+        return None
+    finally:
+        driver_log.setLevel(level)
+
+
+@dataclass
+class Probes:
+    """What the status table asks, replaceable in tests."""
+    get_json: Callable[..., dict[str, Any] | None] = get_json
+    queue_counts: Callable[[str], dict[str, int] | None] = queue_counts
+    index_state: Callable[[str, str, dict[str, Any]], dict[str, Any] | None] = index_state
+
+
+def gather(settings: dict[str, str], rows: list[ServiceRow], probes: Probes | None = None) -> dict[str, Any]:
+    """Everything the table shows, as plain values (None where something did not answer)."""
+    probes = probes or Probes()
+    api_url = settings["API_URL"].rstrip("/")
+    embedder_url = settings["EMBEDDER_URL"].split(",")[0].rstrip("/")
+    keys = [key.strip() for key in settings.get("API_KEYS", "").split(",") if key.strip()]
+    headers = {"X-API-Key": keys[0]} if keys else None
+    options = {"index_type": settings.get("STORE_INDEX_TYPE") or None}
+    return {
+        "services": rows,
+        "queue": probes.queue_counts(settings["REDIS_URL"]),
+        "stats": probes.get_json(f"{api_url}/v1/stats", headers=headers),
+        "index": probes.index_state(settings["STORE_URL"], settings.get("STORE_TABLE") or "photos", options),
+        "model": probes.get_json(f"{embedder_url}/v1/model"),
+    }
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+    def line(cells):
+        return "  ".join(str(cell).ljust(width) for cell, width in zip(cells, widths)).rstrip()
+    return [line(header), line(["-" * width for width in widths])] + [line(row) for row in rows]
+
+
+def render(status: dict[str, Any]) -> str:
+    """The table a person reads: services first, then the backlog, the store and the model."""
+    lines = _table(["service", "state", "health", "address"],
+                   [[row.name, row.state, row.health, row.address] for row in status["services"]])
+    queue = status["queue"]
+    lines.append("")
+    if queue is None:
+        lines.append(f"ingest queue     {UNREACHABLE} (Redis)")
+    else:
+        lines.append(f"ingest queue     {queue['queued']} batches waiting, {queue['unacked']} taken and not yet acknowledged")
+    stats = status["stats"]
+    if stats is None:
+        lines.append(f"photos stored    {UNREACHABLE} (gateway)")
+    else:
+        table = stats.get("table") or {}
+        where = f" in {table.get('database', '?')}.{table.get('table', '?')} ({table.get('dialect', '?')})" if table else ""
+        lines.append(f"photos stored    {stats.get('photos', 0)}{where}")
+    index = status["index"]
+    if index is None:
+        lines.append(f"vector index     {UNREACHABLE} (store)")
+    else:
+        reason = f", failed: {index['fail_reason']}" if index.get("fail_reason") else ""
+        lines.append(f"vector index     {index.get('status')} (type {index.get('type') or '-'}{reason})")
+    model = status["model"]
+    if model is None:
+        lines.append(f"embedder model   {UNREACHABLE} (embedder)")
+    else:
+        random = ", random weights" if model.get("random_weights") else ""
+        lines.append(f"embedder model   {model.get('name')} on {model.get('device')} in {model.get('dtype')}{random}")
+    return "\n".join(lines) + "\n"
