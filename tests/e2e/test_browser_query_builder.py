@@ -119,6 +119,10 @@ def test_load_more_appends_the_next_page(running_stack, browser):  # noqa: F811
     page.locator("#search-button").click()
     expect(gallery_images).to_have_count(12)
     first_page = _shown_photo_ids(gallery_images)
+    # The gallery shows the gateway's thumbnails, which the browser loads from the gateway.
+    sources = gallery_images.evaluate_all("images => images.map(image => image.getAttribute('src'))")
+    assert all(source.startswith(f"{running_stack.api_url}/v1/photos/") and source.endswith("/thumbnail")
+               for source in sources), sources
     # The README's picture of the page: results with their scores, the time taken, "Load more".
     page.wait_for_function(
         "() => [...document.querySelectorAll('#results-gallery img')].every(i => i.complete && i.naturalWidth > 0)")
