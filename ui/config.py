@@ -21,6 +21,11 @@ class UISettings(CommonSettings):
     title: str = "Image search"
     top_k_default: int = Field(12, ge=1, le=50)
     log_level: str = "INFO"
+    # The Ingest tab starts jobs with `api_key`; a public demo can hide it.
+    ingest_tab: bool = True
+    # Where browsers reach the gateway, for results' thumbnails it serves (a path like /v1/...);
+    # empty = API_URL, right when the browser can reach the same address as the UI server.
+    image_base_url: str = ""
 
 
 @lru_cache

@@ -111,9 +111,10 @@ def _countries(tsv: Path) -> dict[str, str]:
 
 
 def _shown_photo_ids(gallery_images) -> list[str]:
-    """The photos in the gallery, by the image each one shows (the sample set names images by photo id)."""
+    """The photos in the gallery, by the image each one shows: the gateway's thumbnail of the photo
+    (/v1/photos/{id}/thumbnail), or the photo's own image (the sample set names images by photo id)."""
     sources = gallery_images.evaluate_all("images => images.map(image => image.getAttribute('src'))")
-    ids = [re.search(r"(sample\d{5})\.jpg", source) for source in sources]
+    ids = [re.search(r"(sample\d{5})(?:\.jpg|/thumbnail)", source) for source in sources]
     assert all(ids), f"gallery images that are not sample photos: {sources}"
     return [match.group(1) for match in ids]
 

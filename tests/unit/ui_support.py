@@ -21,10 +21,14 @@ class FakeClient:
                  facets: dict[str, list[dict]] | None = None, facet_error: ApiError | None = None):
         self.random_weights = random_weights
         self.error = error
-        self.found = found  # how many results a search finds; top_k when None
+        self.found = found  # how many photos match a search in all (pages of top_k); unlimited when None
         self.facets = facets or {}  # the values /v1/facets/{field} lists, most photos first
         self.facet_error = facet_error  # raised by facet() only
         self.calls: list[tuple[str, dict]] = []
+        self.timings: dict | None = None  # the gateway's `timings`, when set
+        self.ingested: list[dict] = []
+        self.jobs: list[dict] = [job_record()]
+        self.job_error: ApiError | None = None
 
     def _answer(self, name: str, **kwargs):
         self.calls.append((name, kwargs))
@@ -37,9 +41,23 @@ class FakeClient:
 
     def search(self, **query):
         self._answer("search", **query)
-        count = query.get("top_k", 10) if self.found is None else self.found
-        results = [result(n, photo_description=f"photo {n}") for n in range(count)]
-        return {"results": results, "took_ms": 12.3, "model": "clip-test", "random_weights": self.random_weights}
+        offset, top_k = query.get("offset", 0), query.get("top_k", 10)
+        end = offset + top_k if self.found is None else min(offset + top_k, self.found)
+        results = [result(n, photo_description=f"photo {n}") for n in range(offset, end)]
+        answer = {"results": results, "took_ms": 12.3, "model": "clip-test", "random_weights": self.random_weights}
+        return {**answer, **({"timings": self.timings} if self.timings else {})}
+
+    def ingest(self, photos, job_id=None, batch_size=None):
+        self._answer("ingest", photos=photos, job_id=job_id, batch_size=batch_size)
+        self.ingested.extend(photos)
+        return {"job_id": job_id or "job-1", "photos": len(photos), "batches": 1}
+
+    def job(self, job_id):
+        """The next of `jobs` (the job as it progresses), the last one again once they run out."""
+        self._answer("job", job_id=job_id)
+        if self.job_error:
+            raise self.job_error
+        return self.jobs.pop(0) if len(self.jobs) > 1 else self.jobs[0]
 
     def facet(self, field, limit=100):
         self._answer("facet", field=field, limit=limit)
@@ -51,6 +69,13 @@ class FakeClient:
         self._answer("random_photo", **query)
         return result(7, photo_description="a red door", photographer_first_name="Ana",
                       photo_url="https://unsplash.com/photos/p7")
+
+
+def job_record(**fields) -> dict:
+    """A job as GET /v1/jobs/{id} answers it."""
+    return {"job_id": "job-1", "state": "running", "total": 10, "succeeded": 0, "skipped": 0, "failed": 0,
+            "batches_total": 1, "batches_done": 0, "failures": [], "created_at": 1000.0, "updated_at": 1000.0,
+            **fields}
 
 
 FACETS = {
