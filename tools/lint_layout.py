@@ -1,4 +1,5 @@
-"""`python -m tools.lint_layout`: the layout checks of `make lint`: no import cycles, no oversized modules.
+"""`python -m tools.lint_layout`: the layout checks of `make lint`: no import cycles, no oversized modules,
+and no deployable part importing another (docs/architecture.md, "The parts").
 
 An import cycle between two modules means neither can be understood (or tested) without the other, and
 a module past about 400 lines is usually several modules. Both drift in silently, so `make lint` fails
@@ -30,6 +31,25 @@ def import_cycle(packages: tuple[str, ...] = PACKAGES) -> list[str] | None:
     return None
 
 
+# Deployable parts: none imports another. Libraries: they import no deployable part.
+SERVICES = ("services.api", "services.worker", "services.embedder", "services.embedded_store", "ui")
+LIBRARIES = ("services.common", "services.photostore")
+
+
+def crossed_boundaries(packages: tuple[str, ...] = ("services", "ui")) -> list[str]:
+    """'a -> b' for each deployable part or library that imports a deployable part it must not."""
+    import grimp
+
+    graph = grimp.build_graph(*packages, exclude_type_checking_imports=True)
+    found = []
+    for importer in (*SERVICES, *LIBRARIES):
+        for imported in SERVICES:
+            if importer != imported and graph.chain_exists(importer=importer, imported=imported, as_packages=True):
+                chain = graph.find_shortest_chains(importer=importer, imported=imported, as_packages=True)
+                found.append(f"{importer} -> {imported} ({' -> '.join(min(chain, key=len))})")
+    return found
+
+
 def oversized_modules(root: Path = ROOT, packages: tuple[str, ...] = PACKAGES,
                       max_lines: int = MAX_LINES) -> list[tuple[Path, int]]:
     """Python files over `max_lines` lines, largest first."""
@@ -52,11 +72,14 @@ def main(argv: list[str] | None = None) -> int:
     if cycle:
         print("import cycle: " + " -> ".join(cycle))
         failed = True
+    for crossing in crossed_boundaries():
+        print(f"a part imports another part: {crossing}")
+        failed = True
     for path, lines in oversized_modules(max_lines=args.max_lines):
         print(f"{path}: {lines} lines (at most {args.max_lines}: split it by job)")
         failed = True
     if not failed:
-        print(f"layout: no import cycle, no module over {args.max_lines} lines")
+        print(f"layout: no import cycle, no part importing another, no module over {args.max_lines} lines")
     return 1 if failed else 0
 
 

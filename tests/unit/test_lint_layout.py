@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from tools.lint_layout import import_cycle, oversized_modules
+from tools.lint_layout import crossed_boundaries, import_cycle, oversized_modules
 
 
 def _package(root, name: str, modules: dict[str, str]) -> None:
@@ -38,6 +38,24 @@ def test_modules_over_the_limit_are_listed_largest_first(tmp_path):
     assert [(str(path), lines) for path, lines in found] == [("sized/bigger.py", 60), ("sized/big.py", 50)]
 
 
+def test_a_part_importing_another_is_found(monkeypatch):
+    monkeypatch.setattr("tools.lint_layout.SERVICES", ("services.api", "services.worker"))
+    monkeypatch.setattr("tools.lint_layout.LIBRARIES", ("services.common",))
+    # The gateway reaches the worker's settings module only through a chain the graph can see.
+    import grimp
+
+    real_build = grimp.build_graph
+
+    def with_crossing(*packages, **options):
+        graph = real_build(*packages, **options)
+        graph.add_import(importer="services.api.deps", imported="services.worker.config")
+        return graph
+
+    monkeypatch.setattr(grimp, "build_graph", with_crossing)
+    assert crossed_boundaries() == ["services.api -> services.worker (services.api.deps -> services.worker.config)"]
+
+
 def test_the_project_itself_passes():
     assert import_cycle() is None
+    assert crossed_boundaries() == []
     assert oversized_modules() == []
