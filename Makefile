@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup up down restart status logs demo demo-offline ingest search lint test test-unit test-integration test-e2e test-hostile test-faults random-model index conformance bench bench-embedder bench-store bench-ingest bench-rerun bench-search clean
+.PHONY: help setup up down restart status logs demo demo-offline ingest search lint test test-unit test-integration test-e2e test-hostile test-faults random-model index conformance bench bench-embedder bench-store bench-ingest bench-rerun bench-search bench-folder-memory clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -110,6 +110,9 @@ bench-search: setup ## text queries through the gateway (25,000 photos, b32 rand
 
 bench-rerun: setup ## a re-run of an unchanged 2,000-file folder against its first ingest (FILES=2000, UPLOAD=1, QUICK=1)
 	$(PY) -m bench.rerun $(if $(FILES),--files $(FILES)) $(if $(UPLOAD),--upload) $(if $(QUICK),--quick)
+
+bench-folder-memory: setup ## peak RSS of the ingest command and the gateway scanning and submitting a folder of FILES=10000,100000 tiny files, against both idle
+	$(PY) -m bench.folder_memory $(if $(FILES),--files $(FILES))
 
 bench: bench-embedder bench-ingest bench-store bench-rerun bench-search ## every benchmark; figures go to bench/results/
 

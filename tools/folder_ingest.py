@@ -2,7 +2,8 @@
 
 1. Ask the gateway (GET /v1/files) which files under the folder are already stored, with their size
    and mtime, and whether the workers may read the folder (it lies under LIBRARY_ROOTS).
-2. Walk the folder. A file whose size and mtime are unchanged is neither read nor sent again; every
+2. Walk the folder a chunk at a time (steps 2 and 3 run per chunk, so memory stays flat for any
+   folder size). A file whose size and mtime are unchanged is neither read nor sent again; every
    other file is read once here and named by its bytes (`content_id`): copies of one picture are one
    photo, and the summary lists them.
 3. Send the new files: as `file://` paths the workers read directly when they may, else uploaded to
@@ -28,58 +29,98 @@ UPLOAD_GROUP = 32
 FORGET_CHUNK = 5000
 
 
+EXAMPLES = 10  # copies and unreadable files kept as examples for the summary; the rest are counted
+
+
 @dataclass
 class FolderScan:
-    """What the walk found: records to send (with the local file each came from), and what it left."""
+    """What the walk found: records to send (with the local file each came from), and what it left.
+
+    A large folder is walked a chunk at a time (`walk`), so `records` holds only what `scan` collects;
+    copies and unreadable files are kept as the first few examples plus a count."""
 
     records: list[PhotoRecord] = field(default_factory=list)
-    present: set[str] = field(default_factory=set)  # every image path seen, unchanged or not
+    present: set[str] = field(default_factory=set)  # image paths seen (with `walk(keep_present=False)`: known ones)
+    seen: int = 0  # image files seen, unchanged or not
+    made: int = 0  # records made, over every chunk
     unchanged: int = 0
     copies: list[tuple[str, str]] = field(default_factory=list)  # (copy, first path with the same picture)
+    copies_total: int = 0
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, reason), when uploading
+    unreadable_total: int = 0
+    # photo id -> the first path that holds it: what names a copy within the folder. One short entry a
+    # new file: the one thing that grows with the folder, and it must, to find copies across chunks.
+    first_path: dict[str, str] = field(default_factory=dict)
+
+    def add_copy(self, copy: str, first: str) -> None:
+        self.copies_total += 1
+        if len(self.copies) < EXAMPLES:
+            self.copies.append((copy, first))
 
 
 def scan(folder: Path, known: dict[str, dict], *, upload: bool, limit: int | None) -> FolderScan:
+    """The whole walk at once, every record kept (small folders, tests)."""
     result = FolderScan()
-    first_path: dict[str, str] = {}
+    for chunk in walk(folder, known, result, upload=upload, limit=limit, chunk_size=1000):
+        result.records.extend(chunk)
+    return result
+
+
+def walk(folder: Path, known: dict[str, dict], state: FolderScan, *, upload: bool, limit: int | None,
+         chunk_size: int, keep_present: bool = True) -> Iterator[list[PhotoRecord]]:
+    """Walk the folder and yield its new and changed files as records, `chunk_size` at a time, so that a
+    caller that sends each chunk before asking for the next holds one chunk, whatever the folder's size.
+    With `keep_present=False` only the known paths seen are kept in `state.present` (enough to prune)."""
     for stored in known.values():
-        first_path.setdefault(stored["photo_id"], stored["path"])
+        state.first_path.setdefault(stored["photo_id"], stored["path"])
+    chunk: list[PhotoRecord] = []
     for path in iter_image_files(folder):
         name = str(path)
-        result.present.add(name)
+        state.seen += 1
+        if keep_present or name in known:
+            state.present.add(name)
         try:
             stat = os.stat(path)
             previous = known.get(name)
             if previous and previous["size"] == stat.st_size and previous["mtime"] == stat.st_mtime:
-                result.unchanged += 1
+                state.unchanged += 1
                 continue
-            if limit is not None and len(result.records) >= limit:
+            if limit is not None and state.made >= limit:
                 continue
             photo_id = content_id(path.read_bytes())
         except OSError as exc:
             if upload:  # nothing to upload: said here, since the job never sees it
-                result.unreadable.append((name, exc.strerror or str(exc)))
+                state.unreadable_total += 1
+                if len(state.unreadable) < EXAMPLES:
+                    state.unreadable.append((name, exc.strerror or str(exc)))
                 continue
             # Sent anyway, named after its path: the worker that tries to read it records why it cannot.
             stat, photo_id = None, content_id(b"unreadable:" + name.encode())
-        if photo_id in first_path and first_path[photo_id] != name:
-            result.copies.append((name, first_path[photo_id]))
-        first_path.setdefault(photo_id, name)
+        first = state.first_path.setdefault(photo_id, name)
+        if first != name:
+            state.add_copy(name, first)
         local = LocalFile(path=name, size=stat.st_size if stat else 0, mtime=stat.st_mtime if stat else 0.0)
-        result.records.append(PhotoRecord(photo_id=photo_id, photo_image_url=file_url(path), file=local,
-                                          photo_description=path.stem.replace("_", " ").replace("-", " ")))
-    return result
+        chunk.append(PhotoRecord(photo_id=photo_id, photo_image_url=file_url(path), file=local,
+                                 photo_description=path.stem.replace("_", " ").replace("-", " ")))
+        state.made += 1
+        if len(chunk) >= chunk_size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
-def stored_copies(client, found: FolderScan) -> None:
-    """Add to `found.copies` the new files whose picture is already stored under another path."""
-    ids = list(dict.fromkeys(record.photo_id for record in found.records))
+def stored_copies(client, records: list[PhotoRecord], found: FolderScan) -> None:
+    """Count in `found` the new files whose picture is already stored under another path. A file that is
+    itself a copy within the folder is counted once, there, not again when its first is stored."""
+    firsts = [record for record in records if found.first_path.get(record.photo_id) == record.file.path]
+    ids = list(dict.fromkeys(record.photo_id for record in firsts))
     for start in range(0, len(ids), FORGET_CHUNK):
         stored = client.files_of(ids[start:start + FORGET_CHUNK])
-        for record in found.records:
+        for record in firsts:
             paths = [path for path in stored.get(record.photo_id, []) if path != record.file.path]
             if paths:
-                found.copies.append((record.file.path, paths[0]))
+                found.add_copy(record.file.path, paths[0])
 
 
 def _groups(records: list[PhotoRecord], size: int) -> Iterator[list[PhotoRecord]]:
@@ -88,10 +129,9 @@ def _groups(records: list[PhotoRecord], size: int) -> Iterator[list[PhotoRecord]
 
 
 def upload_all(client, records: list[PhotoRecord], *, batch_size: int, window: int,
-               poll_interval: float) -> str | None:
-    """Upload the files a group at a time into one job; returns its id."""
-    job_id: str | None = None
-    sent = 0
+               poll_interval: float, job_id: str | None = None, sent: int = 0) -> str | None:
+    """Upload the files a group at a time into one job (`job_id`, else a new one, which already holds
+    `sent` photos); returns its id."""
     for group in _groups(records, UPLOAD_GROUP):
         while job_id and window and sent - _processed(client.job(job_id)) > window:
             time.sleep(poll_interval)
@@ -124,14 +164,16 @@ def prune(client, known: dict[str, dict], present: set[str]) -> tuple[int, int]:
     return len(gone), deleted
 
 
-def copies_summary(copies: list[tuple[str, str]], folder: Path, show: int = 5) -> str:
-    if not copies:
+def copies_summary(copies: list[tuple[str, str]], folder: Path, show: int = 5, total: int | None = None) -> str:
+    """`total` copies in all (default: as many as listed), of which `copies` are examples."""
+    total = len(copies) if total is None else total
+    if not total:
         return ""
-    lines = [f"{len(copies)} files are copies of a picture already listed, stored once:"]
+    lines = [f"{total} files are copies of a picture already listed, stored once:"]
     for copy, first in copies[:show]:
         lines.append(f"  {_short(copy, folder)} = {_short(first, folder)}")
-    if len(copies) > show:
-        lines.append(f"  ... and {len(copies) - show} more.")
+    if total > min(show, len(copies)):
+        lines.append(f"  ... and {total - min(show, len(copies))} more.")
     return "\n".join(lines)
 
 

@@ -34,7 +34,7 @@ from itertools import islice
 from pathlib import Path
 
 from services.common.config import CommonSettings
-from tools.sources import SourceError, open_source
+from tools.sources import SourceError, iter_image_files, open_source
 
 log = logging.getLogger(__name__)
 
@@ -131,9 +131,8 @@ def _chunks(records, size: int):
         yield chunk
 
 
-def submit(client, records, *, chunk_size: int, batch_size: int) -> tuple[str | None, int]:
-    """Post the records in chunks; returns (job_id, photos submitted)."""
-    job_id: str | None = None
+def submit(client, records, *, chunk_size: int, batch_size: int, job_id: str | None = None) -> tuple[str | None, int]:
+    """Post the records in chunks (into `job_id`, else a new job); returns (job_id, photos submitted)."""
     submitted = 0
     for chunk in _chunks(records, chunk_size):
         answer = client.ingest([record.model_dump() for record in chunk], job_id=job_id, batch_size=batch_size)
@@ -249,30 +248,39 @@ def ingest_folder(client, folder: Path, args: argparse.Namespace, random_weights
             raise SourceError(answer["reason"])
         folder_ingest.say(f"{answer['reason']} Uploading the files to the gateway instead.")
     known = {row["path"]: row for row in answer["files"]}
-    found = folder_ingest.scan(folder, known, upload=upload, limit=args.limit)
-    folder_ingest.stored_copies(client, found)
-    for path, reason in found.unreadable[:10]:
-        folder_ingest.say(f"skipped {path}: it could not be read ({reason}).")
-    if args.prune:
-        gone, deleted = folder_ingest.prune(client, known, found.present)
+    if args.prune:  # first, as before any file is sent: a listing of the folder, no file read
+        present = {name for name in map(str, iter_image_files(folder)) if name in known}
+        gone, deleted = folder_ingest.prune(client, known, present)
         print(f"Pruned {gone} files that are gone from {folder}; {deleted} photos with no file left were removed.")
+    # A chunk at a time: scanned, checked against the store, sent, forgotten (flat memory for any folder).
+    found = folder_ingest.FolderScan()
+    job_id: str | None = None
+    for records in folder_ingest.walk(folder, known, found, upload=upload, limit=args.limit,
+                                      chunk_size=args.chunk_size, keep_present=False):
+        folder_ingest.stored_copies(client, records, found)
+        if upload:
+            job_id = folder_ingest.upload_all(client, records, batch_size=args.batch_size, window=args.window,
+                                              poll_interval=args.poll_interval, job_id=job_id, sent=found.made
+                                              - len(records))
+        else:
+            job_id, _ = submit(client, records, chunk_size=args.chunk_size, batch_size=args.batch_size,
+                               job_id=job_id)
+    for path, reason in found.unreadable:
+        folder_ingest.say(f"skipped {path}: it could not be read ({reason}).")
+    if found.unreadable_total > len(found.unreadable):
+        folder_ingest.say(f"skipped {found.unreadable_total} unreadable files in all.")
     if found.unchanged:
         print(f"{found.unchanged} files are unchanged since the last ingest and were not read again.")
-    if not found.records:
-        if not found.present:
+    if not found.made:
+        if not found.seen:
             print(f"No photos found in {folder}; nothing was submitted.", file=sys.stderr)
             return EXIT_REFUSED
         print(f"Nothing new in {folder}.")
         return EXIT_OK
-    if upload:
-        job_id = folder_ingest.upload_all(client, found.records, batch_size=args.batch_size,
-                                          window=args.window, poll_interval=args.poll_interval)
-    else:
-        job_id, _ = submit(client, found.records, chunk_size=args.chunk_size, batch_size=args.batch_size)
-    submitted = len(found.records)
+    submitted = found.made
     how = "uploaded" if upload else "read by the workers from their paths"
     print(f"Submitted {submitted} photos ({how}) as job {job_id} to {client.base_url}.")
-    copies = folder_ingest.copies_summary(found.copies, folder)
+    copies = folder_ingest.copies_summary(found.copies, folder, total=found.copies_total)
     if args.no_wait:
         print(f"Follow it with GET {client.base_url}/v1/jobs/{job_id}.")
         if copies:

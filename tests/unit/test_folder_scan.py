@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 
 from services.common.library import content_id, path_of
-from tools.folder_ingest import copies_summary, scan
+from tools.folder_ingest import EXAMPLES, FolderScan, copies_summary, scan, walk
 
 
 def test_a_walk_names_photos_by_their_bytes_and_skips_unchanged_files(tmp_path):
@@ -40,3 +40,16 @@ def test_an_unreadable_file_is_sent_for_the_worker_to_explain_or_reported_when_u
     assert len(sent.records) == 1 and sent.records[0].photo_id.startswith("img-")
     uploading = scan(tmp_path, {}, upload=True, limit=None)
     assert not uploading.records and uploading.unreadable[0][0] == str(tmp_path / "loop.jpg")
+
+
+def test_a_walk_in_chunks_holds_one_chunk_and_keeps_copies_as_a_count_plus_examples(tmp_path):
+    for i in range(30):
+        (tmp_path / f"IMG_{i:02d}.jpg").write_bytes(b"same picture" if i % 2 else f"picture {i}".encode())
+    state = FolderScan()
+    chunks = list(walk(tmp_path, {}, state, upload=False, limit=None, chunk_size=7, keep_present=False))
+    assert [len(chunk) for chunk in chunks] == [7, 7, 7, 7, 2]
+    # 15 files hold one picture: the first is sent, the 14 others are copies across chunks.
+    assert state.copies_total == 14 and len(state.copies) == EXAMPLES and state.made == 30 and state.seen == 30
+    assert not state.present  # nothing was known: nothing kept for a prune
+    text = copies_summary(state.copies, tmp_path, total=state.copies_total)
+    assert text.startswith("14 files are copies") and "IMG_03.jpg = IMG_01.jpg" in text and "and 9 more" in text
