@@ -102,3 +102,15 @@ def stop_process(process: subprocess.Popen, timeout: float = 15.0) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+@contextmanager
+def embedded_store(data_dir: Path, timeout: float = 60) -> Iterator[str]:
+    """The embedded store server (`python -m services.embedded_store`) over `data_dir` on a free port;
+    yields its URL. It must start: a store that does not come up fails the test."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with service_process(["-m", "services.embedded_store", "--host", "127.0.0.1", "--port", str(port),
+                          "--data-dir", str(data_dir)], f"{url}/ping", data_dir.parent / f"store-{port}.log",
+                         timeout=timeout):
+        yield url

@@ -15,7 +15,7 @@ import pytest
 from services.common.errors import BadRequest, NotFound
 from services.common.schemas import PhotoRecord
 from services.photostore import InvalidFilter, ModelMismatch, PhotoStore, StoreError, StoreUnavailable
-from tests.support import free_port, service_process
+from tests.support import embedded_store, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DIM = 512
@@ -26,12 +26,7 @@ COUNTRIES = ("Spain", "France", "Japan", "Peru")
 
 @pytest.fixture(scope="module")
 def store_url(tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("store-data")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with service_process(["-m", "services.embedded_store", "--host", "127.0.0.1", "--port", str(port),
-                          "--data-dir", str(data_dir)], f"{url}/ping", data_dir.parent / f"store-{port}.log",
-                         timeout=60):
+    with embedded_store(tmp_path_factory.mktemp("store-data")) as url:
         yield url
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from services.common.schemas import METADATA_FIELDS, PhotoRecord
 from services.photostore import PhotoStore
-from tests.support import free_port, service_process
+from tests.support import embedded_store
 
 DIM = 8
 MODEL = "test/exif"
@@ -24,12 +24,7 @@ PLACES = {
 
 @pytest.fixture(scope="module")
 def store_url(tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("store-data")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with service_process(["-m", "services.embedded_store", "--host", "127.0.0.1", "--port", str(port),
-                          "--data-dir", str(data_dir)], f"{url}/ping", data_dir.parent / f"store-{port}.log",
-                         timeout=60):
+    with embedded_store(tmp_path_factory.mktemp("store-data")) as url:
         yield url
 
 

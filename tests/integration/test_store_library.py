@@ -7,19 +7,14 @@ import pytest
 
 from services.common.schemas import PhotoRecord
 from services.photostore import PhotoStore
-from tests.support import free_port, service_process
+from tests.support import embedded_store
 
 DIM = 8
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("store-data")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with service_process(["-m", "services.embedded_store", "--host", "127.0.0.1", "--port", str(port),
-                          "--data-dir", str(data_dir)], f"{url}/ping", data_dir.parent / f"store-{port}.log",
-                         timeout=60):
+    with embedded_store(tmp_path_factory.mktemp("store-data")) as url:
         with PhotoStore(url, "library_test") as client:
             yield client
 

@@ -62,22 +62,6 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture
-def served_gateway(fakes):
-    """The gateway with fake adapters on a real port, so ApiClient speaks real HTTP."""
-    port = _free_port()
-    app = create_app(make_settings(), services=fakes.services())
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(5)
-
-
 def test_api_client_round_trip(served_gateway, fakes):
     with ApiClient(served_gateway, api_key=KEY) as api:
         assert api.ready()

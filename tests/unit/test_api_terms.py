@@ -10,18 +10,7 @@ import numpy as np
 import pytest
 
 from services.common.vectors import normalize
-from tests.unit.api_support import GatewayFakes, error_of, gateway_client, image_vector, text_vector
-
-
-@pytest.fixture
-def fakes() -> GatewayFakes:
-    return GatewayFakes()
-
-
-@pytest.fixture
-def client(fakes):
-    with gateway_client(fakes) as test_client:
-        yield test_client
+from tests.unit.api_support import error_of, image_vector, text_vector
 
 
 def _b64(data: bytes) -> str:
