@@ -81,10 +81,7 @@ class ExternalTable:
     format: str
 
     def discard(self) -> None:
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+        self.path.unlink(missing_ok=True)
 
 
 @dataclass
@@ -178,10 +175,7 @@ class SpooledInsert:
     path: Path
 
     def discard(self) -> None:
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+        self.path.unlink(missing_ok=True)
 
 
 @dataclass

@@ -8,12 +8,14 @@ from __future__ import annotations
 import csv
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.support import free_port, redis_server
+from tests.support import free_port, redis_server, wait_for_http
 from tools.sample_data import UNSPLASH_COLUMNS, serve, write_sample_set
 from tools.stack import ROOT, Stack
 
@@ -95,3 +97,18 @@ def running_stack(tmp_path_factory, tiny_model_dir) -> RunningStack:
         finally:
             stack.stop()
             server.shutdown()
+
+
+@contextmanager
+def ui_process(env: dict[str, str], log_path: Path) -> Iterator[str]:
+    """A UI process of its own (`python -m ui`) on a free port with `env`; yields its address."""
+    port = free_port()
+    with open(log_path, "w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "ui", "--host", "127.0.0.1", "--port", str(port)],
+                                   cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/", timeout=120, process=process)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=15)

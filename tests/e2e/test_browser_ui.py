@@ -10,15 +10,13 @@ from __future__ import annotations
 import csv
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from playwright import sync_api as playwright_sync
 
-from tests.e2e.conftest import SAMPLE_COUNT
-from tests.support import free_port, wait_for_http
+from tests.e2e.conftest import SAMPLE_COUNT, ui_process
+from tests.support import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -41,17 +39,9 @@ def browser():
 @pytest.fixture
 def ui_without_gateway(running_stack, output_dir):
     """A UI process whose gateway address answers nothing."""
-    port = free_port()
     env = running_stack.env | {"API_URL": f"http://127.0.0.1:{free_port()}", "UI_API_TIMEOUT": "3"}
-    with open(output_dir / "ui.log", "w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "ui", "--host", "127.0.0.1", "--port", str(port)],
-                                   cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}/", timeout=120, process=process)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
+    with ui_process(env, output_dir / "ui.log") as url:
+        yield url
 
 
 def test_search_by_text_image_and_random_photo(running_stack, browser, output_dir):

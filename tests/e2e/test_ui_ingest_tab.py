@@ -9,16 +9,13 @@ key (`UI_API_KEY`), which ingestion needs; the stack's own UI process has none.
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
 import httpx
 import pytest
 from playwright import sync_api as playwright_sync
 
-from tests.e2e.conftest import API_KEY
+from tests.e2e.conftest import API_KEY, ui_process
 from tests.e2e.test_browser_ui import ROOT, TIMEOUT_MS, browser  # noqa: F401 - the shared browser fixture
-from tests.support import free_port, wait_for_http
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 expect = playwright_sync.expect
@@ -28,17 +25,9 @@ expect.set_options(timeout=TIMEOUT_MS)
 
 @pytest.fixture
 def ui_with_key(running_stack, output_dir):
-    port = free_port()
     env = running_stack.env | {"UI_API_KEY": API_KEY}
-    with open(output_dir / "ui.log", "w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "ui", "--host", "127.0.0.1", "--port", str(port)],
-                                   cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}/", timeout=120, process=process)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
+    with ui_process(env, output_dir / "ui.log") as url:
+        yield url
 
 
 def test_an_uploaded_url_list_is_ingested_and_watched_to_the_end(running_stack, ui_with_key, browser,  # noqa: F811
