@@ -53,8 +53,11 @@ class Watch:
     def _run(self) -> None:
         with httpx.Client(timeout=SEARCH_TIMEOUT_S, headers={"X-API-Key": API_KEY}) as client:
             while not self._stop.is_set():
+                # A new text each time: the gateway's text vector cache would answer a repeated one
+                # without the embedder, and each search must cross every part the faults break.
+                text = f"a red square {len(self.answers)}"
                 try:
-                    response = client.post(f"{self.stack.api_url}/v1/search", json={"text": "a red square", "top_k": 5})
+                    response = client.post(f"{self.stack.api_url}/v1/search", json={"text": text, "top_k": 5})
                     self.answers.append((time.monotonic(), response.status_code, response.headers.get("retry-after")))
                 except httpx.HTTPError as exc:
                     self.answers.append((time.monotonic(), type(exc).__name__, None))
@@ -159,6 +162,8 @@ def test_an_ingestion_and_searches_recover_from(fault, photo_set, tiny_model_dir
     statuses = {status for _, status, _ in watch.answers}
     assert statuses <= {200, 503}, f"searches answered {statuses} (logs in {log_dir})"
     assert all(retry for _, status, retry in watch.answers if status == 503), "a 503 came without Retry-After"
+    if FAULTS[fault] is embedder_down:
+        assert outcome["503s"] > 0, "no search met the embedder's outage: the fault was not exercised"
     assert after.status_code == 200 and after.json()["results"], after.text
     assert recovered is not None, "no batch finished with a search answered after the fault"
     outcome["outcome"] = "recovered"
