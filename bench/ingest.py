@@ -201,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
             "UI_PORT": str(ports["ui"]),
             "FETCH_ALLOW_HOSTS": "127.0.0.1",
             "WORKER_CONCURRENCY": str(args.concurrency),
+            "WORKER_METRICS_PORT": "0",  # a bench binds no fixed port
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
         }

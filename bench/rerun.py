@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
             "STORE_DATA_DIR": str(work / "store"), "STORE_TABLE": "photos_rerun",
             "EMBEDDER_URL": f"http://127.0.0.1:{ports['embedder']}", "EMBEDDER_MODEL": str(model_dir),
             "API_URL": f"http://127.0.0.1:{ports['api']}", "API_KEYS": API_KEY, "UI_PORT": str(ports["ui"]),
-            "LIBRARY_ROOTS": str(root), "WORKER_CONCURRENCY": "2", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+            "LIBRARY_ROOTS": str(root), "WORKER_CONCURRENCY": "2", "WORKER_METRICS_PORT": "0", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
         }
         stack = Stack(env=env, log_dir=work / "logs", run_dir=work / "run",
                       only=["store", "embedder", "worker", "api"])

@@ -76,6 +76,7 @@ def running_stack(tmp_path_factory, tiny_model_dir) -> RunningStack:
             "UI_PORT": str(ports["ui"]),
             "FETCH_ALLOW_HOSTS": "127.0.0.1",
             "WORKER_CONCURRENCY": "2",
+            "WORKER_METRICS_PORT": "0",  # tests bind no fixed port
             # The workers decode and crop, as they do beside a GPU embedder, and send pixels: a photo
             # searched by its own encoded image (decoded by the embedder) must still score 1.0.
             "WORKER_PREPROCESS": "worker",

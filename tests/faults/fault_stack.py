@@ -46,6 +46,7 @@ class FaultStack:
             "API_KEYS": API_KEY,
             "FETCH_ALLOW_HOSTS": "127.0.0.1",
             "WORKER_CONCURRENCY": "2",
+            "WORKER_METRICS_PORT": "0",  # tests bind no fixed port
             "WORKER_VISIBILITY_TIMEOUT_S": str(visibility_timeout_s),
             "WORKER_RETRY_BACKOFF_MAX_S": "3",
             "WORKER_MAX_RETRIES": "40",

@@ -52,7 +52,7 @@ def stack(tmp_path_factory):
             wait_for_http(f"http://127.0.0.1:{embedder_port}/healthz", timeout=60, process=embedder)
 
             table = f"worker_test_{uuid.uuid4().hex[:8]}"
-            env = {**os.environ, "REDIS_URL": redis_url, "EMBEDDER_URL": f"http://127.0.0.1:{embedder_port}",
+            env = {**os.environ, "REDIS_URL": redis_url, "WORKER_METRICS_PORT": "0", "EMBEDDER_URL": f"http://127.0.0.1:{embedder_port}",
                    "STORE_URL": store_url, "STORE_TABLE": table, "FETCH_ALLOW_HOSTS": "127.0.0.1",
                    "WORKER_MAX_RETRIES": "1", "WORKER_DOWNLOAD_TIMEOUT_S": "5",
                    # Tiny, so that the first job pushes the table past exact search (auto index).
