@@ -162,21 +162,6 @@ def insert_all(store: PhotoStore, vectors: np.ndarray, prefix: str, batch: int =
     return len(vectors) / elapsed
 
 
-def timed_searches(store: PhotoStore, queries: np.ndarray, **options: Any) -> tuple[list[list[int]], np.ndarray]:
-    """Top-10 ids (as row numbers) and latencies in ms of each query."""
-    found, latencies = [], []
-    for query in queries:
-        began = time.perf_counter()
-        results = store.search(query, top_k=K, **options)
-        latencies.append((time.perf_counter() - began) * 1000.0)
-        found.append([int(r["photo_id"][1:]) for r in results])
-    return found, np.asarray(latencies)
-
-
-def recall_at_k(found: list[list[int]], truth: np.ndarray) -> float:
-    return float(np.mean([len(set(f) & set(t.tolist())) / K for f, t in zip(found, truth)]))
-
-
 def _percentiles(latencies: np.ndarray) -> dict[str, float]:
     return {"p50_ms": round(float(np.percentile(latencies, 50)), 2),
             "p99_ms": round(float(np.percentile(latencies, 99)), 2)}
@@ -202,14 +187,14 @@ def run_kind(url: str, kind: str, size: int, queries: int, exact_queries: int, w
     out["index_used_by_search"] = "photo_embed_index" in explain
 
     _progress(f"{kind} {size:,}: {exact_queries} exact searches, then {queries} per width {widths}")
-    found, latencies = timed_searches(store, query_vectors[:exact_queries], exact=True)
-    out["exact"] = {**_percentiles(latencies), "recall_at_10": round(recall_at_k(found, truth[:exact_queries]), 4),
+    found, latencies = store_scale.searches(store, query_vectors[:exact_queries], exact=True)
+    out["exact"] = {**_percentiles(latencies), "recall_at_10": round(store_scale.recall_at_k(found, truth[:exact_queries]), 4),
                     "queries": exact_queries}
     exact_p50 = out["exact"]["p50_ms"]
     out["indexed"] = []
     for width in widths:
-        found, latencies = timed_searches(store, query_vectors, exact=False, search_width=width)
-        row = {"width": width, **_percentiles(latencies), "recall_at_10": round(recall_at_k(found, truth), 4)}
+        found, latencies = store_scale.searches(store, query_vectors, exact=False, search_width=width)
+        row = {"width": width, **_percentiles(latencies), "recall_at_10": round(store_scale.recall_at_k(found, truth), 4)}
         row["speedup_p50"] = round(exact_p50 / row["p50_ms"], 2) if row["p50_ms"] else None
         out["indexed"].append(row)
     good = [r for r in out["indexed"] if r["recall_at_10"] >= RECALL_GOAL]
