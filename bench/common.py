@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import platform
+import socket
 import statistics
 import subprocess
 import time
@@ -55,6 +56,13 @@ class Measurement:
         record["seconds"] = round(self.seconds, 4)
         record["per_run"] = [round(value, 5) for value in self.per_run]
         return record
+
+
+def free_port() -> int:
+    """A port nothing listens on now, on loopback (benchmarks send traffic to loopback only)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def offline_run() -> None:

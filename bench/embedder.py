@@ -27,7 +27,6 @@ import logging
 import math
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,16 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import Measurement, Stopwatch, format_table, machine_info, measure, offline_run, write_results
+from bench.common import (
+    Measurement,
+    Stopwatch,
+    format_table,
+    free_port,
+    machine_info,
+    measure,
+    offline_run,
+    write_results,
+)
 from services.common.images import write_pixels
 
 log = logging.getLogger("bench.embedder")
@@ -190,10 +198,6 @@ def parts(model, photos: list[bytes], batch: int) -> tuple[Measurement, Measurem
 # -- over HTTP ----------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _files(chunk: list[bytes]) -> list:
@@ -218,7 +222,7 @@ def http_rates(folder: Path, device: str, dtype: str, batches: list[int], photos
 
     results = []
     for batch in batches:
-        port = _free_port()
+        port = free_port()
         root = str(Path(__file__).resolve().parents[1])
         env = {**os.environ, "PYTHONPATH": root, "EMBEDDER_MODEL": str(folder), "EMBEDDER_DEVICE": device, "EMBEDDER_DTYPE": dtype,
                "EMBEDDER_MAX_BATCH": str(batch), "EMBEDDER_MAX_ITEMS": str(batch), "EMBEDDER_LOG_LEVEL": "WARNING",

@@ -27,8 +27,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench.common import format_table, machine_info, offline_run, write_results
-from bench.rerun import free_port
+from bench.common import format_table, free_port, machine_info, offline_run, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 API_KEY = "bench-folder-memory-key"

@@ -25,13 +25,12 @@ import argparse
 import io
 import logging
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from bench.common import Measurement, Stopwatch, format_table, machine_info, offline_run, write_results
+from bench.common import Measurement, Stopwatch, format_table, free_port, machine_info, offline_run, write_results
 
 log = logging.getLogger("bench.ingest")
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,10 +38,6 @@ API_KEY = "bench-ingest-key"
 SEED_TABLE = "seed_photos"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def photo_urls(tsv: Path) -> list[tuple[str, str]]:
@@ -187,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         server, _ = serve(work / "photos")
         images_url = f"http://127.0.0.1:{server.server_address[1]}"
         tsv = write_sample_set(work / "photos", count, images_url)
-        ports = {name: _free_port() for name in ("redis", "store", "embedder", "api", "ui")}
+        ports = {name: free_port() for name in ("redis", "store", "embedder", "api", "ui")}
         env = {
             "REDIS_URL": f"redis://127.0.0.1:{ports['redis']}/0",
             "STORE_URL": f"http://127.0.0.1:{ports['store']}",

@@ -16,22 +16,17 @@ from __future__ import annotations
 
 import argparse
 import io
-import socket
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from bench.common import Stopwatch, format_table, machine_info, offline_run, write_results
+from bench.common import Stopwatch, format_table, free_port, machine_info, offline_run, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 API_KEY = "bench-rerun-key"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def write_folder(folder: Path, count: int) -> None:

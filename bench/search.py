@@ -33,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import Measurement, format_table, machine_info, offline_run, write_results
-from bench.ingest import SEED_TABLE, Seed, _free_port, _percentile
+from bench.common import Measurement, format_table, free_port, machine_info, offline_run, write_results
+from bench.ingest import SEED_TABLE, Seed, _percentile
 
 TABLE = "photos_bench"
 TOP_K = 10
@@ -217,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-search-") as scratch:
         work = Path(scratch)
         model_dir = Path(args.model) if args.model else write_random_clip(work / "clip-b32", size="b32")
-        ports = {name: _free_port() for name in ("redis", "store", "embedder", "api")}
+        ports = {name: free_port() for name in ("redis", "store", "embedder", "api")}
         env = {
             "REDIS_URL": f"redis://127.0.0.1:{ports['redis']}/0",
             "STORE_URL": f"http://127.0.0.1:{ports['store']}",

@@ -31,7 +31,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from bench import store_scale
+from bench.common import free_port
 from services.common.schemas import PhotoRecord
 from services.photostore import PhotoStore
 
@@ -104,16 +104,12 @@ def exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int = K) -> np.ndar
 # --- the store server -------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextmanager
 def store_server(data_dir: Path, pids: list[int] | None = None):
     """The store server's URL; its process id is appended to `pids` (memory sampling)."""
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = open(data_dir.parent / "store.log", "wb")  # noqa: SIM115 - closed below
     process = subprocess.Popen([sys.executable, "-m", "services.embedded_store", "--host", "127.0.0.1", "--port", str(port),

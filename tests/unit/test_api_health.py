@@ -3,7 +3,6 @@ speaking real HTTP to it.
 """
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
@@ -13,6 +12,7 @@ import uvicorn
 from services.api.main import create_app
 from services.api.query import NOTHING_TO_SEARCH
 from services.common.api_client import ApiClient, ApiError
+from tests.support import free_port
 from tests.unit.api_support import KEY, PHOTOS, error_of, gateway_client, make_settings, text_vector
 
 # -- keys ------------------------------------------------------------------------------------------
@@ -56,10 +56,6 @@ def test_no_cors_headers_by_default(client):
 
 # -- the client ------------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_api_client_round_trip(served_gateway, fakes):
@@ -91,7 +87,7 @@ def test_api_client_errors_carry_the_servers_sentence(served_gateway):
 
 
 def test_api_client_names_an_unreachable_gateway():
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     with ApiClient(url, timeout=2) as api:
         assert api.ready() is False
         with pytest.raises(ApiError) as caught:
@@ -127,7 +123,7 @@ def test_api_client_sends_term_images_as_files(served_gateway, fakes):
 
 
 def test_api_client_reports_retry_after_of_a_rate_limit(fakes):
-    port = _free_port()
+    port = free_port()
     app = create_app(make_settings(rate_limit="1/minute", rate_limit_storage="memory://"), services=fakes.services())
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

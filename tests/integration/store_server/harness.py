@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,16 +11,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support import free_port
+
 clickhouse_connect = pytest.importorskip("clickhouse_connect")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 DIM = 512
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class StoreProcess:
