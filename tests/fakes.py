@@ -165,6 +165,7 @@ class FakeStore:
         self.queries: list[np.ndarray] = []  # every search's vector
         self.options: dict[str, Any] = {}  # the last search's offset and collapse
         self.index_builds = 0
+        self.writes = 0  # photos added, replaced or deleted: what data_version reports
         self.down = False
         self.closed = False
         self.thumbnails: dict[str, bytes] = {}
@@ -174,6 +175,7 @@ class FakeStore:
         """A stored photo, without the ingest path: the URL is made up from the id."""
         record = {"photo_id": photo_id, "photo_image_url": f"http://img.test/{photo_id}.jpg", **metadata}
         self.photos[photo_id] = (record, np.asarray(vector, np.float32) / np.linalg.norm(vector))
+        self.writes += 1
 
     def _up(self) -> None:
         if self.down:
@@ -215,6 +217,7 @@ class FakeStore:
         for photo, vector in zip(photos, matrix):
             record = photo if isinstance(photo, PhotoRecord) else PhotoRecord.model_validate(photo)
             self.photos[record.photo_id] = (record.model_dump(), vector)
+            self.writes += 1
         return len(photos)
 
     def insert_thumbnails(self, thumbnails: Sequence[tuple[str, bytes]]) -> int:
@@ -247,10 +250,16 @@ class FakeStore:
         left = self.files_of(list(ids))
         return sorted(i for i in ids if i not in left)
 
+    def data_version(self) -> tuple | None:
+        """Changes with every photo added, replaced or deleted (and with `photos` emptied by a test)."""
+        self._up()
+        return (self.writes, len(self.photos)) if self.photos else None
+
     def delete_photos(self, photo_ids: Sequence[str]) -> int:
         present = [i for i in dict.fromkeys(photo_ids) if i in self.photos]
         for photo_id in present:
             del self.photos[photo_id]
+            self.writes += 1
             self.thumbnails.pop(photo_id, None)
         self.files = {p: row for p, row in self.files.items() if row[0] not in present}
         return len(present)

@@ -137,6 +137,8 @@ def timing_text(answer: dict[str, Any]) -> str:
         return ""
     parts = [f"{label} {timings[name]:.0f} ms" for name, label in (("embed_ms", "embedding"), ("store_ms", "store"))
              if isinstance(timings.get(name), (int, float))]
+    if answer.get("cached") is True:  # the gateway reused its answer: the store was only asked if it changed
+        parts.append("a kept answer")
     return f" in {took:.0f} ms" + (f" ({', '.join(parts)})" if parts else "")
 
 

@@ -37,6 +37,10 @@ class ApiSettings(CommonSettings):
     text_cache_size: int = Field(10000, ge=0)
     text_cache_redis: bool = False
     text_cache_ttl_s: float = Field(86400.0, gt=0)
+    # Search answers kept per gateway (0: none), each reused while the store's table is unchanged, and how
+    # many results deep each is asked, so that "Load more" pages are slices of it: see api/resultcache.py.
+    result_cache_size: int = Field(256, ge=0)
+    result_cache_depth: int = Field(50, ge=1, le=10000)
     # Rate limits (the `limits` library's notation, e.g. 600/minute): reads per API key, or per client
     # address without one; writes per API key. Empty: no limit. Counted in `rate_limit_storage`, by
     # default REDIS_URL, so every gateway shares the count; `memory://` counts in this process only.

@@ -18,6 +18,7 @@ from fastapi.security import APIKeyHeader
 from starlette.concurrency import run_in_threadpool
 
 from services.api.config import ApiSettings
+from services.api.resultcache import ResultCache
 from services.api.textcache import TextVectorCache
 from services.common.errors import DependencyUnavailable, ServiceError, Unauthorized
 from services.common.ports import AsyncEmbedder, PhotoStore
@@ -85,12 +86,16 @@ class Services:
     closers: list[Callable[[], Any]] = field(default_factory=list)
     # Text vectors by (model fingerprint, text); None: a local LRU of 10000 texts.
     text_cache: TextVectorCache | None = None
+    # Search answers by (vector, filters, ...) for one data version of the table; None: 256 answers.
+    result_cache: ResultCache | None = None
 
     def __post_init__(self) -> None:
         self.model_info = Cached(self.embedder.model_info, self.model_info_ttl_s)
         self.table_info = Cached(lambda: blocking(self.store.table_info), self.table_info_ttl_s)
         if self.text_cache is None:
             self.text_cache = TextVectorCache(10000)
+        if self.result_cache is None:
+            self.result_cache = ResultCache(256)
 
     async def embed_texts(self, texts: list[str]) -> Any:
         """The texts' vectors, through the text cache: only texts it lacks reach the embedder. The key
@@ -166,7 +171,8 @@ def build_services(settings: ApiSettings) -> Services:
                                  redis_url=settings.redis_url if settings.text_cache_redis else None)
     return Services(embedder=embedder, store=store, jobs=jobs, enqueue=enqueue, fetch=fetch,
                     model_info_ttl_s=settings.model_info_ttl_s, table_info_ttl_s=settings.table_info_ttl_s,
-                    closers=[embedder.aclose, store.close, jobs.close, text_cache.aclose], text_cache=text_cache)
+                    closers=[embedder.aclose, store.close, jobs.close, text_cache.aclose], text_cache=text_cache,
+                    result_cache=ResultCache(settings.result_cache_size, settings.result_cache_depth))
 
 
 def get_services(request: Request) -> Services:

@@ -48,6 +48,7 @@ def create_app(settings: ApiSettings | None = None, services: Services | None = 
     )
     app.state.settings = settings
     app.state.metrics = Metrics()
+    app.state.metrics.watch_caches(app.state)
     app.state.rate_limits = RateLimits(parse_limit(settings.rate_limit, "API_RATE_LIMIT"),
                                        parse_limit(settings.write_rate_limit, "API_WRITE_RATE_LIMIT"),
                                        storage_uri(settings.rate_limit_storage or settings.redis_url))

@@ -12,12 +12,14 @@ import binascii
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 from urllib.parse import quote
 
 import numpy as np
 
 from services.api.deps import Services, blocking
+from services.api.resultcache import answer_key
 from services.common.errors import (
     BadRequest,
     DependencyFailed,
@@ -28,6 +30,7 @@ from services.common.errors import (
 from services.common.library import FILE_SCHEME, UPLOAD_SCHEME
 from services.common.schemas import METADATA_FIELDS
 from services.common.vectors import combine, normalize
+from services.photostore.results import MAX_RESULTS
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,7 @@ class SearchQuery:
     offset: int = 0
     collapse: float | None = None
     terms: list[QueryTerm] = field(default_factory=list)
+    fresh: bool = False  # Cache-Control: no-cache: the store answers, not the result cache
 
 
 def decode_base64_image(text: str, max_bytes: int) -> bytes:
@@ -226,28 +230,34 @@ async def run_search(services: Services, query: SearchQuery) -> dict[str, Any]:
     # `embed_ms`: building the query vector (embedder calls, or the text cache; fetched images; a stored
     # photo's vector); `store_ms`: the search itself. They are wall times, so they add up to about total.
     embed_started = time.perf_counter()
-    parts = await _gather(model=services.model_info.get(), vector=_query_vector(services, query))
-    model_info: dict[str, Any] = parts["model"]
-    vector, stored = parts["vector"]
-    store_started = time.perf_counter()
-    if vector.size == 0:
-        # Only stored photos' terms: the store sums them onto zeros of the table's size.
-        table = await services.table_info.get()
-        vector = np.zeros(int((table or {}).get("dim") or 0), np.float32)
-
-    rows = await _search_store(services, vector, query, model_info, stored)
+    # The table's data version (for the result cache) is read while the query is embedded, and before the
+    # search: an answer is never kept under a version newer than what it saw.
+    version = asyncio.ensure_future(_data_version(services))
+    try:
+        parts = await _gather(model=services.model_info.get(), vector=_query_vector(services, query))
+        model_info: dict[str, Any] = parts["model"]
+        vector, stored = parts["vector"]
+        store_started = time.perf_counter()
+        if vector.size == 0:
+            # Only stored photos' terms: the store sums them onto zeros of the table's size.
+            table = await services.table_info.get()
+            vector = np.zeros(int((table or {}).get("dim") or 0), np.float32)
+        rows, cached = await _search_store(services, vector, query, model_info, stored, version)
+    finally:
+        _settle(version)
     random_weights = bool(model_info.get("random_weights", False))
     finished = time.perf_counter()
     took_ms = (finished - started) * 1000.0
     timings = {"embed_ms": round((store_started - embed_started) * 1000.0, 2),
                "store_ms": round((finished - store_started) * 1000.0, 2), "total_ms": round(took_ms, 2)}
-    log.info("search text=%s image=%s photo_id=%s terms=%d top_k=%d offset=%d -> %d results in %.1f ms",
+    log.info("search text=%s image=%s photo_id=%s terms=%d top_k=%d offset=%d -> %d results in %.1f ms%s",
              bool(query.text), bool(query.image or query.image_url), query.photo_id, len(query.terms), query.top_k,
-             query.offset, len(rows), took_ms)
+             query.offset, len(rows), took_ms, " (result cache)" if cached else "")
     return {
         "results": [shape_result(row) for row in rows],
         "took_ms": round(took_ms, 2),
         "timings": timings,
+        "cached": cached,
         "offset": query.offset,
         "model": model_info.get("name"),
         "random_weights": random_weights,
@@ -255,16 +265,46 @@ async def run_search(services: Services, query: SearchQuery) -> dict[str, Any]:
     }
 
 
-async def _search_store(services: Services, vector: np.ndarray, query: SearchQuery,
-                        model_info: dict[str, Any], stored: list[tuple[str, float]]) -> list[dict[str, Any]]:
+async def _data_version(services: Services) -> tuple | None:
+    cache = services.result_cache
+    return await blocking(services.store.data_version) if cache is not None and cache.enabled else None
+
+
+def _settle(task: asyncio.Future) -> None:
+    """Cancel the version read if the query failed before it was needed; never leave its error unretrieved."""
+    if not task.done():
+        task.cancel()
+    elif not task.cancelled():
+        task.exception()
+
+
+async def _search_store(services: Services, vector: np.ndarray, query: SearchQuery, model_info: dict[str, Any],
+                        stored: list[tuple[str, float]], version_read: asyncio.Future,
+                        ) -> tuple[list[dict[str, Any]], bool]:
+    """The page of results, and whether it came from the result cache (see `resultcache.py`)."""
     table = await services.table_info.get()
     if table is None:
         # Nothing ingested yet: an empty answer, not an error.
-        return []
+        return [], False
     _check_same_model(table, model_info, vector)
     options: dict[str, Any] = {"stored_terms": stored} if stored else {}
-    return await blocking(services.store.search, vector, top_k=query.top_k, min_score=query.min_score,
-                          filters=query.filters, offset=query.offset, collapse=query.collapse, **options)
+    search = partial(blocking, services.store.search, vector, min_score=query.min_score, filters=query.filters,
+                     collapse=query.collapse, **options)
+    cache = services.result_cache
+    if cache is None or not cache.enabled:
+        return await search(top_k=query.top_k, offset=query.offset), False
+    wanted = query.offset + query.top_k
+    key = answer_key(vector, filters=query.filters, min_score=query.min_score, collapse=query.collapse,
+                     stored_terms=stored)
+    version = await version_read
+    kept = None if query.fresh else cache.get(key, version, query.offset, wanted)
+    if kept is not None:
+        return kept, True
+    # The first pages at once: "Load more" is then a slice of this answer.
+    asked = cache.deep(wanted, MAX_RESULTS)
+    rows = await search(top_k=asked, offset=0)
+    cache.put(key, version, rows, asked)
+    return rows[query.offset:wanted], False
 
 
 def _check_same_model(table: dict[str, Any], model_info: dict[str, Any], vector: np.ndarray) -> None:

@@ -164,7 +164,7 @@ class SearchResult(Photo):
 class SearchTimings(BaseModel):
     embed_ms: float = Field(description="Building the query vector: the embedder, or the text vector cache "
                                         "(near 0 when every text was cached), fetched images, stored vectors.")
-    store_ms: float = Field(description="The store's search.")
+    store_ms: float = Field(description="The store's search, or the check that a kept answer is still current.")
     total_ms: float = Field(description="The whole query in the gateway (the same as took_ms).")
 
 
@@ -172,6 +172,8 @@ class SearchResponse(BaseModel):
     results: list[SearchResult]
     took_ms: float
     timings: SearchTimings = Field(description="Where the time went; also sent as the Server-Timing header.")
+    cached: bool = Field(False, description="True when the results are the gateway's kept answer to the same "
+                                            "query, reused because the store's table has not changed since.")
     offset: int = Field(0, description="How many results this page skipped; ranks count from the first page.")
     model: str | None = Field(description="The embedder model that made the query vector.")
     random_weights: bool = Field(description="True when that model has random weights: results are meaningless.")

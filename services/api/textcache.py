@@ -35,6 +35,7 @@ class TextVectorCache:
         self._ttl_s = max(1, int(ttl_s))
         self._redis: Any = None
         self._redis_down_until = 0.0
+        self.hits = self.misses = 0  # distinct texts per call found in a cache / sent to the embedder
         if redis_url:
             import redis.asyncio as aioredis
 
@@ -65,6 +66,8 @@ class TextVectorCache:
             found.update(shared)
             self._remember(fingerprint, shared)
             missing = [text for text in missing if text not in shared]
+        self.misses += len(missing)
+        self.hits += len(set(texts)) - len(missing)
         if missing:
             new = dict(zip(missing, np.asarray(await embed_texts(missing), dtype=np.float32)))
             found.update(new)

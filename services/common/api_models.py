@@ -52,6 +52,7 @@ class SearchResults(_Answer):
     results: list[SearchHit]
     took_ms: float
     timings: SearchTimings | None = None
+    cached: bool = False
     offset: int = 0
     model: str | None = None
     random_weights: bool = False

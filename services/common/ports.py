@@ -58,6 +58,9 @@ class PhotoStore(Protocol):
     def search(self, vector: np.ndarray, top_k: int = 10, min_score: float | None = None,
                **options: Any) -> list[dict[str, Any]]: ...
 
+    # Changes whenever the rows may have; None: no rows, or not known (then no answer is reused).
+    def data_version(self) -> tuple | None: ...
+
     # Your own photos (services/photostore/library.py): thumbnails and the files photos were read from.
     def insert_thumbnails(self, thumbnails: Sequence[tuple[str, bytes]]) -> int: ...
 

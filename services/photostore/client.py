@@ -5,11 +5,9 @@ embedded store (`services/embedded_store/`), MyScale or ClickHouse: all speak th
 interface; the SQL that differs is the dialect's, decided once by asking the server. A `<table>_meta`
 table records which model made the vectors, and `ensure_table` refuses another (`ModelMismatch`).
 
-Search is exact (a full scan) below `exact_below` rows, indexed above. Vector indexes only answer
-`ORDER BY <distance> LIMIT k`, so that is the shape: no tie-breaker column (it silently turns the index
-off; ties are ordered here), no FINAL (its interplay with vector search differs between servers).
-A photo written twice (`ReplacingMergeTree`, until a merge) is folded here, closest row first; both rows
-hold the same vector. Point reads (by id, count, random) use FINAL. Deletes are lightweight `DELETE FROM`.
+Search is exact (a full scan) below `exact_below` rows, indexed above, in the one shape vector indexes
+answer, `ORDER BY <distance> LIMIT k`: no tie-breaker column (ties are ordered here), no FINAL (a photo
+written twice, until a merge, is folded here). Point reads use FINAL; deletes are lightweight.
 """
 from __future__ import annotations
 
@@ -303,14 +301,16 @@ class PhotoStore(LibraryTables):
         return self.search(np.asarray(photo["vector"], dtype=np.float32), top_k=top_k,
                            exclude_photo_id=photo_id, **options)
 
-    def explain_search(self, vector: np.ndarray, top_k: int = 10, *, exact: bool = False,
-                       filters: dict[str, Any] | None = None) -> str:
-        """The server's `EXPLAIN indexes = 1` of a search: shows whether the vector index is used."""
-        sql_text, params = sql.search_sql(self.dialect, self.database, self.table, filters=filters)
-        params.update(q=np.asarray(vector, dtype=np.float32).reshape(-1).tolist(), k=int(top_k))
-        settings = self.dialect.search_settings(int(top_k), exact=exact, width=self.search_width)
-        rows = self.connection.query("explain", "EXPLAIN indexes = 1 " + sql_text, params, settings).result_rows
-        return "\n".join(str(row[0]) for row in rows)
+    def explain_search(self, vector: np.ndarray, top_k: int = 10, **options: Any) -> str:
+        """The server's `EXPLAIN indexes = 1` of a search (options `exact`, `filters`): is the index used?"""
+        return vector_index.explain_search(self, vector, top_k, **options)
+
+    def data_version(self) -> tuple | None:
+        """A token that changes whenever the table's rows may (`sql.data_version_sql`); None with no rows yet
+        or on a cluster (its parts live on every shard), where an answer must not be reused."""
+        rows = [] if self.layout.cluster else self.connection.read_rows(
+            "data version", sql.data_version_sql(), {"db": self.database, "table": self.table})
+        return tuple(rows[0]) if rows and rows[0][0] else None
 
     def _row_count(self) -> int:
         """Rows on disk (duplicates included), remembered for 30 s: what decides exact or indexed search."""

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from services.photostore import sql
 from services.photostore.dialects import INDEX_ABSENT, INDEX_BUILT, INDEX_NAME, INDEX_NOT_BUILT
 from services.photostore.errors import StoreError
 
@@ -60,3 +63,13 @@ def drop_index(store: PhotoStore) -> None:
     if index_status(store)["status"] != INDEX_ABSENT:
         store.connection.command("index removal", store.layout.on_rows(
             store.dialect.drop_index_sql(store.database, store.table), store.database, store.table))
+
+
+def explain_search(store: PhotoStore, vector: np.ndarray, top_k: int = 10, *, exact: bool = False,
+                   filters: dict[str, Any] | None = None) -> str:
+    """The server's `EXPLAIN indexes = 1` of a search: shows whether the vector index is used."""
+    sql_text, params = sql.search_sql(store.dialect, store.database, store.table, filters=filters)
+    params.update(q=np.asarray(vector, dtype=np.float32).reshape(-1).tolist(), k=int(top_k))
+    settings = store.dialect.search_settings(int(top_k), exact=exact, width=store.search_width)
+    rows = store.connection.query("explain", "EXPLAIN indexes = 1 " + sql_text, params, settings).result_rows
+    return "\n".join(str(row[0]) for row in rows)

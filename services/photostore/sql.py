@@ -131,6 +131,14 @@ def random_photo_sql(database: str, table: str, where: Sequence[str] = ()) -> st
     return f"SELECT {', '.join(PHOTO_COLUMNS)} FROM {table_ref(database, table)} FINAL{condition} ORDER BY rand() LIMIT 1"
 
 
+def data_version_sql() -> str:
+    """The active parts of one table: their number, rows and a hash of their names. An insert adds a part, a
+    lightweight delete (a mutation) renames every part it touches and a merge replaces parts, so the answer
+    changes whenever the rows may have: what the gateway's result cache checks before reusing an answer."""
+    return ("SELECT count(), sum(rows), groupBitXor(cityHash64(name)) FROM system.parts "
+            "WHERE database = {db:String} AND table = {table:String} AND active")
+
+
 def count_sql(database: str, table: str) -> str:
     return f"SELECT count() FROM {table_ref(database, table)} FINAL"
 

@@ -45,6 +45,7 @@ class Gateway:
     photos: dict[str, bytes]
     embedder_url: str = ""
     redis_url: str = ""
+    store_url: str = ""
 
 
 def jpeg(index: int) -> bytes:
@@ -81,7 +82,7 @@ def gateway(tmp_path_factory, tiny_model_dir) -> Gateway:
                      f"{urls['api']}/healthz"):
             _store_photos(urls["store"], urls["embedder"], photos, images_url)
             yield Gateway(url=urls["api"], images_url=images_url, photos=photos, embedder_url=urls["embedder"],
-                          redis_url=redis_url)
+                          redis_url=redis_url, store_url=urls["store"])
     image_server.shutdown()
 
 
@@ -250,7 +251,7 @@ def test_a_repeated_text_and_its_next_page_skip_the_embedder_and_say_where_time_
     for response in (first, again, page_two):
         timings = response.json()["timings"]
         assert set(timings) == {"embed_ms", "store_ms", "total_ms"} and timings["store_ms"] > 0
-        assert re.fullmatch(r"embed;dur=[\d.]+, store;dur=[\d.]+, total;dur=[\d.]+",
+        assert re.fullmatch(r'embed;dur=[\d.]+, store;dur=[\d.]+(;desc="kept answer")?, total;dur=[\d.]+',
                             response.headers["server-timing"])
     # Shared in Redis (API_TEXT_CACHE_REDIS): the embedder's own vector, as float32 bytes under the
     # model's fingerprint, with a TTL.
@@ -264,3 +265,36 @@ def test_a_repeated_text_and_its_next_page_skip_the_embedder_and_say_where_time_
         assert client.ttl(key) > 0
     finally:
         client.close()
+
+
+def test_a_kept_answer_is_reused_until_the_table_changes(gateway):
+    """The gateway keeps a search's answer and reuses it while the store's table is unchanged; a photo
+    written or deleted behind its back (a worker, another gateway) is seen at the very next query."""
+    text = "a kept answer about a yellow triangle"
+
+    def search(**headers) -> dict:
+        response = httpx.post(f"{gateway.url}/v1/search", json={"text": text, "top_k": 3}, headers=headers, timeout=30)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def ids(answer: dict) -> list[str]:
+        return [r["photo_id"] for r in answer["results"]]
+
+    first, again = search(), search()
+    assert (first["cached"], again["cached"]) == (False, True) and again["results"] == first["results"]
+    assert search(**{"Cache-Control": "no-cache"})["cached"] is False
+    with EmbedderClient(gateway.embedder_url) as embedder:
+        vector = np.asarray(embedder.embed_texts([text]), np.float32)
+    store = PhotoStore(gateway.store_url, TABLE)
+    try:
+        store.insert_photos([PhotoRecord(photo_id="photo-new", photo_image_url=f"{gateway.images_url}/photo-0.jpg")],
+                            vector)
+        added = search()
+        assert added["cached"] is False and ids(added)[0] == "photo-new"
+        assert search()["cached"] is True
+        store.delete_photos(["photo-new"])
+        deleted = search()
+        assert deleted["cached"] is False and ids(deleted) == ids(first)
+    finally:
+        store.delete_photos(["photo-new"])
+        store.close()

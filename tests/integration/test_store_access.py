@@ -13,45 +13,11 @@ import numpy as np
 import pytest
 
 from services.common.errors import BadRequest, NotFound
-from services.common.schemas import PhotoRecord
 from services.photostore import InvalidFilter, ModelMismatch, PhotoStore, StoreError, StoreUnavailable
-from tests.support import embedded_store, free_port
+from tests.integration.store_support import COUNT, COUNTRIES, DIM, MODEL, make_photo, unit_vectors
+from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-DIM = 512
-MODEL = "test/random-clip"
-COUNT = 500
-COUNTRIES = ("Spain", "France", "Japan", "Peru")
-
-
-@pytest.fixture(scope="module")
-def store_url(tmp_path_factory):
-    with embedded_store(tmp_path_factory.mktemp("store-data")) as url:
-        yield url
-
-
-def unit_vectors(count: int, seed: int) -> np.ndarray:
-    vectors = np.random.default_rng(seed).normal(size=(count, DIM)).astype(np.float32)
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-
-
-def make_photo(i: int, **changes) -> PhotoRecord:
-    fields = dict(
-        photo_id=f"photo-{i:04d}",
-        photo_image_url=f"https://images.example/{i}.jpg",
-        photo_url=f"https://unsplash.example/photos/{i}",
-        photo_description=f"A {'sunny beach' if i % 5 == 0 else 'quiet street'} number {i}",
-        photographer_username=f"user{i % 7}",
-        photo_width=100 + i,
-        photo_height=200,
-        photo_aspect_ratio=round((100 + i) / 200, 3),
-        photo_location_country=COUNTRIES[i % len(COUNTRIES)],
-        photo_submitted_at=f"2020-01-{1 + i % 28:02d} 10:00:00",
-    )
-    fields.update(changes)
-    return PhotoRecord(**fields)
-
-
 @pytest.fixture(scope="module")
 def vectors() -> np.ndarray:
     return unit_vectors(COUNT, seed=1)
@@ -236,49 +202,6 @@ def test_a_stopped_store_is_unavailable():
     photo_store.close()
 
 
-@pytest.fixture(scope="module")
-def indexed(store_url, vectors):
-    """The same photos in a table with a built vector index, always searched through it (exact_below=0)."""
-    photo_store = PhotoStore(store_url, table="indexed", exact_below=0)
-    photo_store.ensure_table(DIM, MODEL)
-    photo_store.insert_photos([make_photo(i) for i in range(COUNT)], vectors)
-    yield photo_store
-    photo_store.close()
-
-
-def test_the_vector_index_is_built_used_and_dropped(indexed, vectors):
-    assert indexed.index_status()["status"] == "Absent"
-    assert "photo_embed_index" not in indexed.explain_search(vectors[0])
-    status = indexed.build_index(wait=True)
-    assert status["status"] == "Built" and status["type"] == "vector_similarity"
-    assert indexed.build_index(wait=True)["status"] == "Built"  # idempotent
-
-    # The search query's own shape is answered by the index; the exact setting turns it off.
-    assert "photo_embed_index" in indexed.explain_search(vectors[0], filters={"photo_location_country": "Spain"})
-    assert "photo_embed_index" in indexed.explain_search(vectors[0])
-    assert "photo_embed_index" not in indexed.explain_search(vectors[0], exact=True)
-
-    for i in (0, 250, 499):
-        fast = indexed.search(vectors[i], top_k=10)
-        slow = indexed.search(vectors[i], top_k=10, exact=True)
-        assert fast[0]["photo_id"] == f"photo-{i:04d}"
-        # 500 rows: HNSW finds the true neighbours.
-        assert len({r["photo_id"] for r in fast} & {r["photo_id"] for r in slow}) >= 9
-    assert len(indexed.search(vectors[1], top_k=20, search_width=16)) == 20
-    # Deeper than max_limit_for_vector_search_queries (1000): the limit is raised for the query.
-    assert len(indexed.search(vectors[1], top_k=1000, offset=100)) == COUNT - 100
-
-    # Rows inserted after the build are indexed as they arrive.
-    extra = unit_vectors(3, seed=9)
-    indexed.insert_photos([make_photo(1000 + i) for i in range(3)], extra)
-    assert indexed.index_status()["status"] == "Built"
-    assert indexed.search(extra[2], top_k=1)[0]["photo_id"] == "photo-1002"
-    indexed.drop_index()
-    assert indexed.index_status()["status"] == "Absent"
-    assert indexed.search(extra[2], top_k=1)[0]["photo_id"] == "photo-1002"
-    indexed.drop_index()  # nothing to drop: no error
-
-
 def test_pages_follow_each_other(filled, vectors):
     everything = filled.search(vectors[5], top_k=30)
     pages = [filled.search(vectors[5], top_k=10, offset=offset) for offset in (0, 10, 20)]
@@ -329,6 +252,27 @@ def test_deleted_photos_are_gone_for_every_reader(store_url):
     photo_store.close()
 
 
+def test_the_data_version_changes_with_every_write_and_only_then(store_url):
+    photo_store = PhotoStore(store_url, table="versions")
+    assert photo_store.data_version() is None  # no table yet
+    photo_store.ensure_table(DIM, MODEL)
+    assert photo_store.data_version() is None  # no rows yet
+    vectors = unit_vectors(4, seed=41)
+    photo_store.insert_photos([make_photo(i) for i in range(3)], vectors[:3])
+    first = photo_store.data_version()
+    photo_store.search(vectors[0], top_k=3)
+    photo_store.get_photo("photo-0001")
+    assert photo_store.data_version() == first  # reads change nothing
+    photo_store.insert_photos([make_photo(3)], vectors[3:])
+    inserted = photo_store.data_version()
+    photo_store.insert_photos([make_photo(1, photo_description="rewritten")], vectors[1:2])
+    rewritten = photo_store.data_version()
+    photo_store.delete_photos(["photo-0002"])
+    deleted = photo_store.data_version()
+    assert len({first, inserted, rewritten, deleted}) == 4
+    photo_store.close()
+
+
 def test_duplicate_versions_take_one_place_in_the_results(store_url):
     photo_store = PhotoStore(store_url, table="versions")
     photo_store.ensure_table(DIM, MODEL)
@@ -340,42 +284,6 @@ def test_duplicate_versions_take_one_place_in_the_results(store_url):
     ids = [r["photo_id"] for r in results]
     assert len(ids) == 10 == len(set(ids)) and ids[0] == "photo-0000"
     assert [r["photo_id"] for r in photo_store.search(vectors[0], top_k=5, offset=5)] == ids[5:10]
-    photo_store.close()
-
-
-def test_the_index_command_line(store_url, capsys):
-    from services.photostore import main
-
-    photo_store = PhotoStore(store_url, table="cli")
-    photo_store.ensure_table(DIM, MODEL)
-    photo_store.insert_photos([make_photo(i) for i in range(20)], unit_vectors(20, seed=51))
-    assert main(["index", "status", "--url", store_url, "--table", "cli"]) == 0
-    assert '"status": "Absent"' in capsys.readouterr().out
-    assert main(["index", "build", "--url", store_url, "--table", "cli"]) == 0
-    assert '"status": "Built"' in capsys.readouterr().out
-    assert main(["index", "drop", "--url", store_url, "--table", "cli"]) == 0
-    assert '"status": "Absent"' in capsys.readouterr().out
-    assert main(["index", "build", "--url", store_url, "--table", "never_made"]) == 1
-    assert "ingest photos first" in capsys.readouterr().out
-    photo_store.close()
-
-
-def test_an_index_is_wanted_once_the_table_outgrows_exact_search(store_url, vectors):
-    photo_store = PhotoStore(store_url, table="grows", exact_below=6)
-    assert photo_store.wants_index() is False  # no table yet
-    photo_store.ensure_table(DIM, MODEL)
-    photo_store.insert_photos([make_photo(i) for i in range(5)], vectors[:5])
-    assert photo_store.wants_index() is False  # 5 rows: exact search is fine
-    photo_store.insert_photos([make_photo(i) for i in range(5, 8)], vectors[5:8])
-    assert photo_store.wants_index() is True
-    # Not waiting: the build goes on in the store's background; it ends Built.
-    photo_store.build_index(wait=False)
-    deadline = time.monotonic() + 60
-    while photo_store.index_status()["status"] != "Built":
-        assert time.monotonic() < deadline, photo_store.index_status()
-        time.sleep(0.2)
-    assert photo_store.wants_index() is False
-    assert photo_store.search(vectors[7], top_k=1, exact=False)[0]["photo_id"] == "photo-0007"
     photo_store.close()
 
 

@@ -8,7 +8,6 @@ import pytest
 
 from services.common.schemas import METADATA_FIELDS, PhotoRecord
 from services.photostore import PhotoStore
-from tests.support import embedded_store
 
 DIM = 8
 MODEL = "test/exif"
@@ -20,12 +19,6 @@ PLACES = {
     "london": ("2024-01-01T00:00:00", "Canon", "EOS R5", 51.5072, -0.1276),
     "nowhere": (None, "", "", None, None),
 }
-
-
-@pytest.fixture(scope="module")
-def store_url(tmp_path_factory):
-    with embedded_store(tmp_path_factory.mktemp("store-data")) as url:
-        yield url
 
 
 def vectors(count: int) -> np.ndarray:

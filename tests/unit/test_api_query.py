@@ -53,7 +53,9 @@ def test_text_and_image_are_combined_by_weight(client, fakes):
         expected = combine(text_vector("a dog"), image_vector(b"cat"), weight)
         np.testing.assert_allclose(fakes.store.queries[-1], expected, atol=1e-6)
     # The default weight 0.5 is the mean of the two unit vectors, normalised again.
-    client.post("/v1/search", json={"text": "a dog", "image_base64": base64.b64encode(b"cat").decode()})
+    # The same query as the first: asked with no-cache, so that the store sees its vector again.
+    client.post("/v1/search", json={"text": "a dog", "image_base64": base64.b64encode(b"cat").decode()},
+                headers={"Cache-Control": "no-cache"})
     mean = text_vector("a dog") + image_vector(b"cat")
     np.testing.assert_allclose(fakes.store.queries[-1], mean / np.linalg.norm(mean), atol=1e-6)
 

@@ -148,6 +148,8 @@ def test_status_line_shows_the_gateway_timings():
     status = SearchPage(client).search("dog", None, 0.5, 3)["status"]
     assert status == "3 results for “dog” in 45 ms (embedding 30 ms, store 12 ms)."
     assert timing_text({"took_ms": 7.0}) == " in 7 ms" and timing_text({}) == ""
+    kept = {"timings": {"embed_ms": 0.2, "store_ms": 4.1, "total_ms": 4.6}, "cached": True}
+    assert timing_text(kept) == " in 5 ms (embedding 0 ms, store 4 ms, a kept answer)"
 
 
 def test_gallery_prefers_the_thumbnail():

@@ -174,11 +174,19 @@ async def search(request: Request, response: Response, services: ServicesDep,
     else:
         raise BadRequest(f"Send the query as application/json or multipart/form-data, not {content_type!r}.",
                          code="unsupported_media_type", status_code=415)
+    # HTTP's own way to ask for a fresh answer: the store searches even if the gateway kept this answer.
+    query.fresh = "no-cache" in request.headers.get("cache-control", "").lower()
     answer = await run_search(services, query)
-    response.headers["Server-Timing"] = server_timing(answer["timings"])
+    response.headers["Server-Timing"] = server_timing(answer["timings"], answer["cached"])
     return answer
 
 
-def server_timing(timings: dict[str, float]) -> str:
+def server_timing(timings: dict[str, float], cached: bool = False) -> str:
     """The timings as a Server-Timing header, which browsers' developer tools show per request."""
-    return ", ".join(f"{name.removesuffix('_ms')};dur={value}" for name, value in timings.items())
+    entries = []
+    for name, value in timings.items():
+        entry = f"{name.removesuffix('_ms')};dur={value}"
+        if cached and name == "store_ms":
+            entry += ';desc="kept answer"'
+        entries.append(entry)
+    return ", ".join(entries)
