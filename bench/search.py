@@ -12,7 +12,8 @@ run, on the same machine:
 - the two one after the other from one client, a new text each time: what the gateway does for a new
   text, without the gateway. On 2 cores each is slower right after the other than alone (caches and
   cores go from one process to the other), so this, not the sum of the two alone, is the baseline the
-  gateway's overhead is measured against; both figures are reported;
+  gateway's overhead is measured against; both figures are reported. It is timed in turns with the
+  gateway's new-text queries (one of each, then the next), so that drift hits both alike;
 - the gateway's `POST /v1/search` at concurrency 1: p50 and p99, each query a new text ("uncached"),
   one text over and over ("repeated": the gateway's kept answer, after checking the table's data
   version), the same with `Cache-Control: no-cache` (the text vector cache alone: the store searches
@@ -71,6 +72,27 @@ def latency(label: str, call, inputs: list, warmup: int = 3, warm: list | None =
         times.append(time.perf_counter() - started)
     print(f"  {label}: p50 {_percentile(times, 50) * 1000:.1f} ms", flush=True)
     return Measurement(label, len(times), sum(times), times, _percentiles(times))
+
+
+def paired(first: tuple[str, Any, list], second: tuple[str, Any, list], warmup: int = 3) -> tuple[Measurement, Measurement]:
+    """Two paths timed in turns, input by input (`(label, call, inputs)` each), so that the machine's drift
+    during the run (other load, CPU frequency, caches) weighs on both alike; warmed up on `warmup` inputs of
+    their own that are not measured."""
+    (label_a, call_a, inputs_a), (label_b, call_b, inputs_b) = first, second
+    for number in range(warmup):
+        call_a(f"a warm-up text {number}")
+        call_b(f"a warm-up query number {number}")
+    times_a, times_b = [], []
+    for item_a, item_b in zip(inputs_a, inputs_b):
+        for call, item, times in ((call_a, item_a, times_a), (call_b, item_b, times_b)):
+            started = time.perf_counter()
+            call(item)
+            times.append(time.perf_counter() - started)
+    measured = []
+    for label, times in ((label_a, times_a), (label_b, times_b)):
+        print(f"  {label}: p50 {_percentile(times, 50) * 1000:.1f} ms", flush=True)
+        measured.append(Measurement(label, len(times), sum(times), times, _percentiles(times)))
+    return measured[0], measured[1]
 
 
 def _percentiles(times: list[float]) -> dict[str, float]:
@@ -161,13 +183,6 @@ def measure_all(env: dict[str, str], model_dir: Path, photos: int, queries: int)
             results["store"] = latency("store alone (a ready vector, top 10)",
                                        lambda i: store.search(vectors[i], top_k=TOP_K), list(range(queries)))
 
-        with PhotoStore(env["STORE_URL"], TABLE) as store:
-            def one_after_the_other(text: str) -> None:
-                store.search(embedder.embed_texts([text])[0], top_k=TOP_K)
-
-            results["sequence"] = latency("embedder then store, one client, each text new", one_after_the_other,
-                                          texts(queries, seed=4), warm=[f"a warm-up text {i}" for i in range(3)])
-
         timings: list[dict[str, float]] = []
         fresh = httpx.Client(base_url=env["API_URL"], timeout=120, headers={"Cache-Control": "no-cache"})
 
@@ -186,21 +201,35 @@ def measure_all(env: dict[str, str], model_dir: Path, photos: int, queries: int)
             search(text)
             timings.pop()
 
+        def gateway_figures(name: str, embedded_before: float, others_embedded: int = 0) -> None:
+            """The gateway's own `timings` and the texts the embedder embedded for it (less `others_embedded`,
+            the texts of a baseline measured in turns with it)."""
+            measured = timings[-results[name].items:]
+            results[name].extra.update({
+                "embedder_texts": round(texts_embedded(env["EMBEDDER_URL"]) - embedded_before - others_embedded),
+                **{f"{part}_p50_ms": round(float(np.median([t[part] for t in measured])), 2)
+                   for part in ("embed_ms", "store_ms")}})
+
         def through_gateway(name: str, label: str, call, inputs: list[str], warm: list[str] | None = None,
                             before=None) -> None:
             embedded = texts_embedded(env["EMBEDDER_URL"])
             timings.clear()
             results[name] = latency(label, call, inputs, warm=warm, before=before)
-            measured = timings[-len(inputs):]
-            results[name].extra.update({
-                "embedder_texts": round(texts_embedded(env["EMBEDDER_URL"]) - embedded),
-                **{f"{part}_p50_ms": round(float(np.median([t[part] for t in measured])), 2)
-                   for part in ("embed_ms", "store_ms")}})
+            gateway_figures(name, embedded)
 
-        through_gateway("gateway_uncached", "gateway, concurrency 1, each text new", search, texts(queries, seed=2),
-                        warm=[f"a warm-up query number {i}" for i in range(3)])
+        # A new text through the gateway, in turns with its baseline: the embedder then the store, from here.
+        with PhotoStore(env["STORE_URL"], TABLE) as store:
+            def one_after_the_other(text: str) -> None:
+                store.search(embedder.embed_texts([text])[0], top_k=TOP_K)
+
+            embedded = texts_embedded(env["EMBEDDER_URL"])
+            timings.clear()
+            results["sequence"], results["gateway_uncached"] = paired(
+                ("embedder then store, one client, each text new", one_after_the_other, texts(queries, seed=4)),
+                ("gateway, concurrency 1, each text new", search, texts(queries, seed=2)))
+            gateway_figures("gateway_uncached", embedded, others_embedded=queries + 3)
         # The first ask (a warm-up) embeds the text and keeps the answer; every measured one reuses both.
-        through_gateway("gateway_repeated", "gateway, one text repeated (kept answer)", search,
+        through_gateway("gateway_repeated", "gateway, one text repeated", search,
                         ["a quiet beach at sunset"] * queries)
         through_gateway("gateway_repeated_no_cache", "gateway, one text repeated, no-cache (text cache only)",
                         lambda text: search(text, client=fresh), ["a quiet market at night"] * queries)
@@ -270,6 +299,10 @@ def run(args: argparse.Namespace) -> int:
             stack.stop()
 
     p50 = {name: _percentile(m.per_run, 50) * 1000 for name, m in results.items()}
+    # The gateway's result cache as this run's environment set it (API_RESULT_CACHE_SIZE=0: off).
+    from services.api.config import ApiSettings
+
+    result_cache = ApiSettings(_env_file=None).result_cache_size
     # What the gateway adds to doing its two calls itself, one after the other (the `sequence` baseline);
     # also against the two measured alone, which on 2 cores is lower than the sequence (see the docstring).
     overhead = p50["gateway_uncached"] - p50["sequence"]
@@ -302,7 +335,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nHeadline: a new text takes {p50['gateway_uncached']:.1f} ms at p50 through the gateway, "
           f"{overhead:.1f} ms more than the embedder then the store from one client ({p50['sequence']:.1f} ms; the "
           f"two alone: {p50['embedder']:.1f} + {p50['store']:.1f} ms, {over_parts_alone:.1f} ms under the gateway). "
-          f"A repeated text: {p50['gateway_repeated']:.1f} ms (kept answer; {p50['gateway_repeated_no_cache']:.1f} ms "
+          f"A repeated text: {p50['gateway_repeated']:.1f} ms (result cache {result_cache or 'off'}; "
+          f"{p50['gateway_repeated_no_cache']:.1f} ms "
           f"with no-cache, the store searching each time); Load more: {p50['gateway_next_page']:.1f} ms; the embedder "
           f"embedded the repeated text {headline['repeated_embedder_texts']} time(s) in "
           f"{results['gateway_repeated'].items + 3} asks. The article's in-process search: {p50['seed']:.1f} ms. "
@@ -315,7 +349,7 @@ def run(args: argparse.Namespace) -> int:
                                 load_average_before=[round(v, 2) for v in load_before],
                                 note="busy: other work ran on the machine" if load_before[0] > 1.0
                                 else "quiet: nothing else ran on the machine"),
-        "settings": {"photos": photos, "queries": queries, "top_k": TOP_K,
+        "settings": {"photos": photos, "queries": queries, "top_k": TOP_K, "api_result_cache_size": result_cache,
                      "model": args.model or "random-weight ViT-B/32 (tools.random_model b32)"},
         "measurements": {name: m.as_dict() for name, m in results.items()},
         "headline": headline,
