@@ -156,8 +156,12 @@ def machine_info(**extra: Any) -> dict[str, Any]:
     return info
 
 
-def write_results(name: str, payload: dict[str, Any], folder: Path | None = None) -> Path:
-    """Write `payload` (plus a timestamp) to `<folder>/<name>.json`; return the path."""
+def write_results(name: str, payload: dict[str, Any], folder: Path | None = None,
+                  output: str | Path | None = None) -> Path:
+    """Write `payload` (plus a timestamp) to `<folder>/<name>.json`; return the path. `output` (a bench's
+    `--output`), when given, is the file instead, and its stem the record's name."""
+    if output:
+        name, folder = Path(output).stem, Path(output).parent
     folder = folder or RESULTS_DIR
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.json"

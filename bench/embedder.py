@@ -366,8 +366,7 @@ def main(argv: list[str] | None = None) -> int:
                      "seed_images_per_second": round(seed_images.rate, 3)},
         "seconds": round(elapsed, 1),
     }
-    path = Path(args.output) if args.output else None
-    written = write_results(path.stem if path else f"embedder-{kind}", payload, folder=path.parent if path else None)
+    written = write_results(f"embedder-{kind}", payload, output=args.output)
     print(f"Wrote {written}")
     return 0
 

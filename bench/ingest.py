@@ -249,8 +249,7 @@ def main(argv: list[str] | None = None) -> int:
                      "query_median_ms": {"seed": round(seed_query.median_ms, 2),
                                          "system": round(system_query.median_ms, 2)}},
     }
-    path = Path(args.output) if args.output else None
-    written = write_results(path.stem if path else "ingest-cpu", payload, folder=path.parent if path else None)
+    written = write_results("ingest-cpu", payload, output=args.output)
     print(f"Wrote {written}")
     return 0
 

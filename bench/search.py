@@ -299,10 +299,10 @@ def run(args: argparse.Namespace) -> int:
             stack.stop()
 
     p50 = {name: _percentile(m.per_run, 50) * 1000 for name, m in results.items()}
-    # The gateway's result cache as this run's environment set it (API_RESULT_CACHE_SIZE=0: off).
+    # The gateway's result cache as its settings read it here, environment over .env (API_RESULT_CACHE_SIZE=0: off).
     from services.api.config import ApiSettings
 
-    result_cache = ApiSettings(_env_file=None).result_cache_size
+    result_cache = ApiSettings().result_cache_size
     # What the gateway adds to doing its two calls itself, one after the other (the `sequence` baseline);
     # also against the two measured alone, which on 2 cores is lower than the sequence (see the docstring).
     overhead = p50["gateway_uncached"] - p50["sequence"]
@@ -356,8 +356,7 @@ def run(args: argparse.Namespace) -> int:
         "goals": GOALS,
         "goals_met": met,
     }
-    path = Path(args.output) if args.output else None
-    written = write_results(path.stem if path else "search-cpu", payload, folder=path.parent if path else None)
+    written = write_results("search-cpu", payload, output=args.output)
     print(f"Wrote {written}")
     return 0
 

@@ -50,7 +50,6 @@ class ResultCache:
     """Search answers by key, each valid for one data version of the table."""
 
     def __init__(self, size: int, depth: int = 50) -> None:
-        self.size = size
         self.depth = max(1, depth)
         self._answers: LRUCache | None = LRUCache(maxsize=size) if size > 0 else None
         self.hits = self.misses = 0

@@ -30,7 +30,6 @@ class TextVectorCache:
 
     def __init__(self, size: int, *, redis_url: str | None = None, ttl_s: float = 86400.0,
                  redis_timeout_s: float = 0.5) -> None:
-        self.size = size
         self._local: LRUCache | None = LRUCache(maxsize=size) if size > 0 else None
         self._ttl_s = max(1, int(ttl_s))
         self._redis: Any = None
