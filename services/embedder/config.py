@@ -14,6 +14,15 @@ class EmbedderSettings(CommonSettings):
     model_config = SettingsConfigDict(env_prefix="EMBEDDER_", env_file=".env", extra="ignore",
                                       populate_by_name=True)
 
+    # The tower that embeds queries. "auto": a multilingual tower distilled into the image model's space
+    # where one is published for it (openai/clip-vit-base-patch32 -> sentence-transformers/
+    # clip-ViT-B-32-multilingual-v1), else the image model's own. "same": always the image model's own.
+    # A hub name or folder of a sentence-transformers or M-CLIP text tower: that tower, refused at start
+    # unless its teacher and dimension match the image model (services/embedder/README.md).
+    text_model: str = "auto"
+    # The image model a text tower was distilled from, when the tower does not declare it (a tower of
+    # your own); published towers declare theirs.
+    text_teacher: str = ""
     # "auto" picks CUDA when there is one.
     device: str = "auto"
     # "auto" is float16 on CUDA; on the CPU bfloat16 where the CPU has AMX tiles (5x faster than

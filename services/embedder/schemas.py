@@ -6,7 +6,7 @@ from pydantic import BaseModel, Field
 
 class TextEmbedRequest(BaseModel):
     texts: list[str] = Field(..., description="Texts to embed; each longer than the model's context "
-                                              "(77 tokens for CLIP) is truncated, and `truncated` says so.")
+                                              "(77 tokens for CLIP, 64 for SigLIP, 128 for the multilingual tower) is truncated, and `truncated` says so.")
 
 
 class ImageEmbedJson(BaseModel):
@@ -32,14 +32,22 @@ class EmbedResponse(BaseModel):
 
 
 class ModelInfo(BaseModel):
-    name: str
+    name: str = Field(description="The image model: photos are stored with its vectors.")
+    family: str = Field("clip", description="The image model's family: clip, siglip or siglip2.")
+    text_model: str | None = Field(None, description="The model that embeds texts: `name` itself, or a "
+                                                     "multilingual text tower distilled into its space.")
+    text_family: str | None = Field(None, description="clip, siglip, siglip2, st-multilingual or mclip.")
+    text_fingerprint: str | None = None
+    text_random_weights: bool = False
+    languages: list[str] = Field(default_factory=list, description="ISO 639-1 codes of the languages the text "
+                                                                    "tower was trained on (model cards).")
     dim: int
     device: str
     dtype: str
     fingerprint: str
-    random_weights: bool
+    random_weights: bool = Field(description="True when either tower has random weights.")
     image_size: int
-    max_text_tokens: int
+    max_text_tokens: int = Field(description="The text tower's token limit; longer texts are truncated.")
     fast_preprocess: bool = False
     pixel_input: dict[str, int] | None = Field(
         None, description="How to crop for POST /v1/embed/pixels (shortest_edge, crop_height, crop_width, "

@@ -15,20 +15,20 @@ from services.common.images import decode_base64, decode_image, read_pixels
 from services.embedder.batcher import MicroBatcher, ModelNotReady
 from services.embedder.config import EmbedderSettings
 from services.embedder.metrics import Metrics
-from services.embedder.model import ClipModel, available_cores
+from services.embedder.models import CheckpointError, Towers, available_cores, load_towers
 
 log = logging.getLogger(__name__)
 
 
 class EmbedderService:
-    def __init__(self, settings: EmbedderSettings, model: ClipModel | None = None,
+    def __init__(self, settings: EmbedderSettings, model: Towers | None = None,
                  model_thread: ThreadPoolExecutor | None = None):
         """`model`, when given, is used as loaded, and `model_thread` is then the one-thread pool it
         was loaded on (benchmarks share one model across services; see the batcher on why torch
         work belongs on one thread)."""
         self.settings = settings
         self.metrics = Metrics()
-        self.model: ClipModel | None = model
+        self.model: Towers | None = model
         self.load_error: str | None = None
         self.batcher = MicroBatcher(self._run_batch, max_batch=settings.max_batch,
                                     max_wait_ms=settings.max_wait_ms, max_queue=settings.max_queue,
@@ -50,9 +50,12 @@ class EmbedderService:
         log.info("loading %s", settings.embedder_model)
         try:
             # On the thread that will run every batch: one OpenMP team for the whole process.
-            self.model = await self.batcher.call(ClipModel.load, settings.embedder_model, settings.device,
-                                                 settings.dtype, settings.torch_threads,
-                                                 settings.fast_preprocess)
+            self.model = await self.batcher.call(
+                load_towers, settings.embedder_model, settings.text_model, settings.device, settings.dtype,
+                settings.torch_threads, settings.fast_preprocess, settings.text_teacher)
+        except CheckpointError as exc:  # a sentence naming the file or the mismatch: no traceback needed
+            log.error("could not load the models: %s", exc)
+            self.load_error = f"The embedder's models could not be loaded: {exc}"
         except Exception as exc:  # reported by /readyz; the process stays up to say why
             log.exception("could not load the model %s", settings.embedder_model)
             self.load_error = f"The model {settings.embedder_model!r} could not be loaded: {exc}"
@@ -72,7 +75,7 @@ class EmbedderService:
     def ready(self) -> bool:
         return self.model is not None
 
-    def require_model(self) -> ClipModel:
+    def require_model(self) -> Towers:
         if self.model is not None:
             return self.model
         if self.load_error:
@@ -155,7 +158,7 @@ class EmbedderService:
         vectors = await self.batcher.submit("image", [pixels[index:index + 1] for index in range(len(pixels))])
         return {**self._header(model), "vectors": [vector.tolist() for vector in vectors]}
 
-    def _prepare_image(self, model: ClipModel, image: bytes | str):
+    def _prepare_image(self, model: Towers, image: bytes | str):
         data = decode_base64(image) if isinstance(image, str) else image
         picture = decode_image(data, max_bytes=self.settings.max_image_bytes,
                                max_pixels=self.settings.max_image_pixels,
@@ -172,7 +175,7 @@ class EmbedderService:
                              "per request. Split it into several requests.", code="too_many_items")
 
     @staticmethod
-    def _header(model: ClipModel) -> dict:
+    def _header(model: Towers) -> dict:
         return {"model": model.name, "dim": model.dim, "random_weights": model.random_weights}
 
 

@@ -234,7 +234,7 @@ def test_the_model_is_loaded_and_run_on_one_thread(tiny_model_dir, monkeypatch):
     from services.embedder import service as service_module
 
     threads: list[str] = []
-    real_load = service_module.ClipModel.load
+    real_load = service_module.load_towers
 
     def load(*args, **kwargs):
         threads.append(threading.current_thread().name)
@@ -243,7 +243,7 @@ def test_the_model_is_loaded_and_run_on_one_thread(tiny_model_dir, monkeypatch):
         loaded.embed_texts = lambda texts: threads.append(threading.current_thread().name) or real_embed_texts(texts)
         return loaded
 
-    monkeypatch.setattr(service_module.ClipModel, "load", load)
+    monkeypatch.setattr(service_module, "load_towers", load)
     settings = EmbedderSettings(embedder_model=str(tiny_model_dir), dtype="float32", **LIMITS)
     with TestClient(create_app(settings)) as test_client:
         wait_ready(test_client)
@@ -286,16 +286,16 @@ def test_crops_normalised_by_the_model_give_the_same_vectors(tiny_model_dir, mon
     from services.common.images import write_pixels
     from services.embedder import service as service_module
 
-    real_load = service_module.ClipModel.load
+    real_load = service_module.load_towers
     loaded = []
 
     def load(*args, **kwargs):
         model = real_load(*args, **kwargs)
-        model.normalise_on_device = True
+        model.image.normalise_on_device = True
         loaded.append(model)
         return model
 
-    monkeypatch.setattr(service_module.ClipModel, "load", load)
+    monkeypatch.setattr(service_module, "load_towers", load)
     images = dict(list(sample_images().items())[:4])  # this app's per-request limit
     files = [("images", (f"{name}.bin", data, "application/octet-stream")) for name, data in images.items()]
     reference = vectors_of(client.post("/v1/embed/image", files=files))

@@ -1,4 +1,4 @@
-"""services/embedder/model.py: precision chosen from the CPU, the fast preprocessing path equal to
+"""services/embedder/models/ (clip.py, runtime.py, vision.py): precision chosen from the CPU, the fast preprocessing path equal to
 CLIPProcessor, and reduced precision within a stated tolerance of float32."""
 from __future__ import annotations
 
@@ -12,7 +12,15 @@ from PIL import Image
 from transformers import CLIPProcessor
 
 from services.common.images import ClipCrop, decode_image
-from services.embedder.model import ClipModel, Normaliser, cpu_has_amx, fold_quick_gelu, resolve_dtype
+from services.embedder.models import load_towers
+from services.embedder.models.clip import ClipTowers, fold_quick_gelu
+from services.embedder.models.runtime import cpu_has_amx, resolve_dtype
+from services.embedder.models.vision import Normaliser
+
+
+def load_clip(folder, dtype: str) -> ClipTowers:
+    """The tiny CLIP's towers (image and its own text tower: one object), on the CPU."""
+    return load_towers(str(folder), "same", device="cpu", dtype=dtype).image
 
 # bf16 keeps 8 bits of mantissa: vectors stay this close to float32 ones (per vector, cosine).
 BF16_MIN_COSINE = 0.999
@@ -123,7 +131,7 @@ def cosine(first: np.ndarray, second: np.ndarray) -> np.ndarray:
 TEXTS = ["a photo of a dog", "una playa al atardecer", "sunset " * 90]
 
 
-def against_float32(full: ClipModel, other: ClipModel, pixels: list[torch.Tensor]):
+def against_float32(full: ClipTowers, other: ClipTowers, pixels: list[torch.Tensor]):
     """Image and text vectors of the same inputs from the float32 model and `other`, whose vectors
     must still be float32 unit vectors: ((reference, other's) images, (reference, other's) texts)."""
     images = np.stack(full.embed_images(pixels)), np.stack(other.embed_images(pixels))
@@ -135,17 +143,17 @@ def against_float32(full: ClipModel, other: ClipModel, pixels: list[torch.Tensor
 
 
 def test_bf16_on_the_cpu_stays_within_the_stated_tolerance_of_fp32(tiny_model_dir):
-    full = ClipModel.load(str(tiny_model_dir), device="cpu", dtype="float32")
-    half = ClipModel.load(str(tiny_model_dir), device="cpu", dtype="bfloat16")
-    assert half.info()["dtype"] == "bfloat16" and half.fingerprint == full.fingerprint
+    full = load_clip(tiny_model_dir, "float32")
+    half = load_clip(tiny_model_dir, "bfloat16")
+    assert half.image_info()["dtype"] == "bfloat16" and half.fingerprint == full.fingerprint
     images, texts = against_float32(full, half, [full.preprocess_images([picture]) for picture in photos()])
     assert cosine(*images).min() >= BF16_MIN_COSINE and cosine(*texts).min() >= BF16_MIN_COSINE
 
 
 def test_int8_on_the_cpu_stays_within_the_stated_tolerance_of_fp32(tiny_model_dir):
-    full = ClipModel.load(str(tiny_model_dir), device="cpu", dtype="float32")
-    quantized = ClipModel.load(str(tiny_model_dir), device="cpu", dtype="int8")
-    assert quantized.info()["dtype"] == "int8" and quantized.fingerprint == full.fingerprint
+    full = load_clip(tiny_model_dir, "float32")
+    quantized = load_clip(tiny_model_dir, "int8")
+    assert quantized.image_info()["dtype"] == "int8" and quantized.fingerprint == full.fingerprint
     # Every Linear layer of both towers is quantized; none is left in float32.
     modules = list(quantized.model.modules())
     assert not any(isinstance(module, torch.nn.Linear) for module in modules)
@@ -162,7 +170,7 @@ def test_int8_on_the_cpu_stays_within_the_stated_tolerance_of_fp32(tiny_model_di
 
 
 def test_jpeg_draft_decoding_stays_within_its_stated_tolerance(tiny_model_dir):
-    model = ClipModel.load(str(tiny_model_dir), device="cpu", dtype="float32")
+    model = load_clip(tiny_model_dir, "float32")
     limits = {"max_bytes": 10_000_000, "max_pixels": 10_000_000}
     encoded = []
     for picture in photos():

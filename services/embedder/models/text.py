@@ -1,0 +1,51 @@
+"""The text side every family shares: what a text tower reports, and its warm-up.
+
+A family's text tower subclasses `TextTower` and implements `embed_texts`: one forward pass over a
+batch, unit vectors out, each text past the tower's token limit truncated and flagged.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+from services.embedder.models.checkpoint import LANGUAGES
+from services.embedder.models.runtime import Runtime, TextResult
+
+log = logging.getLogger(__name__)
+
+
+class TextTower:
+    family = ""
+
+    def __init__(self, name: str, runtime: Runtime, fingerprint: str, random_weights: bool, dim: int,
+                 max_tokens: int, teacher: str | None = None):
+        self.name = name
+        self.runtime = runtime
+        self.fingerprint = fingerprint
+        self.random_weights = random_weights
+        self.dim = dim
+        self.max_tokens = max_tokens
+        # The image model this tower was distilled from (towers of their own image model: None).
+        self.teacher = teacher
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        return LANGUAGES.get(self.family, ())
+
+    def embed_texts(self, texts: list[str]) -> list[TextResult]:
+        raise NotImplementedError
+
+    def warm_up_texts(self) -> None:
+        started = time.perf_counter()
+        self.embed_texts(["a photo", "una foto de un perro en la playa"])
+        log.info("text tower warmed up in %.2fs", time.perf_counter() - started)
+
+    def text_info(self) -> dict:
+        return {
+            "text_model": self.name,
+            "text_family": self.family,
+            "text_fingerprint": self.fingerprint,
+            "text_random_weights": self.random_weights,
+            "languages": list(self.languages),
+            "max_text_tokens": self.max_tokens,
+        }
