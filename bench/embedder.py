@@ -183,7 +183,7 @@ def parts(model, photos: list[bytes], batch: int) -> tuple[Measurement, Measurem
     from services.common.images import decode_image
 
     def prepare(data: bytes):
-        return model.preprocess_images([decode_image(data, max_bytes=1 << 26, max_pixels=1 << 26)])
+        return model.image.preprocess_images([decode_image(data, max_bytes=1 << 26, max_pixels=1 << 26)])
 
     prepared = iter(photos * 4)
     preprocessing = measure("decode + preprocess (1 thread)", lambda: (prepare(next(prepared)), 1)[1],
@@ -280,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from services.embedder.model import ClipModel, cpu_has_amx, resolve_device
+    from services.embedder.models import load_towers
+    from services.embedder.models.runtime import cpu_has_amx, resolve_device
     from tools.random_model import write_random_clip
 
     batches = [int(b) for b in args.batches.split(",")] if args.batches else ([1, 8, 32] if args.quick
@@ -301,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         def on_torch_thread(function, *arguments):
             return torch_thread.submit(function, *arguments).result()
 
-        model = on_torch_thread(lambda: ClipModel.load(str(folder), device=device, dtype=args.dtype))
+        model = on_torch_thread(lambda: load_towers(str(folder), "same", device=device, dtype=args.dtype))
         print(f"Embedder: {model.info()['dtype']} on {device}, {torch.get_num_threads()} torch threads, "
               f"AMX: {cpu_has_amx()}, fast preprocessing: {model.info()['fast_preprocess']}")
         photos = jpeg_photos(max(max(batches), min_items, seed_items, 32))

@@ -50,6 +50,15 @@ def image_vector(image: bytes, dim: int = DIM) -> np.ndarray:
     return unit_vector(zlib.crc32(image) + 1, dim)
 
 
+# The text tower's fields a newer embedder adds to /v1/model, here for a separate multilingual tower.
+# The fakes answer without them by default, as an older embedder does; a test sets `info_extra` to these.
+MULTILINGUAL_TEXT_TOWER = {
+    "family": "clip", "text_model": "sentence-transformers/clip-ViT-B-32-multilingual-v1",
+    "text_family": "st-multilingual", "text_fingerprint": "beef", "max_text_tokens": 128,
+    "languages": ["ar", "de", "en", "es", "fr", "it", "ja", "pt", "ru", "zh"],
+}
+
+
 def _model_info(dim: int, random_weights: bool) -> dict[str, Any]:
     return {"name": MODEL, "dim": dim, "device": "cpu", "dtype": "float32", "fingerprint": "f00d",
             "random_weights": random_weights}
@@ -76,6 +85,8 @@ class FakeAsyncEmbedder:
         self.texts: list[list[str]] = []
         # Change it to play a new model (the gateway's text vector cache keys on it).
         self.fingerprint = "f00d"
+        # Further /v1/model fields, e.g. MULTILINGUAL_TEXT_TOWER to play a newer embedder.
+        self.info_extra: dict[str, Any] = {}
 
     def _check(self) -> None:
         if self.failure:
@@ -83,7 +94,7 @@ class FakeAsyncEmbedder:
 
     async def model_info(self) -> dict[str, Any]:
         self._check()
-        return {**_model_info(self.dim, self.random_weights), "fingerprint": self.fingerprint}
+        return {**_model_info(self.dim, self.random_weights), "fingerprint": self.fingerprint, **self.info_extra}
 
     async def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         self._check()

@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 
 from services.common.config import DEFAULT_MODEL
-from tools.download import DownloadError, download, download_model
+from tools.download import DownloadError, download, download_models
 from tools.stack import ROOT, Stack
 
 MODEL_PROBE_URL = "https://huggingface.co/api/models/openai/clip-vit-base-patch32"
@@ -40,7 +40,8 @@ def plan(offline: bool, limit: int, sample_count: int) -> tuple[dict[str, str], 
     if not offline and reachable(MODEL_PROBE_URL) and reachable(UNSPLASH_LITE_URL):
         # Both downloads show their progress here, in the terminal that ran the command.
         source = download(UNSPLASH_LITE_URL, DATA / "unsplash-research-dataset-lite-latest.zip")
-        download_model(os.environ.get("EMBEDDER_MODEL") or DEFAULT_MODEL)
+        download_models(os.environ.get("EMBEDDER_MODEL") or DEFAULT_MODEL,
+                        os.environ.get("EMBEDDER_TEXT_MODEL") or "auto")
         return {}, source, False
     print(
         "\n*** No internet (the model hub or Unsplash cannot be reached). ***\n"

@@ -117,7 +117,7 @@ def download_model(name: str) -> str | None:
     """Download the model `name` from the Hugging Face hub into its cache, with progress bars; the
     local folder, or None when `name` is a local folder or huggingface_hub is not installed (the
     embedder then loads or downloads it itself)."""
-    if Path(name).expanduser().is_dir():
+    if not name or Path(name).expanduser().is_dir():
         return None
     try:
         from huggingface_hub import HfApi, snapshot_download
@@ -126,11 +126,43 @@ def download_model(name: str) -> str | None:
     try:
         files = HfApi().list_repo_files(name)
         # One copy of the weights: safetensors when the repository has them, else the PyTorch file (not
-        # the TensorFlow and Flax copies, which the embedder never reads).
-        weights = ["*.safetensors"] if any(f.endswith(".safetensors") for f in files) else ["pytorch_model.bin"]
+        # the TensorFlow and Flax copies, which the embedder never reads). Sentencepiece tokenizers
+        # (SigLIP, XLM-R) are `*.model` files; a sentence-transformers Dense layer sits in `2_Dense/`.
+        weights = ["*.safetensors"] if any(f.endswith(".safetensors") for f in files) else ["*.bin"]
         print(f"downloading the model {name} (once; later starts use the cache)", file=sys.stderr)
-        return snapshot_download(name, allow_patterns=["*.json", "*.txt", *weights])
+        folder = snapshot_download(name, allow_patterns=["*.json", "*.txt", "*.model", *weights])
     except Exception as exc:  # the hub's errors are many (HTTP, offline, not found): each says what it is
         raise DownloadError(f"The model {name} could not be downloaded ({exc}). Running the command again "
                             "resumes it; what arrived is kept in the Hugging Face cache.") from None
+    base = _mclip_base(Path(folder))
+    if base:
+        # An M-CLIP tower names its transformer's architecture by hub name; only that config is read.
+        from huggingface_hub import hf_hub_download
 
+        try:
+            hf_hub_download(base, "config.json")
+        except Exception as exc:
+            raise DownloadError(f"The config of {base}, the base of {name}, could not be downloaded ({exc}).") from None
+    return folder
+
+
+def download_models(image_model: str, text_model: str = "auto") -> None:
+    """The image model and the text tower the embedder will serve with it (EMBEDDER_TEXT_MODEL)."""
+    from services.common.config import AUTO_TEXT_MODELS
+
+    download_model(image_model)
+    text = (text_model or "").strip()
+    text = AUTO_TEXT_MODELS.get(image_model, "") if text.lower() == "auto" else text
+    if text and text.lower() not in ("same", "none") and text != image_model:
+        download_model(text)
+
+
+def _mclip_base(folder: Path) -> str | None:
+    import json
+
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    base = config.get("modelBase") if config.get("model_type") == "M-CLIP" else None
+    return base if base and not Path(base).expanduser().is_dir() else None

@@ -115,6 +115,18 @@ def gather(settings: dict[str, str], rows: list[ServiceRow], probes: Probes | No
     }
 
 
+def model_names(model: dict[str, Any]) -> str:
+    """The model that answers, and its separate text tower when there is one (an older embedder names
+    none: its model embeds texts too), with how many languages that tower says it understands."""
+    name, text_model = model.get("name"), model.get("text_model")
+    if not text_model or text_model == name:
+        return str(name)
+    languages = model.get("languages")
+    if not isinstance(languages, list) or not languages:
+        return f"{name} + text: {text_model}"
+    return f"{name} + text: {text_model} ({len(languages)} language{'s' if len(languages) != 1 else ''})"
+
+
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
     def line(cells):
@@ -150,5 +162,5 @@ def render(status: dict[str, Any]) -> str:
         lines.append(f"embedder model   {UNREACHABLE} (embedder)")
     else:
         random = ", random weights" if model.get("random_weights") else ""
-        lines.append(f"embedder model   {model.get('name')} on {model.get('device')} in {model.get('dtype')}{random}")
+        lines.append(f"embedder model   {model_names(model)} on {model.get('device')} in {model.get('dtype')}{random}")
     return "\n".join(lines) + "\n"

@@ -30,6 +30,12 @@ from ui.wiring import on, wire  # noqa: F401 - `wire` is importable from ui.app 
 
 TOP_K_MAX = 50
 
+# A Spanish and an English query side by side: with a multilingual text tower both find the same photos,
+# and a person sees at once that the box is not English-only (the stats line names the tower's languages).
+QUERY_PLACEHOLDER = 'Try "perro en la playa" or "a dog on the beach"'
+QUERY_EXAMPLES = ["atardecer en la montaña", "a red car in the city", "un gato durmiendo en el sofá",
+                  "a snowy forest at night"]
+
 CSS = """
 #banner { background: #fff4ce; border: 1px solid #e0b400; border-radius: 8px; padding: 10px 14px; }
 #banner p { margin: 0; color: #5c4400; font-size: 1.05em; }
@@ -73,8 +79,10 @@ def build_app(settings: UISettings | None = None, client: Any = None) -> gr.Bloc
                 with gr.Row(equal_height=False):
                     with gr.Column(scale=2, min_width=300):
                         query_text = gr.Textbox(label="Describe the photo", lines=1, max_lines=1,
-                                                placeholder="e.g. a dog running on the beach",
-                                                elem_id="query-text", autofocus=True)
+                                                placeholder=QUERY_PLACEHOLDER, elem_id="query-text",
+                                                autofocus=True)
+                        examples = gr.Examples([[query] for query in QUERY_EXAMPLES], inputs=[query_text],
+                                               label="Try", elem_id="query-examples")
                         query_image = gr.Image(label="…or search with an image", type="filepath", image_mode=None,
                                                sources=["upload", "clipboard"], height=220, elem_id="query-image")
                         weight = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Image vs text",
@@ -146,8 +154,10 @@ def build_app(settings: UISettings | None = None, client: Any = None) -> gr.Bloc
         on(filters.expand, page.filters_opened, [], {**lists, "banner": banner}, show_progress="hidden")
         gr.on([query_text.change, query_image.change], page.query_changed, inputs=[query_text, query_image],
               outputs=weight, queue=False)
-        on([search_button.click, query_text.submit], page.search,
-           [query_text, query_image, weight, top_k, *narrowing, *row_inputs], searched)
+        searching = [query_text, query_image, weight, top_k, *narrowing, *row_inputs]
+        on([search_button.click, query_text.submit], page.search, searching, searched)
+        # A clicked example fills the box, then searches: an example is a query to try, in one click.
+        on(examples.load_input_event.then, page.search, searching, searched)
         on(load_more.click, page.load_more, [query_state, results_state], searched)
         on(more_button.click, page.more_like_this, [photo_state, top_k, *narrowing], searched)
         on(less_button.click, page.less_like_this,

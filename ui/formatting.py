@@ -11,6 +11,9 @@ from ui.dates import describe_range
 
 CAPTION_CHARS = 90
 
+# A one-language text tower's language by name; any other code is shown as it is.
+LANGUAGE_NAMES = {"en": "English"}
+
 # The metadata column each of the Filters accordion's dropdowns filters, and its name in the status line.
 FILTER_NAMES = {"photo_location_country": "country", "photographer_username": "photographer",
                 "exif_camera_model": "camera"}
@@ -79,19 +82,47 @@ def photo_details(photo: dict[str, Any]) -> str:
     return " · ".join(lines)
 
 
+def languages_text(languages: Any) -> str | None:
+    """What a text tower's `languages` (ISO 639-1 codes) tell a person: "English", "3 languages",
+    "50+ languages"; None when the embedder does not say (an older one), which is not "none"."""
+    if not isinstance(languages, list):
+        return None
+    codes = list(dict.fromkeys(code for code in languages if isinstance(code, str) and code))
+    if len(codes) == 1:
+        return LANGUAGE_NAMES.get(codes[0], f"language: {codes[0]}")
+    if len(codes) < 10:
+        return f"{len(codes)} languages" if codes else None
+    # The codes are the languages a multilingual tower was trained on; it copes with kin of them too,
+    # so a round "50+" says its reach better than an exact count.
+    return f"{len(codes) // 10 * 10}+ languages"
+
+
+def model_line(model: dict[str, Any] | None) -> str:
+    """Which models answer, in plain text: "Model: X (English)" when one model embeds images and texts,
+    "Images: X · Texts: Y (50+ languages)" when a separate text tower embeds the queries' words.
+    An older embedder names no text tower (its model does both) and no languages (unknown: unsaid)."""
+    if not isinstance(model, dict) or not model.get("name"):
+        return "Model unknown (the embedder did not answer)"
+    name = str(model["name"])
+    text_model = str(model.get("text_model") or name)
+    languages = languages_text(model.get("languages"))
+    said = f" ({languages})" if languages else ""
+    if text_model == name:
+        return f"Model: {name}{said}"
+    return f"Images: {name} · Texts: {text_model}{said}"
+
+
 def stats_markdown(stats: dict[str, Any] | None) -> str:
-    """The line under the page: how many photos, which model (and its size), random weights or not."""
+    """The line under the page: how many photos, which models (and their vectors' size), random weights
+    or not."""
     if not stats:
         return "Index statistics are not available right now."
     photos = stats.get("photos")
-    model = stats.get("model") or {}
-    name = model.get("name") if isinstance(model, dict) else None
-    parts = [f"**{photos:,}** photos indexed" if isinstance(photos, int) else "photos indexed: unknown"]
-    if name:
-        dim = model.get("dim")
-        parts.append(f"model `{name}`" + (f" ({dim}-d)" if dim else ""))
-    else:
-        parts.append("model unknown (the embedder did not answer)")
+    model = stats.get("model")
+    parts = [f"**{photos:,}** photos indexed" if isinstance(photos, int) else "photos indexed: unknown",
+             markdown_text(model_line(model))]
+    if isinstance(model, dict) and model.get("name") and model.get("dim"):
+        parts.append(f"{model['dim']}-d vectors")
     if stats.get("random_weights"):
         parts.append("random weights")
     return " · ".join(parts)

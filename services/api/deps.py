@@ -99,12 +99,16 @@ class Services:
 
     async def embed_texts(self, texts: list[str]) -> Any:
         """The texts' vectors, through the text cache: only texts it lacks reach the embedder. The key
-        carries the embedder's model fingerprint, so another model never gets this one's vectors."""
+        carries the fingerprints of both towers, so another model, or another text tower over the same
+        image model, never gets this one's vectors."""
         cache = self.text_cache
         if cache is None or not cache.enabled:
             return await self.embedder.embed_texts(texts)
         info = await self.model_info.get()
         fingerprint = str(info.get("fingerprint") or info.get("name") or "")
+        text_fingerprint = info.get("text_fingerprint")
+        if text_fingerprint and text_fingerprint != fingerprint:
+            fingerprint = f"{fingerprint}+{text_fingerprint}"
         return await cache.embed(fingerprint, texts, self.embedder.embed_texts)
 
     async def aclose(self) -> None:

@@ -180,9 +180,36 @@ class SearchResponse(BaseModel):
     notice: str | None = Field(None, description="A sentence to show the user, e.g. about random weights.")
 
 
+class ModelInfo(BaseModel):
+    """The embedder's GET /v1/model, passed on. The text tower's fields are null from an older embedder,
+    whose own model embeds texts as well: read a null `text_model` as `name`, null `languages` as unknown."""
+
+    # A newer embedder's further fields (pixel_input, ...) pass through rather than being dropped.
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(description="The image model; it embeds texts too unless `text_model` names another.")
+    dim: int = Field(description="Length of the vectors, the same for images and texts.")
+    device: str | None = None
+    dtype: str | None = None
+    fingerprint: str | None = Field(None, description="The image model's weights fingerprint.")
+    random_weights: bool = Field(False, description="True when the weights are random: results are meaningless.")
+    image_size: int | None = None
+    max_text_tokens: int | None = Field(None, description="The text tower's limit, in tokens (77 for CLIP, 64 "
+                                                          "for SigLIP, 128 or 512 for multilingual towers).")
+    # Strings, not enums: a family the gateway does not know yet must not turn /v1/stats into a 500.
+    family: str | None = Field(None, description='The image model\'s family: "clip", "siglip" or "siglip2".')
+    text_model: str | None = Field(None, description="The model that embeds texts: `name` itself, or a "
+                                                     "separate (e.g. multilingual) text tower.")
+    text_family: str | None = Field(None, description='The text tower\'s family: "clip", "siglip", "siglip2", '
+                                                      '"st-multilingual" or "mclip".')
+    text_fingerprint: str | None = Field(None, description="The text tower's weights fingerprint.")
+    languages: list[str] | None = Field(None, description='ISO 639-1 codes the text tower understands (["en"] '
+                                                          "for OpenAI CLIP).")
+
+
 class Stats(BaseModel):
     photos: int
-    model: dict[str, Any] | None = Field(description="The embedder's model info, or null if it is unreachable.")
+    model: ModelInfo | None = Field(description="The embedder's model info, or null if it is unreachable.")
     random_weights: bool
     table: dict[str, Any] | None = Field(description="The store table's model and dim, or null before ingestion.")
 

@@ -59,9 +59,40 @@ class SearchResults(_Answer):
     notice: str | None = None
 
 
+class ModelInfo(_Answer):
+    """The embedder's model, as /v1/stats passes it on. An older embedder sends only the fields up to
+    `max_text_tokens`, so every later one is optional: `text_tower` reads a missing `text_model` as
+    `name`, and a missing `languages` means unknown (not "none")."""
+
+    name: str = Field(description="The image model (and the text model too, unless `text_model` differs).")
+    dim: int = Field(description="Length of the vectors both towers make.")
+    device: str | None = None
+    dtype: str | None = None
+    fingerprint: str | None = Field(None, description="The image model's weights fingerprint.")
+    random_weights: bool = False
+    image_size: int | None = None
+    max_text_tokens: int | None = Field(None, description="The text tower's limit, in tokens.")
+    family: str | None = Field(None, description='The image model\'s family: "clip", "siglip" or "siglip2".')
+    text_model: str | None = Field(None, description="The model that embeds texts; absent from an older "
+                                                     "embedder, whose texts `name` embeds.")
+    text_family: str | None = Field(None, description='"clip", "siglip", "siglip2", "st-multilingual" or "mclip".')
+    text_fingerprint: str | None = Field(None, description="The text tower's weights fingerprint.")
+    languages: list[str] | None = Field(None, description="ISO 639-1 codes the text tower understands; "
+                                                          "absent when the embedder does not say.")
+
+    @property
+    def text_tower(self) -> str:
+        """The model that embeds texts: `text_model`, or `name` when the embedder does not say."""
+        return self.text_model or self.name
+
+    @property
+    def separate_text_tower(self) -> bool:
+        return self.text_tower != self.name
+
+
 class Stats(_Answer):
     photos: int
-    model: dict[str, Any] | None = None
+    model: ModelInfo | None = Field(None, description="The embedder's model; None while it does not answer.")
     random_weights: bool = False
     table: dict[str, Any] | None = None
 

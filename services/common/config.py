@@ -13,6 +13,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
+# The multilingual text tower EMBEDDER_TEXT_MODEL=auto pairs with an image model, by hub name: queries
+# in 50+ languages on the image vectors already stored (services/embedder/README.md, "Text towers").
+AUTO_TEXT_MODELS = {
+    "openai/clip-vit-base-patch32": "sentence-transformers/clip-ViT-B-32-multilingual-v1",
+}
 
 
 def _alias(name: str) -> AliasChoices:

@@ -54,6 +54,17 @@ def test_search_by_text_image_and_random_photo(running_stack, browser, output_di
     banner = page.locator("#banner")
     expect(banner).to_contain_text("random weights: results are meaningless")
     expect(page.locator("#stats")).to_contain_text(f"{SAMPLE_COUNT} photos indexed")
+    # The stats line names the model that answers (the test's tiny CLIP, which embeds texts itself), and
+    # the search box invites a Spanish query as well as an English one.
+    expect(page.locator("#stats")).to_contain_text(re.compile(r"Model: \S*clip-tiny\b"))
+    box = page.locator("#query-text textarea, #query-text input").first
+    expect(box).to_have_attribute("placeholder", 'Try "perro en la playa" or "a dog on the beach"')
+    page.screenshot(path=str(output_dir / "search_page_loaded.png"), full_page=True)
+
+    # An example fills the box and searches at once.
+    page.locator("#query-examples").get_by_text("atardecer en la montaña").click()
+    expect(box).to_have_value("atardecer en la montaña")
+    expect(page.locator("#status")).to_contain_text("12 results for “atardecer en la montaña”")
 
     # Search with the button: the default top-k is 12, each result has its score and description.
     page.locator("#query-text textarea, #query-text input").first.fill("a red circle")
@@ -69,7 +80,6 @@ def test_search_by_text_image_and_random_photo(running_stack, browser, output_di
         "() => [...document.querySelectorAll('#results-gallery img')].every(i => i.complete && i.naturalWidth > 0)")
 
     # Enter in the text box searches too.
-    box = page.locator("#query-text textarea, #query-text input").first
     box.fill("blue stripes")
     box.press("Enter")
     expect(page.locator("#status")).to_contain_text("for “blue stripes”")

@@ -12,6 +12,8 @@ import uvicorn
 from services.api.main import create_app
 from services.api.query import NOTHING_TO_SEARCH
 from services.common.api_client import ApiClient, ApiError
+from services.common.api_models import Stats
+from tests.fakes import MULTILINGUAL_TEXT_TOWER
 from tests.support import free_port
 from tests.unit.api_support import KEY, PHOTOS, error_of, gateway_client, make_settings, text_vector
 
@@ -106,12 +108,29 @@ def test_api_client_typed_answers(served_gateway, fakes):
             ("beach", 1, "Ana Lopez", "https://unsplash.test/beach")
         assert results.random_weights is True and results.took_ms >= 0
         assert api.typed.get_photo("cat").photo_id == "cat"
-        assert api.typed.stats().photos == 6
+        stats = api.typed.stats()
+        assert stats.photos == 6 and stats.model.name == "fake-clip"
+        # The fake plays an older embedder: no text tower named, so the image model embeds texts too.
+        assert (stats.model.text_tower, stats.model.separate_text_tower, stats.model.languages) == \
+            ("fake-clip", False, None)
         assert {v.value: v.photos for v in api.typed.facet("photo_location_country")}["Spain"] == 2
         accepted = api.typed.ingest(PHOTOS[:3], batch_size=2)
         assert accepted.batches == 2 and api.typed.job(accepted.job_id).total == 3
         assert api.typed.readiness().ready is True and api.health() == {"status": "ok"}
         assert "# TYPE" in api.metrics()
+
+
+def test_typed_stats_read_a_body_with_or_without_the_text_towers_fields():
+    old = Stats.model_validate({"photos": 3, "random_weights": False, "table": None,
+                                "model": {"name": "openai/clip-vit-base-patch32", "dim": 512, "device": "cpu"}})
+    assert old.model.text_tower == "openai/clip-vit-base-patch32" and old.model.languages is None
+    assert old.model.text_model is None and not old.model.separate_text_tower
+    new = Stats.model_validate({"photos": 3, "model": {"name": "openai/clip-vit-base-patch32", "dim": 512,
+                                                       **MULTILINGUAL_TEXT_TOWER, "pixel_input": None}})
+    assert new.model.text_tower == MULTILINGUAL_TEXT_TOWER["text_model"] and new.model.separate_text_tower
+    assert new.model.languages == MULTILINGUAL_TEXT_TOWER["languages"] and new.model.max_text_tokens == 128
+    assert new.model.model_extra == {"pixel_input": None}  # kept: a newer gateway's fields do no harm
+    assert Stats.model_validate({"photos": 0, "model": None}).model is None
 
 
 def test_api_client_sends_term_images_as_files(served_gateway, fakes):

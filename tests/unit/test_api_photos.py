@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 
 from services.api.main import create_app
 from services.common.errors import DependencyUnavailable
+from tests.fakes import MULTILINGUAL_TEXT_TOWER
 from tests.unit.api_support import DIM, error_of, make_settings
 
 # -- photos, stats ---------------------------------------------------------------------------------
@@ -40,6 +41,21 @@ def test_a_random_photo_can_be_drawn_within_filters(client, fakes):
     assert unknown.status_code == 422 and "Cannot filter on 'colour'" in error_of(unknown)["message"]
     # Empty filters are no filters.
     assert client.get("/v1/photos/random", params={"filters": ""}).json()["photo_id"] in fakes.store.photos
+
+
+def test_stats_pass_on_the_text_towers_fields(client, fakes):
+    fakes.embedder.info_extra = MULTILINGUAL_TEXT_TOWER | {"pixel_input": {"shortest_edge": 224}}
+    model = client.get("/v1/stats").json()["model"]
+    assert {name: model[name] for name in MULTILINGUAL_TEXT_TOWER} == MULTILINGUAL_TEXT_TOWER
+    assert model["name"] == "fake-clip" and model["fingerprint"] == "f00d"
+    # A field the gateway's schema does not name yet still reaches the caller.
+    assert model["pixel_input"] == {"shortest_edge": 224}
+
+
+def test_stats_of_an_older_embedder_leave_the_text_towers_fields_null(client):
+    model = client.get("/v1/stats").json()["model"]
+    assert model["name"] == "fake-clip" and model["dim"] == DIM
+    assert [model[name] for name in MULTILINGUAL_TEXT_TOWER] == [None] * len(MULTILINGUAL_TEXT_TOWER)
 
 
 def test_stats_while_the_embedder_is_down(client, fakes):

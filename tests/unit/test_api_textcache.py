@@ -57,6 +57,18 @@ def test_a_new_model_fingerprint_asks_the_embedder_again(fakes):
     assert fakes.embedder.texts == [["a dog"], ["a dog"]]
 
 
+def test_a_new_text_tower_over_the_same_image_model_asks_the_embedder_again(fakes):
+    # The image model (and so the table) stays; only the tower that embeds queries changes.
+    with _client(fakes) as client:
+        _search(client, text="un perro")
+        fakes.embedder.info_extra = {"text_model": "multilingual", "text_fingerprint": "cafe"}
+        _search(client, text="un perro")
+        _search(client, text="un perro")
+        fakes.embedder.info_extra = {"text_model": "multilingual", "text_fingerprint": "d00d"}
+        _search(client, text="un perro")
+    assert fakes.embedder.texts == [["un perro"]] * 3
+
+
 def test_the_cache_keeps_only_its_bound_of_texts_least_recently_used_out(fakes):
     cache = TextVectorCache(2)
     with _client(fakes, cache) as client:

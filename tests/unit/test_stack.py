@@ -10,7 +10,7 @@ import pytest
 from tests.support import free_port, redis_server
 from tools.processes import alive, http_ok
 from tools.stack import Service, Stack, main
-from tools.stack_status import Probes, ServiceRow, gather, index_state, queue_counts, render
+from tools.stack_status import Probes, ServiceRow, gather, index_state, model_names, queue_counts, render
 
 
 def fake_service(name: str) -> Service:
@@ -118,6 +118,19 @@ def test_status_table_shows_what_answers_and_what_does_not():
     for line in ("ingest queue     unreachable (Redis)", "photos stored    unreachable (gateway)",
                  "vector index     unreachable (store)", "embedder model   unreachable (embedder)"):
         assert line in text
+
+
+def test_status_names_a_separate_text_tower_and_its_languages():
+    clip = {"name": "openai/clip-vit-base-patch32", "device": "cuda", "dtype": "float16"}
+    multilingual = "sentence-transformers/clip-ViT-B-32-multilingual-v1"
+    assert model_names(clip) == "openai/clip-vit-base-patch32"  # an older embedder: no text tower named
+    assert model_names(clip | {"text_model": clip["name"], "languages": ["en"]}) == "openai/clip-vit-base-patch32"
+    both = clip | {"text_model": multilingual, "languages": [f"l{n}" for n in range(50)]}
+    assert model_names(both) == f"openai/clip-vit-base-patch32 + text: {multilingual} (50 languages)"
+    assert model_names(both | {"languages": None}) == f"openai/clip-vit-base-patch32 + text: {multilingual}"
+    status = {"services": [], "queue": None, "stats": None, "index": None, "model": both}
+    assert f"embedder model   openai/clip-vit-base-patch32 + text: {multilingual} (50 languages) on cuda in " \
+           "float16" in render(status)
 
 
 def test_status_probes_of_dead_addresses_say_unreachable_without_a_traceback(capfd):

@@ -7,7 +7,7 @@ import pytest
 
 from services.common.api_client import ApiError
 from tests.unit.ui_support import FakeClient, result
-from ui.app import EMPTY_QUERY, RANDOM_WEIGHTS_BANNER, SearchPage, build_app, wants_weight
+from ui.app import EMPTY_QUERY, QUERY_PLACEHOLDER, RANDOM_WEIGHTS_BANNER, SearchPage, build_app, wants_weight
 from ui.config import UISettings
 
 # gr.Warning outside a request falls back to `warnings.warn`; the status line is what is asserted.
@@ -146,6 +146,16 @@ def test_page_has_the_controls_tests_and_users_rely_on():
             "status", "stats", "top-k", "weight", "more-button"} <= ids
     top_k = next(b for b in app.blocks.values() if b.elem_id == "top-k")
     assert (top_k.minimum, top_k.maximum, top_k.value) == (1, 50, 12)
+    # The search box invites a query in Spanish as well as English, and so do its examples.
+    box = next(b for b in app.blocks.values() if b.elem_id == "query-text")
+    assert box.placeholder == QUERY_PLACEHOLDER == 'Try "perro en la playa" or "a dog on the beach"'
+    examples = next(b for b in app.blocks.values() if b.elem_id == "query-examples")
+    assert {"atardecer en la montaña", "a red car in the city"} <= {sample[0] for sample in examples.samples}
+
+
+def test_stats_line_names_the_model_that_answers():
+    out = SearchPage(FakeClient()).load()
+    assert "Model: clip-test · 512-d vectors" in out["stats"]
 
 
 def test_settings_read_ui_prefix_and_shared_api_url(monkeypatch):

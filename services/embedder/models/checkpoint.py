@@ -23,13 +23,12 @@ import json
 import re
 from pathlib import Path
 
+from services.common.config import AUTO_TEXT_MODELS
+
 RANDOM_WEIGHTS_MARKER = "RANDOM_WEIGHTS"
 IMAGE_FAMILIES = ("clip", "siglip", "siglip2")
 TEXT_FAMILIES = ("st-multilingual", "mclip")
 FAMILIES = IMAGE_FAMILIES + TEXT_FAMILIES
-# The files a hub snapshot needs; the TensorFlow, Flax, ONNX and OpenVINO copies are never read.
-SNAPSHOT_IGNORE = ["*.h5", "*.msgpack", "*.onnx", "*.ot", "*.tflite", "onnx/*", "openvino/*", "coreml/*",
-                   "*.mlmodel", "rust_model*", "tf_model*", "flax_model*", "*.png", "*.jpg"]
 
 # Published text towers, by hub name: the image model each was distilled from (model cards).
 KNOWN_TEACHERS = {
@@ -37,11 +36,6 @@ KNOWN_TEACHERS = {
     "m-clip/xlm-roberta-large-vit-b-32": "openai/clip-vit-base-patch32",
     "m-clip/xlm-roberta-large-vit-l-14": "openai/clip-vit-large-patch14",
     "m-clip/labse-vit-l-14": "openai/clip-vit-large-patch14",
-}
-# The multilingual tower to pair with an image model when EMBEDDER_TEXT_MODEL is "auto": kept small
-# enough for a CPU (services/embedder/README.md, "Which text tower").
-AUTO_TEXT_MODELS = {
-    "openai/clip-vit-base-patch32": "sentence-transformers/clip-ViT-B-32-multilingual-v1",
 }
 
 # Languages (ISO 639-1; regional variants folded) each family's published towers were trained or
@@ -74,14 +68,25 @@ def local_folder(name: str) -> Path:
         return path.resolve()
     if path.is_absolute() or name.startswith((".", "~")) or name.count("/") > 1:
         raise CheckpointError(f"The model folder {name} does not exist.")
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import HfApi, snapshot_download
 
     try:
-        return Path(snapshot_download(name, ignore_patterns=SNAPSHOT_IGNORE))
+        # Already downloaded (`make demo` fetches the models before the embedder starts): the cache.
+        cached = Path(snapshot_download(name, local_files_only=True))
+        if (cached / "config.json").is_file() or (cached / "modules.json").is_file():
+            return cached
+    except Exception:  # not in the cache: download below
+        pass
+    try:
+        files = HfApi().list_repo_files(name)
+        # One copy of the weights (safetensors where the repository has them), the configs and the
+        # tokenizers; never the TensorFlow, Flax, ONNX or OpenVINO copies.
+        weights = ["*.safetensors"] if any(f.endswith(".safetensors") for f in files) else ["*.bin"]
+        return Path(snapshot_download(name, allow_patterns=["*.json", "*.txt", "*.model", *weights]))
     except Exception as exc:  # the hub's errors are many (offline, not found, gated): each says what it is
         raise CheckpointError(f"The model {name!r} is neither a local folder nor in the Hugging Face cache, and "
                               f"could not be downloaded ({type(exc).__name__}: {exc}). Download it with the "
-                              "internet (`make demo` or `make download-model`), or point at a local folder.") from None
+                              "internet (`make demo` does), or point at a local folder.") from None
 
 
 def read_json(folder: Path, name: str, family: str | None = None) -> dict:
