@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup up down restart status logs demo demo-offline ingest search lint test test-unit test-integration test-e2e test-hostile test-faults random-model index conformance bench bench-embedder bench-store bench-ingest bench-rerun bench-search bench-folder-memory clean
+.PHONY: help setup up down restart status logs demo demo-offline ingest search lint test test-unit test-integration test-e2e test-hostile test-faults random-model index conformance bench bench-embedder bench-store bench-ingest bench-rerun bench-search bench-folder-memory eval eval-download clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -71,8 +71,9 @@ index: setup ## the vector index of STORE_TABLE: make index ACTION=build|status|
 test-faults: setup ## fault tests: kill workers, stop the embedder, restart the store and Redis during an ingestion; prints a table
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest tests/faults $(PYTEST_ARGS)
 
-random-model: setup ## write a CLIP with random weights: make random-model DIR=... SIZE=tiny|b32
-	$(PY) -m tools.random_model "$(DIR)" --size $(SIZE)
+random-model: FAMILY ?= clip
+random-model: setup ## write a model with random weights: make random-model DIR=... SIZE=tiny|b32 FAMILY=clip|siglip|siglip2|st-multilingual|mclip [ALIGNED_TO=image model dir]
+	$(PY) -m tools.random_model "$(DIR)" --size $(SIZE) --family $(FAMILY) $(if $(ALIGNED_TO),--aligned-to "$(ALIGNED_TO)")
 
 lint: setup ## static checks: ruff, then the layout (no import cycle, no module over 400 lines)
 	$(PY) -m ruff check services ui tools tests bench
@@ -96,8 +97,9 @@ test-e2e: setup ## end-to-end tests (every service its own process, headless Chr
 conformance: setup ## the store conformance suite; against your server: make conformance STORE=https://user:pw@host:8443/default
 	HF_HUB_OFFLINE=1 $(if $(STORE),CONFORMANCE_STORE_URL=$(STORE)) $(PY) -m pytest tests/conformance $(PYTEST_ARGS)
 
-bench-embedder: setup ## embedder throughput vs the article's one-image loop (b32 random weights); DEVICE=cpu|cuda, DTYPE=int8|..., QUICK=1
+bench-embedder: setup ## embedder throughput vs the article's one-image loop, then one query's latency in each family and text tower (b32 random weights); DEVICE=cpu|cuda, DTYPE=int8|..., QUICK=1
 	$(PY) -m bench.embedder $(if $(DEVICE),--device $(DEVICE)) $(if $(DTYPE),--dtype $(DTYPE)) $(if $(QUICK),--quick)
+	$(PY) -m bench.text_towers $(if $(DEVICE),--device $(DEVICE)) $(if $(QUICK),--quick)
 
 bench-store: setup ## vector search: insert rate, index build, latency, recall@10 at 25k and 200k rows; SIZE=1000000: clustered, quantizations bf16, i8, f32 side by side (+ a PNG)
 	$(PY) -m bench.store $(if $(filter-out tiny b32,$(SIZE)),--sizes $(SIZE) --quantizations $(QUANT)) $(if $(QUICK),--quick)
@@ -113,6 +115,14 @@ bench-rerun: setup ## a re-run of an unchanged 2,000-file folder against its fir
 
 bench-folder-memory: setup ## peak RSS of the ingest command and the gateway scanning and submitting a folder of FILES=10000,100000 tiny files, against both idle
 	$(PY) -m bench.folder_memory $(if $(FILES),--files $(FILES))
+
+eval: setup ## text-to-image recall@1/5/10 per language: make eval DATA=data/eval/xtd10 [MODEL=... TEXT_MODEL=... DEVICE=cpu|cuda]
+	@test -n "$(DATA)" || { echo "usage: make eval DATA=folder (images/*.jpg + captions.jsonl; make eval-download writes one) [MODEL=... TEXT_MODEL=...]"; exit 2; }
+	$(PY) -m bench.eval "$(DATA)" $(if $(MODEL),--model "$(MODEL)") $(if $(TEXT_MODEL),--text-model "$(TEXT_MODEL)") $(if $(DEVICE),--device $(DEVICE)) $(if $(DTYPE),--dtype $(DTYPE)) $(ARGS)
+
+eval-download: setup ## fetch a public multilingual captions set for make eval: make eval-download NAME=xtd10|crossmodal3600 [DEST=data/eval/NAME] [ARGS="--languages es,en --limit 500"]
+	@test -n "$(NAME)" || { echo "usage: make eval-download NAME=xtd10|crossmodal3600 [DEST=data/eval/NAME]"; exit 2; }
+	$(PY) -m tools.eval_download "$(NAME)" $(if $(DEST),--dest "$(DEST)") $(ARGS)
 
 bench: bench-embedder bench-ingest bench-store bench-rerun bench-search ## every benchmark; figures go to bench/results/
 

@@ -1,100 +1,90 @@
-"""Write a CLIP checkpoint with random weights, for tests and benchmarks on machines without the model hub.
+"""Write a model with random weights, for tests and benchmarks on machines without the model hub.
 
-`tiny` is a very small CLIP (loads in a fraction of a second, embeds fast on a CPU) for tests;
-`b32` has the real ViT-B/32 shapes (projection dim 512), so benchmarks pay the real compute cost.
-Both use the real ViT-B/32 tokenizer and processor files from `tools/clip_config/` and load through
-the same `from_pretrained` path as a downloaded checkpoint. A `RANDOM_WEIGHTS` marker file in the
-folder tells the embedder (and through it every user) that results are meaningless.
+Every family the embedder can serve has a replica: the same files, names and config formats as a
+downloaded checkpoint of that family, loadable by the family's own reference library, but with random
+weights from a fixed seed. `tiny` is very small (loads and embeds in well under a second on a CPU) for
+tests; `b32` has the real shapes of the family's base checkpoint (and real vocabulary sizes), so
+benchmarks pay the real compute cost. A `RANDOM_WEIGHTS` marker file in the folder tells the embedder
+(and through it every user) that results are meaningless; text towers add a last line
+`teacher: <image model>` naming the image model whose vector space they stand in for.
 
-    python -m tools.random_model DIR --size tiny|b32
+    python -m tools.random_model DIR --size tiny|b32 \
+        --family clip|siglip|siglip2|st-multilingual|mclip [--aligned-to IMAGE_DIR]
+
+Families (one writer module each, under tools/replicas/):
+    clip             openai/clip-vit-base-patch32
+    siglip           google/siglip-base-patch16-224
+    siglip2          google/siglip2-base-patch16-224 (FixRes)
+    st-multilingual  sentence-transformers/clip-ViT-B-32-multilingual-v1 (text only)
+    mclip            M-CLIP/XLM-Roberta-Large-Vit-B-32 (text only)
+
+`--aligned-to IMAGE_DIR` (text towers only) gives the tower the output dimension of the CLIP or
+SigLIP checkpoint in IMAGE_DIR and names that folder as the teacher; without it a tower has the real
+towers' 512 dimensions (64 for tiny, the tiny CLIP's) and their teacher, openai/clip-vit-base-patch32.
 """
 from __future__ import annotations
 
 import argparse
-import json
-import logging
-import shutil
 import sys
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+from tools.replicas import MARKER_NAME, SIZES, check_size
+from tools.replicas.clip import CLIP_CONFIG_DIR, MARKER_TEXT, TINY_IMAGE_SIZE, _config, write_random_clip
 
-CLIP_CONFIG_DIR = Path(__file__).resolve().parent / "clip_config"
-MARKER_NAME = "RANDOM_WEIGHTS"
-MARKER_TEXT = (
-    "This CLIP model has random weights. It was written by tools/random_model.py for tests and "
-    "benchmarks; its vectors carry no meaning, so search results made with it are meaningless.\n"
-)
-SIZES = ("tiny", "b32")
-# Tokenizer and processor files copied verbatim (the model config is written by save_pretrained).
-_PROCESSOR_FILES = (
-    "vocab.json",
-    "merges.txt",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "preprocessor_config.json",
-)
-TINY_IMAGE_SIZE = 64
-_SEED = 0
+__all__ = ["CLIP_CONFIG_DIR", "FAMILIES", "MARKER_NAME", "MARKER_TEXT", "SIZES", "TEXT_FAMILIES",
+           "TINY_IMAGE_SIZE", "_config", "main", "write_random_clip", "write_random_model"]
+
+FAMILIES = ("clip", "siglip", "siglip2", "st-multilingual", "mclip")
+TEXT_FAMILIES = ("st-multilingual", "mclip")
 
 
-def _config(size: str):
-    from transformers import CLIPConfig
-
-    base = CLIPConfig.from_pretrained(CLIP_CONFIG_DIR)
-    if size == "b32":
-        return base
-    text = base.text_config.to_dict()
-    vision = base.vision_config.to_dict()
-    # Small enough to load and run in milliseconds on a CPU, but still a real CLIP: the text side
-    # keeps the real vocabulary and 77 positions so the real tokenizer works unchanged.
-    text.update(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_hidden_layers=2,
-                projection_dim=64)
-    vision.update(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_hidden_layers=2,
-                  image_size=TINY_IMAGE_SIZE, patch_size=16, projection_dim=64)
-    return CLIPConfig(text_config=text, vision_config=vision, projection_dim=64,
-                      logit_scale_init_value=base.logit_scale_init_value)
+def check_family(family: str, aligned_to: str | Path | None = None) -> None:
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {', '.join(FAMILIES)}, not {family!r}")
+    if aligned_to is not None and family not in TEXT_FAMILIES:
+        raise ValueError(f"--aligned-to is for the text towers ({', '.join(TEXT_FAMILIES)}); {family!r} is an "
+                         "image model, whose output dimension is its own")
 
 
-def write_random_clip(folder: str | Path, size: str = "tiny") -> Path:
-    """Write a random-weight CLIPModel plus tokenizer/processor files and the marker; return the folder."""
-    if size not in SIZES:
-        raise ValueError(f"size must be one of {', '.join(SIZES)}, not {size!r}")
-    import torch
-    from transformers import CLIPModel
+def write_random_model(folder: str | Path, family: str = "clip", size: str = "tiny",
+                       aligned_to: str | Path | None = None) -> Path:
+    """Write a random-weight replica of `family` at `size` into `folder` (created if missing); return it."""
+    check_family(family, aligned_to)
+    check_size(size)
+    if family == "clip":
+        return write_random_clip(folder, size)
+    if family in ("siglip", "siglip2"):
+        from tools.replicas.siglip import write_random_siglip
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(_SEED)
-    config = _config(size)
-    model = CLIPModel(config).eval()
-    model.save_pretrained(folder, safe_serialization=True)
+        return write_random_siglip(folder, size, family)
+    if family == "st-multilingual":
+        from tools.replicas.st_multilingual import write_random_st_multilingual
 
-    for name in _PROCESSOR_FILES:
-        shutil.copyfile(CLIP_CONFIG_DIR / name, folder / name)
-    if size == "tiny":
-        # The processor must produce pixels of the size the tiny vision tower expects.
-        path = folder / "preprocessor_config.json"
-        preprocessor = json.loads(path.read_text())
-        preprocessor["size"] = {"shortest_edge": TINY_IMAGE_SIZE}
-        preprocessor["crop_size"] = {"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE}
-        path.write_text(json.dumps(preprocessor, indent=2) + "\n")
-    (folder / MARKER_NAME).write_text(MARKER_TEXT)
-    log.info("wrote a random-weight CLIP (%s) to %s", size, folder)
-    return folder
+        return write_random_st_multilingual(folder, size, aligned_to)
+    from tools.replicas.mclip import write_random_mclip
+
+    return write_random_mclip(folder, size, aligned_to)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tools.random_model",
-        description="Write a CLIP checkpoint with random weights (results made with it are meaningless).",
+        description="Write a model with random weights in a real checkpoint's layout (results made with it "
+                    "are meaningless).",
     )
     parser.add_argument("folder", help="folder to write the checkpoint into (created if missing)")
     parser.add_argument("--size", choices=SIZES, default="tiny",
-                        help="tiny: a very small model for tests; b32: the real ViT-B/32 shapes for benchmarks")
+                        help="tiny: a very small model for tests; b32: the real base-size shapes for benchmarks")
+    parser.add_argument("--family", choices=FAMILIES, default="clip", help="which model family to replicate")
+    parser.add_argument("--aligned-to", metavar="IMAGE_DIR",
+                        help=f"text towers only ({', '.join(TEXT_FAMILIES)}): take the output dimension of the "
+                             "CLIP or SigLIP checkpoint in IMAGE_DIR and name it as the teacher")
     args = parser.parse_args(argv)
-    folder = write_random_clip(args.folder, args.size)
-    print(f"Wrote a random-weight CLIP ({args.size}) to {folder}. Its vectors are meaningless: "
+    try:
+        folder = write_random_model(args.folder, args.family, args.size, args.aligned_to)
+    except ValueError as error:
+        parser.error(str(error))
+    print(f"Wrote a random-weight {args.family} ({args.size}) to {folder}. Its vectors are meaningless: "
           f"use it for tests and benchmarks only.")
     return 0
 
