@@ -23,6 +23,12 @@ class EmbedderSettings(CommonSettings):
     # The image model a text tower was distilled from, when the tower does not declare it (a tower of
     # your own); published towers declare theirs.
     text_teacher: str = ""
+    # Where the forward passes run. "auto": ONNX Runtime on the CPU (graphs exported once, at first start,
+    # and cached beside the model), torch on a GPU, and torch on a CPU with AMX when the precision is
+    # left to auto (bfloat16 there ran 4x float32). services/embedder/README.md, "Backends".
+    backend: Literal["auto", "torch", "onnxruntime"] = "auto"
+    # Where the exported ONNX graphs are kept; empty: a `.imagesearch-onnx` folder beside the model.
+    onnx_cache: str = ""
     # "auto" picks CUDA when there is one.
     device: str = "auto"
     # "auto" is float16 on CUDA; on the CPU bfloat16 where the CPU has AMX tiles (5x faster than

@@ -44,6 +44,11 @@ class ModelInfo(BaseModel):
     dim: int
     device: str
     dtype: str
+    backend: str = Field("torch", description="Where the forward passes run: torch or onnxruntime.")
+    backend_note: str | None = Field(None, description="Why a tower runs on torch although ONNX Runtime was "
+                                                       "chosen (an export or a cache folder that failed).")
+    int8_cosine: dict[str, float] | None = Field(None, description="ONNX Runtime int8 only: each encoder's lowest "
+                                                                  "cosine against its float32 graph, measured at load.")
     fingerprint: str
     random_weights: bool = Field(description="True when either tower has random weights.")
     image_size: int

@@ -7,6 +7,7 @@ metrics. Routes turn HTTP into calls on it; every refusal is a `ServiceError` wi
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
@@ -50,9 +51,10 @@ class EmbedderService:
         log.info("loading %s", settings.embedder_model)
         try:
             # On the thread that will run every batch: one OpenMP team for the whole process.
-            self.model = await self.batcher.call(
+            self.model = await self.batcher.call(functools.partial(
                 load_towers, settings.embedder_model, settings.text_model, settings.device, settings.dtype,
-                settings.torch_threads, settings.fast_preprocess, settings.text_teacher)
+                settings.torch_threads, settings.fast_preprocess, settings.text_teacher, backend=settings.backend,
+                onnx_cache=settings.onnx_cache))
         except CheckpointError as exc:  # a sentence naming the file or the mismatch: no traceback needed
             log.error("could not load the models: %s", exc)
             self.load_error = f"The embedder's models could not be loaded: {exc}"

@@ -2,7 +2,8 @@
 layout, tools/random_model.py) and compared with the family's reference library on the same folder:
 transformers' own model and processor for CLIP, SigLIP and SigLIP 2; sentence-transformers for its
 folders; the `multilingual-clip` package for M-CLIP. Equal means cosine >= 0.9999 for every text
-(Spanish and English, short and past the tower's token limit) and every image.
+(Spanish and English, short and past the tower's token limit) and every image, on both backends
+(torch, and the ONNX graphs exported from it).
 
 Then what a user or operator meets: a text tower of another teacher or dimension, an unknown family,
 a folder missing a file, a text tower named as the image model: the load refuses with a sentence.
@@ -52,8 +53,11 @@ def replicas(tmp_path_factory) -> dict[str, Path]:
     return folders
 
 
-def ours(folder: Path, text_model: str = "same"):
-    return load_towers(str(folder), text_model, device="cpu", dtype="float32")
+BACKENDS = ["torch", "onnxruntime"]
+
+
+def ours(folder: Path, text_model: str = "same", backend: str = "auto"):
+    return load_towers(str(folder), text_model, device="cpu", dtype="float32", backend=backend)
 
 
 def test_each_family_is_read_from_its_own_files(replicas):
@@ -67,12 +71,14 @@ def test_each_family_is_read_from_its_own_files(replicas):
     assert ours(replicas["clip"]).info()["languages"] == ["en"]
 
 
-def test_clip_equals_transformers(replicas):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_clip_equals_transformers(replicas, backend):
     from transformers import CLIPModel, CLIPProcessor
 
     folder = replicas["clip"]
     reference, processor = CLIPModel.from_pretrained(folder).eval(), CLIPProcessor.from_pretrained(folder)
-    towers = ours(folder)
+    towers = ours(folder, backend=backend)
+    assert towers.info()["backend"] == backend
     with torch.inference_mode():
         tokens = processor(text=TEXTS, padding=True, truncation=True, max_length=77, return_tensors="pt")
         expected_texts = reference.get_text_features(**tokens).pooler_output
@@ -80,13 +86,15 @@ def test_clip_equals_transformers(replicas):
     check(towers, expected_texts, expected_images, limit_flags=[False, False, False, False, True, True])
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("family", ["siglip", "siglip2"])
-def test_siglip_families_equal_transformers(replicas, family):
+def test_siglip_families_equal_transformers(replicas, family, backend):
     from transformers import AutoModel, AutoProcessor
 
     folder = replicas[family]
     reference, processor = AutoModel.from_pretrained(folder).eval(), AutoProcessor.from_pretrained(folder)
-    towers = ours(folder)
+    towers = ours(folder, backend=backend)
+    assert towers.info()["backend"] == backend
     # As the model cards say: padded to max_length 64; SigLIP 2's text lowercased by the caller.
     texts = [text.lower() for text in TEXTS] if family == "siglip2" else TEXTS
     with torch.inference_mode():
@@ -97,12 +105,14 @@ def test_siglip_families_equal_transformers(replicas, family):
     check(towers, expected_texts, expected_images, limit_flags=[False, False, False, False, True, True])
 
 
-def test_sentence_transformers_folder_equals_sentence_transformers(replicas):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sentence_transformers_folder_equals_sentence_transformers(replicas, backend):
     from sentence_transformers import SentenceTransformer
 
     folder = replicas["st-multilingual"]
     expected = SentenceTransformer(str(folder), device="cpu").encode(TEXTS, convert_to_numpy=True)
-    towers = ours(replicas["clip"], str(folder))
+    towers = ours(replicas["clip"], str(folder), backend=backend)
+    assert towers.info()["backend"] == backend
     results = towers.embed_texts(TEXTS)
     assert cosines([r.vector for r in results], expected).min() >= MIN_COSINE
     assert [r.truncated for r in results] == [False, False, False, False, True, True]
@@ -112,7 +122,8 @@ def test_sentence_transformers_folder_equals_sentence_transformers(replicas):
     assert cosines(towers.embed_images(batch), alone.embed_images(batch)).min() >= 0.999999
 
 
-def test_mclip_equals_the_multilingual_clip_package(replicas):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_mclip_equals_the_multilingual_clip_package(replicas, backend):
     from multilingual_clip.Config_MCLIP import MCLIPConfig
     from multilingual_clip.pt_multilingual_clip import MultilingualCLIP
     from transformers import AutoTokenizer
@@ -122,7 +133,8 @@ def test_mclip_equals_the_multilingual_clip_package(replicas):
     reference = MultilingualCLIP(MCLIPConfig.from_pretrained(folder)).eval()
     reference.load_state_dict(torch.load(folder / "pytorch_model.bin", weights_only=True))
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    towers = ours(replicas["clip"], str(folder))
+    towers = ours(replicas["clip"], str(folder), backend=backend)
+    assert towers.info()["backend"] == backend
     limit = towers.max_tokens
 
     def truncating(texts, **options):  # the package does not truncate; past the limit it cannot run at all

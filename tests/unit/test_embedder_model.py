@@ -19,8 +19,8 @@ from services.embedder.models.vision import Normaliser
 
 
 def load_clip(folder, dtype: str) -> ClipTowers:
-    """The tiny CLIP's towers (image and its own text tower: one object), on the CPU."""
-    return load_towers(str(folder), "same", device="cpu", dtype=dtype).image
+    """The tiny CLIP's towers (image and its own text tower: one object), on the CPU, in torch."""
+    return load_towers(str(folder), "same", device="cpu", dtype=dtype, backend="torch").image
 
 # bf16 keeps 8 bits of mantissa: vectors stay this close to float32 ones (per vector, cosine).
 BF16_MIN_COSINE = 0.999

@@ -1,8 +1,9 @@
 """CLIP of any size (B/32, B/16, L/14): both towers of one `CLIPModel`, through transformers.
 
 Loading: in float32, then the fingerprint (of the weight files, or of the float32 state), then
-`fold_quick_gelu`, then the cast to the serving precision. Texts are tokenized by the checkpoint's
-own tokenizer, truncated at its context (77 tokens), padded to the batch's longest.
+`fold_quick_gelu`, then the encoders on the chosen backend (torch in the serving precision, or the
+exported ONNX graphs). Texts are tokenized by the checkpoint's own tokenizer, truncated at its
+context (77 tokens), padded to the batch's longest.
 """
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ from pathlib import Path
 import torch
 from transformers import CLIPModel, CLIPProcessor
 
+from services.embedder.models.backends import Export, build_encoders
 from services.embedder.models.checkpoint import random_weights, read_json
 from services.embedder.models.runtime import Runtime, TextResult, fingerprint_folder, text_results
 from services.embedder.models.text import TextTower
-from services.embedder.models.vision import VisionTower
+from services.embedder.models.vision import ImageFeatures, VisionTower
 
 _QUICK_GELU = 1.702  # quick_gelu(x) = x * sigmoid(1.702 x)
 
@@ -24,33 +26,44 @@ class ClipTowers(VisionTower, TextTower):
 
     family = "clip"
 
-    def __init__(self, name: str, model: CLIPModel, processor: CLIPProcessor, runtime: Runtime, fingerprint: str,
-                 random: bool, fast_preprocess: bool = True):
-        dim = int(model.config.projection_dim)
-        VisionTower.__init__(self, name, model, processor.image_processor, runtime, fingerprint, random, dim,
-                             int(model.config.vision_config.image_size), fast_preprocess)
-        TextTower.__init__(self, name, runtime, fingerprint, random, dim,
-                           int(model.config.text_config.max_position_embeddings))
+    def __init__(self, name: str, config, encoders: dict, processor: CLIPProcessor, runtime: Runtime,
+                 fingerprint: str, random: bool, fast_preprocess: bool = True):
+        dim = int(config.projection_dim)
+        VisionTower.__init__(self, name, encoders["image"], processor.image_processor, runtime, fingerprint, random,
+                             dim, int(config.vision_config.image_size), fast_preprocess)
+        TextTower.__init__(self, name, runtime, fingerprint, random, dim, int(config.text_config.max_position_embeddings))
+        self.text_encoder = encoders.get("text")
         self.processor = processor
         self.tokenizer = processor.tokenizer
 
     @classmethod
-    def load(cls, name: str, folder: Path, runtime: Runtime, fast_preprocess: bool = True) -> ClipTowers:
+    def load(cls, name: str, folder: Path, runtime: Runtime, fast_preprocess: bool = True,
+             own_text: bool = True) -> ClipTowers:
         read_json(folder, "config.json", "CLIP")
         # SDPA: fused (flash / memory-efficient) attention kernels on CUDA; on the CPU it is the
         # same maths as the eager path, so the reference test holds either way. Loaded in float32:
         # the fingerprint and the activation rewrite below are done on the checkpoint's own values,
-        # and only then is the model cast.
+        # and only then is the model cast or exported.
         model = CLIPModel.from_pretrained(folder, dtype=torch.float32, attn_implementation="sdpa").eval()
         processor = CLIPProcessor.from_pretrained(folder)
-        # The same weights give the same fingerprint whatever the device and precision.
+        # The same weights give the same fingerprint whatever the device, precision and backend.
         fingerprint = fingerprint_folder(folder, model)
         fold_quick_gelu(model)
-        return cls(name, runtime.place(model), processor, runtime, fingerprint, random_weights(folder),
-                   fast_preprocess)
+        side = int(model.config.vision_config.image_size)
+        example = processor.tokenizer(["a photo of a dog", "una foto"], padding=True, return_tensors="pt")
 
-    def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.model.get_image_features(pixel_values=pixels).pooler_output
+        def exports(placed: CLIPModel) -> dict[str, Export]:
+            found = {"image": Export(ImageFeatures(placed), {"pixel_values": torch.zeros(2, 3, side, side)},
+                                     {"pixel_values": {0: "batch"}, "features": {0: "batch"}})}
+            if own_text:
+                found["text"] = Export(_TextFeatures(placed), {key: example[key] for key in _TEXT_INPUTS},
+                                       {key: {0: "batch", 1: "tokens"} for key in _TEXT_INPUTS} |
+                                       {"features": {0: "batch"}})
+            return found
+
+        encoders = build_encoders(model, exports, runtime, folder, fingerprint, "clip")
+        return cls(name, model.config, encoders, processor, runtime, fingerprint, random_weights(folder),
+                   fast_preprocess)
 
     @torch.inference_mode()
     def embed_texts(self, texts: list[str]) -> list[TextResult]:
@@ -58,8 +71,20 @@ class ClipTowers(VisionTower, TextTower):
         lengths = [len(ids) for ids in self.tokenizer(texts, truncation=False, verbose=False)["input_ids"]]
         tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens,
                                 return_tensors="pt")
-        tokens = {key: self.runtime.to_device(value) for key, value in tokens.items()}
-        return text_results(self.model.get_text_features(**tokens).pooler_output, lengths, self.max_tokens)
+        tokens = {key: self.runtime.to_device(tokens[key]) for key in _TEXT_INPUTS}
+        return text_results(self.text_encoder(**tokens), lengths, self.max_tokens)
+
+
+_TEXT_INPUTS = ("input_ids", "attention_mask")
+
+
+class _TextFeatures(torch.nn.Module):
+    def __init__(self, model: CLIPModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
 
 
 def fold_quick_gelu(model: torch.nn.Module) -> int:

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
+from services.embedder.models.backends import Export, build_encoders
 from services.embedder.models.checkpoint import CheckpointError, random_weights, read_json, require_files
 from services.embedder.models.runtime import Runtime, TextResult, fingerprint_folder, text_results
 from services.embedder.models.text import TextTower
@@ -26,11 +27,10 @@ _FAMILY = "M-CLIP"
 class MclipText(TextTower):
     family = "mclip"
 
-    def __init__(self, name: str, transformer: torch.nn.Module, linear: torch.nn.Module, tokenizer,
-                 runtime: Runtime, fingerprint: str, random: bool, dim: int, max_tokens: int, teacher: str | None):
+    def __init__(self, name: str, encoder, tokenizer, runtime: Runtime, fingerprint: str, random: bool, dim: int,
+                 max_tokens: int, teacher: str | None):
         super().__init__(name, runtime, fingerprint, random, dim, max_tokens, teacher)
-        self.transformer = transformer
-        self.linear = linear
+        self.text_encoder = encoder
         self.tokenizer = tokenizer
 
     @classmethod
@@ -71,19 +71,39 @@ class MclipText(TextTower):
         positions = int(getattr(base, "max_position_embeddings", 514))
         max_tokens = min(int(tokenizer.model_max_length), positions - 2 if positions > 2 else positions)
         fingerprint = fingerprint_folder(folder)
-        return cls(name, runtime.place(transformer.eval()), runtime.place(linear.eval()), tokenizer, runtime,
-                   fingerprint, random_weights(folder), int(config["numDims"]), max_tokens, teacher)
+        example = tokenizer(["a photo of a dog", "una foto"], padding=True, return_tensors="pt")
+        inputs = ("input_ids", "attention_mask")
+
+        def exports(placed: torch.nn.Module) -> dict[str, Export]:
+            return {"text": Export(placed, {key: example[key] for key in inputs},
+                                   {key: {0: "batch", 1: "tokens"} for key in inputs} | {"features": {0: "batch"}})}
+
+        module = _MaskedMean(transformer, linear).eval()
+        encoder = build_encoders(module, exports, runtime, folder, fingerprint, "mclip")["text"]
+        return cls(name, encoder, tokenizer, runtime, fingerprint, random_weights(folder), int(config["numDims"]),
+                   max_tokens, teacher)
 
     @torch.inference_mode()
     def embed_texts(self, texts: list[str]) -> list[TextResult]:
         lengths = [len(ids) for ids in self.tokenizer(texts, truncation=False, verbose=False)["input_ids"]]
         tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens,
                                 return_tensors="pt")
-        tokens = {key: self.runtime.to_device(value) for key, value in tokens.items()}
-        hidden = self.transformer(**tokens)[0]
-        mask = tokens["attention_mask"].to(hidden.dtype)
-        pooled = (hidden * mask.unsqueeze(2)).sum(dim=1) / mask.sum(dim=1)[:, None]
-        return text_results(self.linear(pooled), lengths, self.max_tokens)
+        tokens = {key: self.runtime.to_device(tokens[key]) for key in ("input_ids", "attention_mask")}
+        return text_results(self.text_encoder(**tokens), lengths, self.max_tokens)
+
+
+class _MaskedMean(torch.nn.Module):
+    """The package's forward: the last hidden state averaged over the attention mask, then Linear."""
+
+    def __init__(self, transformer: torch.nn.Module, linear: torch.nn.Linear):
+        super().__init__()
+        self.transformer = transformer
+        self.linear = linear
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.transformer(input_ids=input_ids, attention_mask=attention_mask)[0]
+        mask = attention_mask.to(hidden.dtype)
+        return self.linear((hidden * mask.unsqueeze(2)).sum(dim=1) / mask.sum(dim=1)[:, None])
 
 
 def _read_state(weights: Path) -> dict[str, torch.Tensor]:

@@ -37,25 +37,47 @@ class TextResult:
     truncated: bool
 
 
-@dataclass(frozen=True)
 class Runtime:
-    """Where and how every tower runs: chosen once by `Runtime.choose`, passed to each family."""
+    """Where and how every tower runs: chosen once by `Runtime.choose`, passed to each family, which
+    hands its encoders to `backends.build_encoders` and never picks a device, precision or backend."""
 
-    device: str
-    dtype: torch.dtype
-    # "int8" for a quantized model computing around float32, else the dtype's name.
-    precision: str
+    def __init__(self, device: str, dtype: torch.dtype, precision: str, backend: str = "torch", threads: int = 1,
+                 onnx_cache: str = ""):
+        self.device = device
+        self.dtype = dtype
+        # "int8" for a quantized model computing around float32, else the dtype's name.
+        self.precision = precision
+        self.backend = backend
+        self.threads = threads
+        self.onnx_cache = onnx_cache
+        # Sentences for /v1/model: a tower that fell back to torch, and why.
+        self.notes: list[str] = []
+        # ONNX Runtime int8: each encoder's lowest cosine against its float32 graph on fixed inputs.
+        self.int8_cosine: dict[str, float] = {}
 
     @property
     def cuda(self) -> bool:
         return self.device.startswith("cuda")
 
     @classmethod
-    def choose(cls, device: str = "auto", dtype: str = "auto", threads: int = 0) -> Runtime:
-        torch.set_num_threads(threads or available_cores())
+    def choose(cls, device: str = "auto", dtype: str = "auto", threads: int = 0, backend: str = "auto",
+               onnx_cache: str = "") -> Runtime:
+        from services.embedder.models.backends import resolve_backend
+
+        threads = threads or available_cores()
+        torch.set_num_threads(threads)
         device = resolve_device(device)
-        torch_dtype = resolve_dtype(dtype, device)
-        return cls(device, torch_dtype, "int8" if dtype == "int8" else str(torch_dtype).removeprefix("torch."))
+        amx = cpu_has_amx() if device == "cpu" else False
+        backend = resolve_backend(backend, device, dtype, amx)
+        torch_dtype = resolve_dtype(dtype, device, amx) if backend == "torch" else torch.float32
+        precision = "int8" if dtype == "int8" else str(torch_dtype).removeprefix("torch.")
+        return cls(device, torch_dtype, precision, backend, threads, onnx_cache)
+
+    def note(self, sentence: str) -> None:
+        import logging
+
+        logging.getLogger(__name__).warning("%s", sentence)
+        self.notes.append(sentence)
 
     def place(self, model: torch.nn.Module) -> torch.nn.Module:
         """The float32 model on the device in the serving precision (int8: quantized, on the CPU)."""
@@ -69,6 +91,10 @@ class Runtime:
         # Pinned host memory lets the copy run asynchronously; the one host sync per batch is the
         # final `.cpu()` of the vectors.
         return tensor.pin_memory().to(self.device, dtype=dtype, non_blocking=True)
+
+    def info(self) -> dict:
+        return {"backend": self.backend, "backend_note": " ".join(self.notes) or None,
+                "int8_cosine": dict(self.int8_cosine) or None}
 
 
 def available_cores() -> int:

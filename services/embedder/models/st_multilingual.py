@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModel, AutoTokenizer
 
+from services.embedder.models.backends import Export, build_encoders
 from services.embedder.models.checkpoint import CheckpointError, random_weights, read_json, require_files
 from services.embedder.models.runtime import Runtime, TextResult, fingerprint_folder, text_results
 from services.embedder.models.text import TextTower
@@ -35,14 +36,11 @@ _SUPPORTED_POOLING = ("pooling_mode_mean_tokens", "pooling_mode_cls_token")
 class SentenceTransformerText(TextTower):
     family = "st-multilingual"
 
-    def __init__(self, name: str, transformer: torch.nn.Module, tokenizer, head: torch.nn.Module, pooling: str,
-                 runtime: Runtime, fingerprint: str, random: bool, dim: int, max_tokens: int, lower: bool,
-                 teacher: str | None):
+    def __init__(self, name: str, encoder, tokenizer, runtime: Runtime, fingerprint: str, random: bool, dim: int,
+                 max_tokens: int, lower: bool, teacher: str | None):
         super().__init__(name, runtime, fingerprint, random, dim, max_tokens, teacher)
-        self.transformer = transformer
+        self.text_encoder = encoder
         self.tokenizer = tokenizer
-        self.head = head
-        self.pooling = pooling
         self.lower = lower
 
     @classmethod
@@ -57,7 +55,8 @@ class SentenceTransformerText(TextTower):
             if (transformer_dir / "sentence_bert_config.json").is_file() else {}
         require_files(transformer_dir, _FAMILY, ("config.json",),
                       ("model.safetensors", "pytorch_model.bin"))
-        transformer = AutoModel.from_pretrained(transformer_dir, dtype=torch.float32).eval()
+        transformer = AutoModel.from_pretrained(transformer_dir, dtype=torch.float32,
+                                                attn_implementation="sdpa").eval()
         tokenizer = AutoTokenizer.from_pretrained(transformer_dir)
         max_tokens = int(settings.get("max_seq_length") or tokenizer.model_max_length)
         max_tokens = min(max_tokens, int(getattr(transformer.config, "max_position_embeddings", max_tokens)))
@@ -71,11 +70,19 @@ class SentenceTransformerText(TextTower):
             elif kind != "Normalize":  # unit vectors come out anyway
                 raise CheckpointError(f"{folder / 'modules.json'} lists a {kind} module, which the embedder does "
                                       "not read; it reads Transformer, Pooling, Dense and Normalize.")
-        head = torch.nn.Sequential(*dense).eval()
         dim = dense[-1][0].out_features if dense else int(transformer.config.hidden_size)
         fingerprint = fingerprint_folder(folder, transformer)
-        return cls(name, runtime.place(transformer), tokenizer, runtime.place(head), pooling, runtime, fingerprint,
-                   random_weights(folder), dim, max_tokens, bool(settings.get("do_lower_case")), teacher)
+        module = _Sentence(transformer, pooling, torch.nn.Sequential(*dense)).eval()
+        example = tokenizer(["a photo of a dog", "una foto"], padding=True, return_tensors="pt")
+        inputs = ("input_ids", "attention_mask")
+
+        def exports(placed: torch.nn.Module) -> dict[str, Export]:
+            return {"text": Export(placed, {key: example[key] for key in inputs},
+                                   {key: {0: "batch", 1: "tokens"} for key in inputs} | {"features": {0: "batch"}})}
+
+        encoder = build_encoders(module, exports, runtime, folder, fingerprint, "st-multilingual")["text"]
+        return cls(name, encoder, tokenizer, runtime, fingerprint, random_weights(folder), dim, max_tokens,
+                   bool(settings.get("do_lower_case")), teacher)
 
     @torch.inference_mode()
     def embed_texts(self, texts: list[str]) -> list[TextResult]:
@@ -84,15 +91,25 @@ class SentenceTransformerText(TextTower):
         lengths = [len(ids) for ids in self.tokenizer(texts, truncation=False, verbose=False)["input_ids"]]
         tokens = self.tokenizer(texts, padding=True, truncation="longest_first", max_length=self.max_tokens,
                                 return_tensors="pt")
-        tokens = {key: self.runtime.to_device(value) for key, value in tokens.items()}
-        hidden = self.transformer(**tokens)[0]
-        mask = tokens["attention_mask"]
-        if self.pooling == "pooling_mode_cls_token":
-            pooled = hidden[:, 0]
-        else:
-            weights = mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * weights).sum(1) / torch.clamp(weights.sum(1), min=1e-9)
-        return text_results(self.head(pooled), lengths, self.max_tokens)
+        tokens = {key: self.runtime.to_device(tokens[key]) for key in ("input_ids", "attention_mask")}
+        return text_results(self.text_encoder(**tokens), lengths, self.max_tokens)
+
+
+class _Sentence(torch.nn.Module):
+    """Tokens to the sentence vector: the transformer, the pooling, then the Dense layers."""
+
+    def __init__(self, transformer: torch.nn.Module, pooling: str | None, head: torch.nn.Module):
+        super().__init__()
+        self.transformer = transformer
+        self.cls = pooling == "pooling_mode_cls_token"
+        self.head = head
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.transformer(input_ids=input_ids, attention_mask=attention_mask)[0]
+        if self.cls:
+            return self.head(hidden[:, 0])
+        weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return self.head((hidden * weights).sum(1) / torch.clamp(weights.sum(1), min=1e-9))
 
 
 def _pooling_mode(path: Path) -> str:

@@ -77,27 +77,33 @@ class Towers:
 
 
 def load_towers(model: str, text_model: str = "auto", device: str = "auto", dtype: str = "auto", threads: int = 0,
-                fast_preprocess: bool = True, text_teacher: str = "", warm_up: bool = True) -> Towers:
+                fast_preprocess: bool = True, text_teacher: str = "", warm_up: bool = True, backend: str = "auto",
+                onnx_cache: str = "") -> Towers:
     started = time.perf_counter()
-    runtime = Runtime.choose(device, dtype, threads)
+    try:
+        runtime = Runtime.choose(device, dtype, threads, backend, onnx_cache)
+    except ValueError as exc:  # a backend that cannot run here: a sentence, like a bad checkpoint
+        raise CheckpointError(str(exc)) from None
     folder = checkpoint.local_folder(model)
     family = checkpoint.detect_family(folder)
     if family not in IMAGE_LOADERS:
         raise CheckpointError(f"{model} is a {family} text tower, not an image model: set EMBEDDER_MODEL to the "
                               f"image model it was distilled from and EMBEDDER_TEXT_MODEL={model}.")
-    image = IMAGE_LOADERS[family].load(model, folder, runtime, fast_preprocess)
     text_name = (text_model or "").strip()
     if text_name.lower() == "auto":
         text_name = checkpoint.auto_text_model(model, folder) or ""
-    if text_name.lower() in OWN_TEXT or text_name == model:
+    own_text = text_name.lower() in OWN_TEXT or text_name == model
+    image = IMAGE_LOADERS[family].load(model, folder, runtime, fast_preprocess, own_text=own_text)
+    if own_text:
         text: TextTower = image
     else:
         text = load_text_tower(text_name, model, folder, image.dim, runtime, text_teacher)
     towers = Towers(image, text)
     if warm_up:
         towers.warm_up()
-    log.info("loaded %s (%s) with the text tower %s (%s) on %s (%s, dim %d, fingerprint %s%s) in %.1fs", model,
-             family, text.name, text.family, runtime.device, runtime.precision, image.dim, image.fingerprint,
+    log.info("loaded %s (%s) with the text tower %s (%s) on %s (%s, %s, dim %d, fingerprint %s%s) in %.1fs", model,
+             family, text.name, text.family, runtime.device, runtime.backend, runtime.precision, image.dim,
+             image.fingerprint,
              ", RANDOM WEIGHTS: results are meaningless" if towers.random_weights else "",
              time.perf_counter() - started)
     return towers

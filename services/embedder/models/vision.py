@@ -30,10 +30,13 @@ class VisionTower:
 
     family = ""
 
-    def __init__(self, name: str, model: torch.nn.Module, image_processor, runtime: Runtime, fingerprint: str,
+    def __init__(self, name: str, image_encoder, image_processor, runtime: Runtime, fingerprint: str,
                  random_weights: bool, dim: int, image_size: int, fast_preprocess: bool = True):
         self.name = name
-        self.model = model
+        # Pixel values in, features out, on the chosen backend (backends.py).
+        self.image_encoder = image_encoder
+        # The torch module behind it, where the backend is torch (tests look inside it).
+        self.model = getattr(getattr(image_encoder, "module", None), "model", None)
         self.image_processor = image_processor
         self.runtime = runtime
         self.device = runtime.device
@@ -57,7 +60,7 @@ class VisionTower:
         self._device_affine: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        return self.image_encoder(pixel_values=pixels)
 
     def warm_up_images(self) -> None:
         started = time.perf_counter()
@@ -72,6 +75,7 @@ class VisionTower:
             "dim": self.dim,
             "device": self.device,
             "dtype": self.precision,
+            **self.runtime.info(),
             "fingerprint": self.fingerprint,
             "random_weights": self.random_weights,
             "image_size": self.image_size,
@@ -130,6 +134,17 @@ class VisionTower:
         scale, shift = self._device_affine
         pixels = self.runtime.to_device(torch.from_numpy(np.ascontiguousarray(crops))).permute(0, 3, 1, 2).float()
         return pixels.mul_(scale).add_(shift).to(self.dtype).contiguous()
+
+
+class ImageFeatures(torch.nn.Module):
+    """Pixel values to an image model's features (CLIP and SigLIP alike): what the backends run."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model.get_image_features(pixel_values=pixel_values).pooler_output
 
 
 class Normaliser:
