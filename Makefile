@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup up down restart status logs demo demo-offline ingest search lint test test-unit test-integration test-e2e test-hostile test-faults random-model index conformance bench bench-embedder bench-store bench-ingest bench-rerun bench-search bench-folder-memory eval eval-download clean
+.PHONY: help setup up down restart status logs demo demo-offline ingest search lint test test-unit test-integration test-e2e screenshot test-hostile test-faults random-model index conformance bench bench-embedder bench-store bench-ingest bench-rerun bench-search bench-folder-memory eval eval-download clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -94,12 +94,17 @@ test-hostile: setup ## hostile inputs against the real services, and the gateway
 test-e2e: setup ## end-to-end tests (every service its own process, headless Chromium)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest tests/e2e $(PYTEST_ARGS)
 
+# Only this target writes docs/screenshot.png; the browser tests otherwise leave the work tree alone.
+screenshot: setup ## take the README's picture of the search page again (docs/screenshot.png), from the browser test
+	WRITE_SCREENSHOT=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest tests/e2e/test_browser_query_builder.py -k test_load_more_appends_the_next_page $(PYTEST_ARGS)
+
 conformance: setup ## the store conformance suite; against your server: make conformance STORE=https://user:pw@host:8443/default
 	HF_HUB_OFFLINE=1 $(if $(STORE),CONFORMANCE_STORE_URL=$(STORE)) $(PY) -m pytest tests/conformance $(PYTEST_ARGS)
 
-bench-embedder: setup ## embedder throughput vs the article's one-image loop, then one query's latency in each family and text tower (b32 random weights); DEVICE=cpu|cuda, DTYPE=int8|..., QUICK=1
+bench-embedder: setup ## embedder throughput vs the article's one-image loop, then one query's latency in each family and text tower, then each CPU backend over HTTP against torch eager (b32 random weights); DEVICE=cpu|cuda, DTYPE=int8|..., QUICK=1
 	$(PY) -m bench.embedder $(if $(DEVICE),--device $(DEVICE)) $(if $(DTYPE),--dtype $(DTYPE)) $(if $(QUICK),--quick)
 	$(PY) -m bench.text_towers $(if $(DEVICE),--device $(DEVICE)) $(if $(QUICK),--quick)
+	$(if $(filter cuda,$(DEVICE)),,$(PY) -m bench.backends $(if $(QUICK),--quick))
 
 bench-store: setup ## vector search: insert rate, index build, latency, recall@10 at 25k and 200k rows; SIZE=1000000: clustered, quantizations bf16, i8, f32 side by side (+ a PNG)
 	$(PY) -m bench.store $(if $(filter-out tiny b32,$(SIZE)),--sizes $(SIZE) --quantizations $(QUANT)) $(if $(QUICK),--quick)
@@ -107,8 +112,8 @@ bench-store: setup ## vector search: insert rate, index build, latency, recall@1
 bench-ingest: setup ## photos/s through the whole system (ingest command, Celery workers, embedder, store) vs the article's download-and-embed loop; PHOTOS=400, DTYPE=int8|..., QUICK=1
 	$(PY) -m bench.ingest $(if $(PHOTOS),--photos $(PHOTOS)) $(if $(DTYPE),--dtype $(DTYPE)) $(if $(QUICK),--quick)
 
-bench-search: setup ## text queries through the gateway (25,000 photos, b32 random weights): p50/p99 at 1 client, queries/s at 8 and 32, against the embedder, the store and the article's in-process search; QUICK=1
-	$(PY) -m bench.search $(if $(PHOTOS),--photos $(PHOTOS)) $(if $(QUICK),--quick)
+bench-search: setup ## text queries through the gateway (25,000 photos, b32 random weights): p50/p99 at 1 client, queries/s at 8 and 32, against the embedder, the store and the article's in-process search; BACKEND=torch|onnxruntime, QUICK=1
+	$(PY) -m bench.search $(if $(PHOTOS),--photos $(PHOTOS)) $(if $(BACKEND),--backend $(BACKEND)) $(if $(QUICK),--quick)
 
 bench-rerun: setup ## a re-run of an unchanged 2,000-file folder against its first ingest (FILES=2000, UPLOAD=1, QUICK=1)
 	$(PY) -m bench.rerun $(if $(FILES),--files $(FILES)) $(if $(UPLOAD),--upload) $(if $(QUICK),--quick)

@@ -255,7 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", type=int, help="queries per latency measurement (default 200; --quick 20)")
     parser.add_argument("--quick", action="store_true", help="a short run")
     parser.add_argument("--model", help="a CLIP checkpoint folder (default: build the b32 random-weight model)")
-    parser.add_argument("--output", help="JSON path (default bench/results/search-cpu.json)")
+    parser.add_argument("--backend", choices=("auto", "torch", "onnxruntime"), default="auto",
+                        help="the embedder's EMBEDDER_BACKEND (default auto: ONNX Runtime on this CPU)")
+    parser.add_argument("--output", help="JSON path (default bench/results/search-cpu[-BACKEND].json)")
     args = parser.parse_args(argv)
     offline_run()
     # Stopped with SIGTERM (a timeout, kill PID): leave through `finally`, which stops the services.
@@ -284,6 +286,7 @@ def run(args: argparse.Namespace) -> int:
             "STORE_TABLE": TABLE,
             "EMBEDDER_URL": f"http://127.0.0.1:{ports['embedder']}",
             "EMBEDDER_MODEL": str(model_dir),
+            "EMBEDDER_BACKEND": args.backend,
             "API_URL": f"http://127.0.0.1:{ports['api']}",
             "API_KEYS": "bench-search-key",
             "HF_HUB_OFFLINE": "1",
@@ -350,13 +353,15 @@ def run(args: argparse.Namespace) -> int:
                                 note="busy: other work ran on the machine" if load_before[0] > 1.0
                                 else "quiet: nothing else ran on the machine"),
         "settings": {"photos": photos, "queries": queries, "top_k": TOP_K, "api_result_cache_size": result_cache,
+                     "embedder_backend": args.backend,
                      "model": args.model or "random-weight ViT-B/32 (tools.random_model b32)"},
         "measurements": {name: m.as_dict() for name, m in results.items()},
         "headline": headline,
         "goals": GOALS,
         "goals_met": met,
     }
-    written = write_results("search-cpu", payload, output=args.output)
+    name = "search-cpu" if args.backend == "auto" else f"search-cpu-{args.backend}"
+    written = write_results(name, payload, output=args.output)
     print(f"Wrote {written}")
     return 0
 
