@@ -199,9 +199,7 @@ class OnnxCache:
             (scratch / "manifest.json").write_text(json.dumps(
                 {"family": self.family, "exporter": EXPORT_VERSION, "torch": torch.__version__,
                  "onnxruntime": self.ort_version, "opset": OPSET, "files": digests}, indent=2))
-            if self.folder.exists():
-                shutil.rmtree(self.folder, ignore_errors=True)
-            os.replace(scratch, self.folder)
+            self._publish(scratch, exports)
         except FallBack:
             shutil.rmtree(scratch, ignore_errors=True)
             raise
@@ -209,7 +207,25 @@ class OnnxCache:
             shutil.rmtree(scratch, ignore_errors=True)
             raise FallBack(f"the ONNX graphs could not be written to {self.folder} ({exc}).") from None
         log.info("exported the %s graphs to %s in %.1fs", self.family, self.folder, time.perf_counter() - started)
-        return self._valid_files(exports) or {}
+        files = self._valid_files(exports)
+        if files is None:
+            raise FallBack(f"the ONNX graphs written to {self.folder} could not be read back.")
+        return files
+
+    def _publish(self, scratch: Path, exports: dict[str, Export]) -> None:
+        """Move the finished graphs into place in one rename. Two embedders starting on one model at
+        once (tests, a scaled-out deployment) each export; the first rename wins and the other keeps
+        the winner's graphs, which are the same."""
+        try:
+            os.replace(scratch, self.folder)
+            return
+        except OSError:
+            pass
+        if self._valid_files(exports) is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+            return
+        shutil.rmtree(self.folder, ignore_errors=True)  # a damaged cache: replaced by ours
+        os.replace(scratch, self.folder)
 
 
 def _export(export: Export, target: Path) -> None:
