@@ -245,9 +245,9 @@ class FakeStore:
         self.files.update({path: (photo_id, size, mtime) for path, photo_id, size, mtime in files})
         return len(files)
 
-    def files_under(self, prefix: str) -> list[dict[str, Any]]:
-        return [{"path": path, "photo_id": i, "size": size, "mtime": mtime}
-                for path, (i, size, mtime) in sorted(self.files.items()) if path.startswith(prefix)]
+    def files_under(self, prefix: str, after: str = "", limit: int | None = None) -> list[dict[str, Any]]:
+        paths = sorted(path for path in self.files if path.startswith(prefix) and path > after)[:limit]
+        return [dict(zip(("path", "photo_id", "size", "mtime"), (path, *self.files[path]))) for path in paths]
 
     def files_of(self, photo_ids: Sequence[str]) -> dict[str, list[str]]:
         found: dict[str, list[str]] = {}

@@ -1,7 +1,9 @@
 """`make ingest SOURCE=<folder>`: a folder of your own photos, with no server of yours and no flag.
 
 1. Ask the gateway (GET /v1/files) which files under the folder are already stored, with their size
-   and mtime, and whether the workers may read the folder (it lies under LIBRARY_ROOTS).
+   and mtime, and whether the workers may read the folder (it lies under LIBRARY_ROOTS). The listing
+   comes a page at a time in path order, and the folder is walked in the same order, so the two are
+   matched as they stream (`StoredFiles`): a re-run of a million files holds one page, not a million.
 2. Walk the folder a chunk at a time (steps 2 and 3 run per chunk, so memory stays flat for any
    folder size). A file whose size and mtime are unchanged is neither read nor sent again; every
    other file is read once here and named by its bytes (`content_id`): copies of one picture are one
@@ -10,23 +12,25 @@
    the gateway (POST /v1/ingest/upload, a few at a time, with at most `window` photos waiting in the
    workers' queue, so the bytes held in Redis stay bounded).
 4. With `--prune`, forget the files that are gone (POST /v1/files/forget); a photo left with no file
-   is deleted.
+   is deleted. This is its own walk, before anything is sent: a photo whose file moved must not be
+   deleted for its old path after its new one was sent.
 """
 from __future__ import annotations
 
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.common.library import content_id, file_url
 from services.common.schemas import LocalFile, PhotoRecord
-from tools.sources import iter_image_files
+from tools.sources import SourceError, iter_image_files
 
 UPLOAD_GROUP = 32
 FORGET_CHUNK = 5000
+FILES_PAGE = 5000  # file records per GET /v1/files page: all the command holds of the listing at once
 
 
 EXAMPLES = 10  # copies and unreadable files kept as examples for the summary; the rest are counted
@@ -40,7 +44,7 @@ class FolderScan:
     copies and unreadable files are kept as the first few examples plus a count."""
 
     records: list[PhotoRecord] = field(default_factory=list)
-    present: set[str] = field(default_factory=set)  # image paths seen (with `walk(keep_present=False)`: known ones)
+    present: set[str] = field(default_factory=set)  # image paths seen (none with `walk(keep_present=False)`)
     seen: int = 0  # image files seen, unchanged or not
     made: int = 0  # records made, over every chunk
     unchanged: int = 0
@@ -50,12 +54,75 @@ class FolderScan:
     unreadable_total: int = 0
     # photo id -> the first path that holds it: what names a copy within the folder. One short entry a
     # new file: the one thing that grows with the folder, and it must, to find copies across chunks.
+    # Stored files are not entered here (a re-run would hold one entry a stored file): a new file that
+    # holds a stored picture is found by `stored_copies` instead.
     first_path: dict[str, str] = field(default_factory=dict)
 
     def add_copy(self, copy: str, first: str) -> None:
         self.copies_total += 1
         if len(self.copies) < EXAMPLES:
             self.copies.append((copy, first))
+
+
+def stored_files(client, folder: str, page: int | None = None) -> tuple[dict, Iterator[dict]]:
+    """What GET /v1/files says of `folder` (`readable`, `reason`), and every file recorded under it in
+    path order, asked for a page at a time as the iterator reaches it."""
+    size = page or FILES_PAGE
+    answer = client.files(folder, limit=size)
+    rows = answer.pop("files")
+    return answer, _pages(client, folder, rows, answer.get("next"), size)
+
+
+def _pages(client, folder: str, rows: list[dict], after: str | None, size: int) -> Iterator[dict]:
+    while True:
+        yield from rows
+        if not after:  # the last page (or a gateway that does not page, which sent everything at once)
+            return
+        rows = []  # let the page go before the next one arrives
+        answer = client.files(folder, after=after, limit=size)
+        rows, after = answer["files"], answer.get("next")
+
+
+class StoredFiles:
+    """The recorded files under a folder, streamed in path order, matched against a walk of the folder in
+    the same order (`iter_image_files`): `find(path)` answers the record of `path`, or None for a new
+    file; the records it passes on the way, and those left at `finish()`, are of files that are gone
+    (`on_gone`). Holds one record and the page it came in."""
+
+    def __init__(self, rows: Iterable[dict], on_gone: Callable[[str], None] | None = None):
+        self._rows = iter(rows)
+        self._on_gone = on_gone
+        self._last = self._asked = ""
+        self._head = self._next()
+
+    def _next(self) -> dict | None:
+        row = next(self._rows, None)
+        if row is not None:
+            # Matching depends on both sides' order; a listing out of order would read as gone files.
+            if row["path"] <= self._last:
+                raise SourceError(f"The gateway listed the stored files out of path order ({row['path']!r} after "
+                                  f"{self._last!r}); nothing was sent or forgotten.")
+            self._last = row["path"]
+        return row
+
+    def find(self, path: str) -> dict | None:
+        if path < self._asked:
+            raise SourceError(f"The folder was walked out of path order ({path!r} after {self._asked!r}).")
+        self._asked = path
+        while self._head is not None and self._head["path"] < path:
+            if self._on_gone:
+                self._on_gone(self._head["path"])
+            self._head = self._next()
+        if self._head is not None and self._head["path"] == path:
+            row, self._head = self._head, self._next()
+            return row
+        return None
+
+    def finish(self) -> None:
+        while self._head is not None:
+            if self._on_gone:
+                self._on_gone(self._head["path"])
+            self._head = self._next()
 
 
 def scan(folder: Path, known: dict[str, dict], *, upload: bool, limit: int | None) -> FolderScan:
@@ -66,22 +133,23 @@ def scan(folder: Path, known: dict[str, dict], *, upload: bool, limit: int | Non
     return result
 
 
-def walk(folder: Path, known: dict[str, dict], state: FolderScan, *, upload: bool, limit: int | None,
-         chunk_size: int, keep_present: bool = True) -> Iterator[list[PhotoRecord]]:
+def walk(folder: Path, known: Mapping[str, dict] | Iterable[dict], state: FolderScan, *, upload: bool,
+         limit: int | None, chunk_size: int, keep_present: bool = True) -> Iterator[list[PhotoRecord]]:
     """Walk the folder and yield its new and changed files as records, `chunk_size` at a time, so that a
     caller that sends each chunk before asking for the next holds one chunk, whatever the folder's size.
-    With `keep_present=False` only the known paths seen are kept in `state.present` (enough to prune)."""
-    for stored in known.values():
-        state.first_path.setdefault(stored["photo_id"], stored["path"])
+    `known`: the stored files, streamed in path order (`stored_files`), or a dict of them by path.
+    With `keep_present=False` no path seen is kept in `state.present`."""
+    rows = sorted(known.values(), key=lambda row: row["path"]) if isinstance(known, Mapping) else known
+    stored = StoredFiles(rows)
     chunk: list[PhotoRecord] = []
     for path in iter_image_files(folder):
         name = str(path)
         state.seen += 1
-        if keep_present or name in known:
+        if keep_present:
             state.present.add(name)
+        previous = stored.find(name)
         try:
             stat = os.stat(path)
-            previous = known.get(name)
             if previous and previous["size"] == stat.st_size and previous["mtime"] == stat.st_mtime:
                 state.unchanged += 1
                 continue
@@ -155,13 +223,31 @@ def _processed(job: dict) -> int:
     return int(job["succeeded"]) + int(job["skipped"]) + int(job["failed"])
 
 
-def prune(client, known: dict[str, dict], present: set[str]) -> tuple[int, int]:
-    """Forget the recorded files that are gone; returns (files forgotten, photos deleted)."""
-    gone = sorted(path for path in known if path not in present)
-    deleted = 0
-    for start in range(0, len(gone), FORGET_CHUNK):
-        deleted += int(client.forget_files(gone[start:start + FORGET_CHUNK])["deleted"])
-    return len(gone), deleted
+def prune(client, folder: Path, known: Iterable[dict]) -> tuple[int, int]:
+    """Forget the recorded files under `folder` that are gone, FORGET_CHUNK at a time as a listing of the
+    folder (no file read) passes them; `known` as `walk` takes it. Returns (files forgotten, photos deleted)."""
+    gone: list[str] = []
+    forgotten = deleted = 0
+
+    def forget() -> None:
+        nonlocal forgotten, deleted
+        if gone:
+            # Only paths before the listing's cursor are forgotten: the pages still to come are unchanged.
+            deleted += int(client.forget_files(gone)["deleted"])
+            forgotten += len(gone)
+            gone.clear()
+
+    def on_gone(path: str) -> None:
+        gone.append(path)
+        if len(gone) >= FORGET_CHUNK:
+            forget()
+
+    stored = StoredFiles(known, on_gone)
+    for path in iter_image_files(folder):
+        stored.find(str(path))
+    stored.finish()
+    forget()
+    return forgotten, deleted
 
 
 def copies_summary(copies: list[tuple[str, str]], folder: Path, show: int = 5, total: int | None = None) -> str:

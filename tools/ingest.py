@@ -17,7 +17,9 @@ host must be in the workers' FETCH_ALLOW_HOSTS) still work, but nothing needs th
 When the job stops moving (no batch finished for `--stall-timeout` seconds) or disappears (a Redis
 restarted without persistence lost it), the broker may have lost queued batches: the command submits
 the same photos again as a new job and follows that one. This is safe because ingestion is
-idempotent (photos already stored are skipped), and it is what recovers a queue that was lost.
+idempotent (photos already stored are skipped), and it is what recovers a queue that was lost. The
+photos are read again from the source for that, not kept: a list of ten million rows costs one chunk.
+The gateway's rate limit (429) is waited out as `Retry-After` asks, with a line saying so.
 """
 from __future__ import annotations
 
@@ -34,12 +36,14 @@ from itertools import islice
 from pathlib import Path
 
 from services.common.config import CommonSettings
-from tools.sources import SourceError, iter_image_files, open_source
+from tools.sources import SourceError, open_source
 
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 0, 1, 2, 130
 MAX_CHUNK = 1000
+# Per request: a per-minute limit asks for at most 60 s; past ten minutes a person should hear why instead.
+RATE_LIMIT_WAIT_S = 600.0
 RANDOM_WEIGHTS_LINE = ("Note: the embedder runs a model with RANDOM WEIGHTS; search results will be "
                        "meaningless until a real CLIP model is configured (EMBEDDER_MODEL).")
 
@@ -176,6 +180,11 @@ def wait_for(client, job_id: str, total: int, *, poll_interval: float, timeout: 
             except ApiError as exc:
                 if exc.status == 404 and resubmit is not None:
                     job_id = start_again("is gone (Redis lost it)")
+                elif exc.status == 429:  # the client's own wait ran out: the job goes on, so keep asking
+                    wait = max(exc.retry_after or 0.0, poll_interval)
+                    say_rate_limited(wait, exc)
+                    time.sleep(wait)
+                    continue
                 elif exc.status not in (0, 502, 503, 504):
                     raise
                 time.sleep(poll_interval)
@@ -192,6 +201,13 @@ def wait_for(client, job_id: str, total: int, *, poll_interval: float, timeout: 
             elif resubmit is not None and stall_timeout and time.monotonic() - moved_at > stall_timeout:
                 job_id = start_again(f"made no progress for {stall_timeout:g} s")
             time.sleep(poll_interval)
+
+
+def say_rate_limited(seconds: float, error) -> None:
+    """One line per wait for the gateway's rate limit, written above the progress bar."""
+    from tqdm import tqdm
+
+    tqdm.write(f"Waiting {seconds:g} s for the gateway's rate limit ({error.message.rstrip('.')}).", file=sys.stderr)
 
 
 def progress_line(job: dict) -> str:
@@ -241,17 +257,17 @@ def ingest_folder(client, folder: Path, args: argparse.Namespace, random_weights
     """The folder path (tools/folder_ingest.py): paths or uploads, new files only, optional prune."""
     from tools import folder_ingest
 
-    answer = client.files(str(folder))
+    # The stored files come a page at a time, matched against the walk as both go (flat for any folder).
+    answer, known = folder_ingest.stored_files(client, str(folder))
     upload = args.upload or not answer["readable"]
     if not answer["readable"]:
         if args.no_upload:
             raise SourceError(answer["reason"])
         folder_ingest.say(f"{answer['reason']} Uploading the files to the gateway instead.")
-    known = {row["path"]: row for row in answer["files"]}
     if args.prune:  # first, as before any file is sent: a listing of the folder, no file read
-        present = {name for name in map(str, iter_image_files(folder)) if name in known}
-        gone, deleted = folder_ingest.prune(client, known, present)
+        gone, deleted = folder_ingest.prune(client, folder, known)
         print(f"Pruned {gone} files that are gone from {folder}; {deleted} photos with no file left were removed.")
+        _, known = folder_ingest.stored_files(client, str(folder))  # the prune read the listing to its end
     # A chunk at a time: scanned, checked against the store, sent, forgotten (flat memory for any folder).
     found = folder_ingest.FolderScan()
     job_id: str | None = None
@@ -302,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = CommonSettings()
     api_url = (args.api_url or settings.api_url).rstrip("/")
-    client = ApiClient(api_url, api_key=resolve_api_key(args.api_key, settings))
+    client = ApiClient(api_url, api_key=resolve_api_key(args.api_key, settings), rate_limit_wait=RATE_LIMIT_WAIT_S,
+                       on_rate_limit=say_rate_limited)
     server = None
     bad_rows = 0
 
@@ -328,19 +345,21 @@ def main(argv: list[str] | None = None) -> int:
         base_url = args.base_url
         if args.serve:
             server, base_url = serve_folder(Path(args.source).expanduser(), args.serve)
-        records = open_source(args.source, limit=args.limit, small_images=not args.full_size,
-                              base_url=base_url, on_bad_row=on_bad_row)
-        # Kept, to submit again if the broker loses the job's batches (see wait_for).
-        records = list(records)
-        job_id, submitted = submit(client, records, chunk_size=args.chunk_size, batch_size=args.batch_size)
+        def read(report=on_bad_row):  # twice, maybe: to submit, and to submit again (resubmit)
+            return open_source(args.source, limit=args.limit, small_images=not args.full_size, base_url=base_url,
+                               on_bad_row=report)
+
+        job_id, submitted = submit(client, read(), chunk_size=args.chunk_size, batch_size=args.batch_size)
         if bad_rows > 10:
             print(f"skipped {bad_rows} bad rows in all.", file=sys.stderr)
         if not job_id:
             print(f"No photos found in {args.source}; nothing was submitted.", file=sys.stderr)
             return EXIT_REFUSED
         print(f"Submitted {submitted} photos as job {job_id} to {api_url}.")
+
         def resubmit() -> str:
-            return submit(client, records, chunk_size=args.chunk_size, batch_size=args.batch_size)[0]
+            # Read again, not kept (a list of any length costs one chunk); its bad rows were reported already.
+            return submit(client, read(lambda *_: None), chunk_size=args.chunk_size, batch_size=args.batch_size)[0]
 
         return _follow(client, args, api_url, job_id, submitted, random_weights, resubmit=resubmit)
     except SourceError as exc:

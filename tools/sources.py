@@ -274,12 +274,43 @@ def read_url_list(path: Path, *, on_bad_row: BadRowHandler = _log_bad_row, **_) 
 
 
 def iter_image_files(folder: Path) -> Iterator[Path]:
-    """Image files under `folder`, recursively, in a stable order; hidden entries skipped."""
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES:
-                yield Path(root) / name
+    """Image files under `folder`, recursively, hidden entries and links to folders skipped (as os.walk
+    does), in the order of their whole paths as text: the order in which the store lists the files it
+    holds, so that tools/folder_ingest.py can match the two page by page. That order puts a folder's
+    files between its siblings as their paths sort: `a.jpg`, then `a/x.jpg`, then `a0.jpg` ('.' < '/' < '0').
+    Holds one sorted listing per folder level, as os.walk does."""
+    pending = [iter(_sorted_entries(str(folder)))]
+    while pending:
+        entry = next(pending[-1], None)
+        if entry is None:
+            pending.pop()
+        elif entry[1]:
+            pending.append(iter(_sorted_entries(entry[0])))
+        else:
+            yield Path(entry[0])
+
+
+def _sorted_entries(directory: str) -> list[tuple[str, bool]]:
+    """(path, is a folder) for the image files and folders in `directory`, in whole-path order: a folder
+    sorts by its name and a '/', as every path under it does. An unreadable folder has none."""
+    keyed = []
+    try:
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                try:
+                    is_dir = entry.is_dir()
+                except OSError:
+                    is_dir = False
+                if is_dir:
+                    if not entry.is_symlink():
+                        keyed.append((entry.name + "/", entry.path, True))
+                elif Path(entry.name).suffix.lower() in IMAGE_SUFFIXES:
+                    keyed.append((entry.name, entry.path, False))
+    except OSError:
+        return []
+    return [(path, is_dir) for _, path, is_dir in sorted(keyed)]
 
 
 def read_folder(folder: Path, *, base_url: str | None, **_) -> Iterator[PhotoRecord]:

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -25,12 +26,22 @@ from urllib.parse import urlparse
 from tools.processes import alive as _alive
 from tools.processes import http_ok, port_open
 from tools.processes import signal_group as _signal_group
-from tools.stack_status import QUEUE, ServiceRow, gather, redact, render, service_state
+from tools.stack_status import ServiceRow, gather, readiness, render, service_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 # uvicorn's protocol with a deadline on request headers (slow-loris senders): services/common/http_protocol.py.
 GUARDED_HTTP = "services.common.http_protocol:GuardedHttpToolsProtocol"
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
+# What `make demo` uses offline (tools/demo.py): named when the default model cannot be loaded.
+OFFLINE_DEMO_MODEL = ROOT / "data" / "models" / "clip-random-b32"
+OFFLINE_DEMO_TABLE = "photos_random_demo"
+# Called with each process a Stack starts: a test run records them here (tests/support.py), to end them
+# if it is interrupted. `make up` adds none: its services are meant to outlive it.
+SPAWN_HOOKS: list[Callable[[subprocess.Popen], object]] = []
+
+
+class ServiceFailed(RuntimeError):
+    """A service answered that it will never be ready: waiting longer would not help."""
 
 
 @dataclass
@@ -49,6 +60,21 @@ def _host_port(url: str, default_port: int) -> tuple[str, int]:
 
 def _is_local(host: str) -> bool:
     return host in LOCAL_HOSTS
+
+
+def model_hint() -> str:
+    """What to set when the embedder cannot load EMBEDDER_MODEL.
+
+    After an offline `make demo`, `make up` does not switch to the demo's random-weight model by itself:
+    a person who set up a real model would get meaningless results without having chosen them, and the
+    demo's table would stand in for theirs. It names the two settings the demo used instead."""
+    if (OFFLINE_DEMO_MODEL / "RANDOM_WEIGHTS").exists():
+        model = OFFLINE_DEMO_MODEL.relative_to(ROOT) if OFFLINE_DEMO_MODEL.is_relative_to(ROOT) else OFFLINE_DEMO_MODEL
+        return (f"To run the offline demo's random-weight model again, run `EMBEDDER_MODEL={model} "
+                f"STORE_TABLE={OFFLINE_DEMO_TABLE} make up` (or put both settings in .env); for real results, "
+                "set EMBEDDER_MODEL to a CLIP folder or a model this machine has downloaded.")
+    return ("Set EMBEDDER_MODEL (in .env) to a CLIP folder or a model this machine has downloaded, or run "
+            "`make demo-offline` to try the stack on a random-weight model.")
 
 
 def _dotenv(path: Path) -> dict[str, str]:
@@ -118,7 +144,9 @@ def build_services(settings: dict[str, str], python: str = sys.executable) -> li
     services.append(Service(
         "api",
         [python, "-m", "uvicorn", "--factory", "services.api.main:create_app", "--http", GUARDED_HTTP,
-         "--host", api_host, "--port", str(api_port), "--no-access-log"],
+         "--host", api_host, "--port", str(api_port), "--no-access-log",
+         # Only API_TRUSTED_PROXIES may name the client (services/api/main.py), not uvicorn's own default.
+         "--no-proxy-headers"],
         ready_url=f"http://{api_host}:{api_port}/readyz",
     ))
     ui_port = int(settings["UI_PORT"])
@@ -181,6 +209,8 @@ class Stack:
             stdin=subprocess.DEVNULL, start_new_session=True,
         )
         log.close()
+        for hook in SPAWN_HOOKS:
+            hook(process)
         self.processes[service.name] = process
         (self.run_dir / f"{service.name}.pid").write_text(str(process.pid))
         return process
@@ -210,7 +240,13 @@ class Stack:
 
     def _ready_check(self, service: Service):
         if service.ready_url:
-            return lambda: http_ok(service.ready_url)
+            def answers_ready() -> bool:
+                ready, failure = readiness(service.ready_url)
+                if failure is not None:
+                    hint = f" {model_hint()}" if service.name == "embedder" else ""
+                    raise ServiceFailed(f"{service.name} will not become ready: {failure.rstrip('.')}.{hint}")
+                return ready
+            return answers_ready
         if service.ready_log_text:
             path = self._log_path(service.name)
             start = path.stat().st_size if path.exists() else 0
@@ -244,9 +280,10 @@ class Stack:
                 if leave_running and service.ready_url and http_ok(service.ready_url):
                     print(f"{service.name:9s} already answers at {service.ready_url} (not started by make up)")
                     continue
-                self._start_one(service, timeout)
+                # Counted before it is ready: one that never gets there is stopped with the rest.
                 started.append(service.name)
-        except Exception:
+                self._start_one(service, timeout)
+        except BaseException:  # Ctrl-C too: a `make up` that is interrupted leaves nothing half started
             self.stop(only=started)
             raise
 
@@ -306,28 +343,7 @@ class Stack:
 
     def service_rows(self) -> list[ServiceRow]:
         """One row per part of the stack: state and pid, whether its health check answers, its address."""
-        pids = dict(self._known_pids())
-        redis_host, redis_port = _host_port(self.settings["REDIS_URL"], 6379)
-        redis_up = port_open(redis_host, redis_port)
-        rows = [ServiceRow("redis", service_state(pids.get("redis"), redis_up), "ok" if redis_up else "no answer",
-                           redact(self.settings["REDIS_URL"]))]
-        local = {service.name: service for service in self.services}
-        remote = {"store": f"{self.settings['STORE_URL']}/ping",
-                  "embedder": f"{self.settings['EMBEDDER_URL'].split(',')[0]}/readyz"}
-        for name in ["samples", "store", "embedder", "worker", "api", "ui"]:
-            service = local.get(name)
-            if service is None and name not in remote:
-                continue
-            url = service.ready_url if service else remote[name]
-            if url is None:
-                # The workers have no health URL: `celery inspect ping` answers for them under compose.
-                rows.append(ServiceRow(name, service_state(pids.get(name), False), "-",
-                                       f"queue {QUEUE} at {redact(self.settings['REDIS_URL'])}"))
-                continue
-            answers = http_ok(url)
-            state = service_state(pids.get(name), answers) if service else "elsewhere"
-            rows.append(ServiceRow(name, state, "ok" if answers else "no answer", redact(url, origin_only=True)))
-        return rows
+        return service_rows(self.settings, self.services, dict(self._known_pids()))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 
 import httpx
 
-from tools.processes import alive
+from tools.processes import alive, http_ok, port_open
 
 # kombu's Redis transport: one list per queue (plus one per priority step when priorities are used)
 # and a hash of the messages delivered to a worker but not yet acknowledged.
@@ -23,6 +23,9 @@ QUEUE = "ingest"
 PRIORITY_SEPARATOR = "\x06\x16"
 UNACKED_KEY = "unacked"
 UNREACHABLE = "unreachable"
+# /readyz error codes that mean "never", not "not yet": the embedder's model failed to load (while it
+# loads it says "model_loading", and is waited for).
+FAILED_READY_CODES = frozenset({"model_failed"})
 
 
 @dataclass
@@ -47,6 +50,49 @@ def redact(url: str, origin_only: bool = False) -> str:
     if parsed.password is not None:
         parsed = parsed._replace(netloc=parsed.netloc.replace(f":{parsed.password}@", ":***@"))
     return parsed.geturl()
+
+
+def service_rows(settings: dict[str, str], services: list, pids: dict[str, int]) -> list[ServiceRow]:
+    """One row per part of the stack: state and pid, whether its health check answers, its address.
+    `services` are those `make up` starts here (tools/stack.py), `pids` their recorded pids by name."""
+    redis = urlparse(settings["REDIS_URL"])
+    redis_up = port_open(redis.hostname or "127.0.0.1", redis.port or 6379)
+    rows = [ServiceRow("redis", service_state(pids.get("redis"), redis_up), "ok" if redis_up else "no answer",
+                       redact(settings["REDIS_URL"]))]
+    local = {service.name: service for service in services}
+    remote = {"store": f"{settings['STORE_URL']}/ping", "embedder": f"{settings['EMBEDDER_URL'].split(',')[0]}/readyz"}
+    for name in ["samples", "store", "embedder", "worker", "api", "ui"]:
+        service = local.get(name)
+        if service is None and name not in remote:
+            continue
+        url = service.ready_url if service else remote[name]
+        if url is None:
+            # The workers have no health URL: `celery inspect ping` answers for them under compose.
+            rows.append(ServiceRow(name, service_state(pids.get(name), False), "-",
+                                   f"queue {QUEUE} at {redact(settings['REDIS_URL'])}"))
+            continue
+        answers = http_ok(url)
+        state = service_state(pids.get(name), answers) if service else "elsewhere"
+        rows.append(ServiceRow(name, state, "ok" if answers else "no answer", redact(url, origin_only=True)))
+    return rows
+
+
+def readiness(url: str) -> tuple[bool, str | None]:
+    """(ready, why it never will be) of a health URL: a 2xx is ready; a 503 whose JSON error code is in
+    FAILED_READY_CODES gives that error's sentence; anything else is "not yet"."""
+    try:
+        response = httpx.get(url, timeout=2.0, trust_env=False)  # local addresses: never through a proxy
+    except httpx.HTTPError:
+        return False, None
+    if response.is_success:
+        return True, None
+    try:
+        error = response.json().get("error") if response.status_code == 503 else None
+    except (ValueError, AttributeError):
+        error = None
+    if isinstance(error, dict) and error.get("code") in FAILED_READY_CODES:
+        return False, str(error.get("message") or "it says it cannot start")
+    return False, None
 
 
 def get_json(url: str, headers: dict[str, str] | None = None, timeout: float = 3.0) -> dict[str, Any] | None:

@@ -1,9 +1,10 @@
 """The gateway's settings: shared names from `CommonSettings`, its own under the `API_` prefix."""
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.common.config import CommonSettings, split_csv
@@ -17,6 +18,10 @@ class ApiSettings(CommonSettings):
     require_key_for_reads: bool = False
     # The largest query image accepted, as upload, base64 or fetched from image_url.
     max_image_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    # A query's images together (its terms may carry several, each up to max_image_bytes). Unset: twice
+    # max_image_bytes (20 MiB by default). In JSON they come as base64, 4/3 of this, which the defaults keep
+    # under max_body_bytes (that bound on every request answers first, with a less precise sentence).
+    max_query_bytes: int | None = Field(None, ge=1024)
     # Any request body (a query, an ingestion batch of up to 5000 photos) is refused past this size,
     # and must arrive within body_timeout_s of the first byte: see services/common/http.BodyGuardMiddleware.
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
@@ -47,6 +52,15 @@ class ApiSettings(CommonSettings):
     rate_limit: str = ""
     write_rate_limit: str = ""
     rate_limit_storage: str = ""
+    # Reverse proxies whose X-Forwarded-For is believed (IPs or networks, comma-separated): the client is
+    # then the right-most address of the chain that is not one of them (the per-address rate limit counts
+    # it). Empty: the header is ignored, and every client behind a proxy is the proxy's address.
+    trusted_proxies: str = ""
+    # With require_key_for_reads, results carry thumbnail and original URLs signed with this secret (an
+    # <img> cannot send a key), valid for signed_url_ttl_s to twice that. Unset: derived from API_KEYS (see
+    # services/api/signing.py), so every gateway sharing the keys accepts the others' URLs.
+    url_signing_key: str = ""
+    signed_url_ttl_s: int = Field(3600, ge=60)
     # Comma-separated origins allowed by CORS; empty (the default) means no CORS headers at all.
     cors_origins: str = ""
     # POST /v1/ingest/upload: the largest photo file, and how many files one request may carry (the
@@ -54,6 +68,43 @@ class ApiSettings(CommonSettings):
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024)
     max_upload_files: int = Field(64, ge=1, le=1000)
     log_level: str = "INFO"
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        networks = []
+        for entry in split_csv(value):
+            try:
+                # Not strict: 10.1.2.3/8 means 10.0.0.0/8 (uvicorn would take it for a name, matching nothing).
+                networks.append(str(ipaddress.ip_network(entry, strict=False)))
+            except ValueError:
+                raise ValueError(f"API_TRUSTED_PROXIES: {entry!r} is not an IP address or network; list the "
+                                 "proxies' addresses, like 10.0.0.5 or 172.16.0.0/12.") from None
+        return ",".join(networks)
+
+    @field_validator("url_signing_key")
+    @classmethod
+    def _long_enough(cls, value: str) -> str:
+        if value and len(value) < 32:
+            raise ValueError("API_URL_SIGNING_KEY must be at least 32 characters (e.g. `openssl rand -hex 32`), "
+                             "or empty to derive it from API_KEYS.")
+        return value
+
+    @model_validator(mode="after")
+    def _query_holds_an_image(self) -> ApiSettings:
+        if self.max_query_bytes is not None and self.max_query_bytes < self.max_image_bytes:
+            raise ValueError(f"API_MAX_QUERY_BYTES ({self.max_query_bytes}) is less than API_MAX_IMAGE_BYTES "
+                             f"({self.max_image_bytes}), so a query could not carry one image of the largest "
+                             "size: raise it, or leave it unset (twice API_MAX_IMAGE_BYTES).")
+        return self
+
+    @property
+    def query_bytes_limit(self) -> int:
+        return self.max_query_bytes if self.max_query_bytes is not None else 2 * self.max_image_bytes
+
+    @property
+    def trusted_proxy_list(self) -> list[str]:
+        return split_csv(self.trusted_proxies)
 
     @property
     def cors_origin_list(self) -> list[str]:

@@ -193,6 +193,7 @@ SettingsDep = Annotated[ApiSettings, Depends(get_app_settings)]
 # Declared as a security scheme so that /docs offers an "Authorize" box for the key.
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
                                description="One of the keys in API_KEYS.")
+ApiKeyDep = Annotated[str | None, Depends(_api_key_header)]
 
 
 def _check_key(given: str | None, settings: ApiSettings) -> None:
@@ -209,14 +210,12 @@ def _check_key(given: str | None, settings: ApiSettings) -> None:
         raise Unauthorized("The API key in the X-API-Key header is not one this gateway accepts.")
 
 
-async def require_write_key(request: Request, settings: SettingsDep,
-                            api_key: Annotated[str | None, Depends(_api_key_header)] = None) -> None:
+async def require_write_key(request: Request, settings: SettingsDep, api_key: ApiKeyDep = None) -> None:
     _check_key(api_key, settings)
     await request.app.state.rate_limits.check(True, api_key, None)
 
 
-async def require_read_key(request: Request, settings: SettingsDep,
-                           api_key: Annotated[str | None, Depends(_api_key_header)] = None) -> None:
+async def require_read_key(request: Request, settings: SettingsDep, api_key: ApiKeyDep = None) -> None:
     if settings.require_key_for_reads:
         _check_key(api_key, settings)
     # Counted per key only when the key is one of ours: a made-up key per request must not dodge the limit.

@@ -12,12 +12,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from services.api.config import ApiSettings, get_settings
 from services.api.deps import Services, build_services
 from services.api.metrics import Metrics, observe_request
 from services.api.ratelimit import RateLimits, parse_limit, storage_uri
 from services.api.routes import health, jobs, library, photos, search
+from services.api.signing import build_signer
 from services.common.http import configure_logging, install_body_guard, install_error_handlers, install_request_ids
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,7 @@ def create_app(settings: ApiSettings | None = None, services: Services | None = 
     app.state.rate_limits = RateLimits(parse_limit(settings.rate_limit, "API_RATE_LIMIT"),
                                        parse_limit(settings.write_rate_limit, "API_WRITE_RATE_LIMIT"),
                                        storage_uri(settings.rate_limit_storage or settings.redis_url))
+    app.state.url_signer = build_signer(settings)
     install_error_handlers(app)
     # library before photos: /v1/photos/{photo_id:path} would take /v1/photos/{id}/thumbnail too.
     for module in (search, library, photos, jobs, health):
@@ -60,6 +63,11 @@ def create_app(settings: ApiSettings | None = None, services: Services | None = 
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list,
                            allow_methods=["GET", "POST"], allow_headers=["Content-Type", "X-API-Key"])
     install_body_guard(app, settings.max_body_bytes, settings.body_timeout_s)
+    if settings.trusted_proxy_list:
+        # The client behind a trusted proxy (the right-most address of X-Forwarded-For that is not a trusted
+        # proxy) becomes request.client, which the per-address rate limit counts; from any other peer the
+        # header is ignored. uvicorn's own middleware, given our list rather than its command-line default.
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxy_list)
     # Outermost, so that it also times requests that end in an error response.
     install_request_ids(app, observe=observe_request(app.state.metrics))
     return app

@@ -86,7 +86,21 @@ def decode_base64_image(text: str, max_bytes: int) -> bytes:
 
 
 def _too_large(max_bytes: int) -> str:
-    return f"The query image is larger than this gateway accepts ({max_bytes // (1024 * 1024)} MiB at most)."
+    return f"The query image is larger than this gateway accepts ({byte_size(max_bytes)} at most per image)."
+
+
+def byte_size(count: int) -> str:
+    """A limit as a person reads it: whole MiB when it is some, else bytes (a test's 4,096 is not "0 MiB")."""
+    mib = 1024 * 1024
+    return f"{count // mib} MiB" if count >= mib and count % mib == 0 else f"{count:,} bytes"
+
+
+def check_query_images(sizes: list[int], max_total: int) -> None:
+    """The images of one query together, each already within the per-image limit, against the total cap."""
+    if sum(sizes) > max_total:
+        raise PayloadTooLarge(f"The images of one query add up to more than this gateway accepts "
+                              f"({byte_size(max_total)} at most in all, API_MAX_QUERY_BYTES): send fewer or "
+                              "smaller images.")
 
 
 async def fetch_query_image(services: Services, url: str) -> bytes:

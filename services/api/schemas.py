@@ -144,7 +144,9 @@ class SearchRequest(BaseModel):
 class Photo(PhotoRecord):
     """A stored photo as a user sees it: its id, image URL and Unsplash metadata (an ingested record)."""
 
-    thumbnail_url: str = Field("", description="The gateway path of the photo's thumbnail (a JPEG, 320 px).")
+    thumbnail_url: str = Field("", description="The gateway path of the photo's thumbnail (a JPEG, 320 px). When "
+                               "reads need a key it is signed (expires, signature), so that an <img> loads it "
+                               "without one until it expires.")
     file: LocalFile | None = Field(None, exclude=True)
 
     @field_validator("photo_submitted_at", mode="before")
@@ -279,3 +281,24 @@ class JobFailures(BaseModel):
 
 class RetryAccepted(IngestAccepted):
     retry_of: str
+
+
+# GET /v1/files: the listing the ingest command matches a folder's walk against, a page at a time.
+FILES_PAGE_MAX = 10_000
+
+
+class StoredFile(BaseModel):
+    path: str
+    photo_id: str
+    size: int
+    mtime: float
+
+
+class FilesPage(BaseModel):
+    folder: str
+    readable: bool = Field(description="Whether the workers may read the folder (it lies under LIBRARY_ROOTS).")
+    reason: str | None = Field(description="Why they may not, as a sentence; null when they may.")
+    files: list[StoredFile] = Field(description=f"The recorded files under the folder after `after`, in path "
+                                                f"order, at most `limit` ({FILES_PAGE_MAX:,} when not given).")
+    next: str | None = Field(description="The `after` of the next page; null on the last. A caller that asks "
+                                         "for no page gets the first one and this, not every file.")

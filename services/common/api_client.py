@@ -2,11 +2,20 @@
 
 Every failure is an `ApiError` whose message is a sentence: the server's own, or one naming the URL
 that could not be reached.
+
+A 429 (the gateway's rate limit, API_RATE_LIMIT) is not a failure: the call waits out `Retry-After`
+and asks again, up to `rate_limit_wait` seconds in all per call (a per-minute limit never asks for more
+than 60), telling `on_rate_limit` each time; only a wait past that cap is an `ApiError` (429).
 """
 from __future__ import annotations
 
 import base64
+import email.utils
 import json
+import logging
+import math
+import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -21,6 +30,10 @@ from services.common.api_models import (
     SearchResults,
     Stats,
 )
+
+log = logging.getLogger(__name__)
+
+RATE_LIMIT_WAIT_S = 120.0  # two windows of a per-minute limit: enough for a busy key, short enough to say why
 
 
 class ApiError(Exception):
@@ -40,11 +53,24 @@ class ApiError(Exception):
         return f"ApiError(status={self.status}, code={self.code!r}, message={self.message!r})"
 
 
+RateLimitHandler = Callable[[float, "ApiError"], None]
+
+
+def _log_rate_limit(seconds: float, error: ApiError) -> None:
+    log.warning("waiting %g s for the gateway's rate limit: %s", seconds, error.message)
+
+
 class ApiClient:
-    def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 30.0):
+    """`rate_limit_wait`: the most seconds one call waits out the gateway's 429s in all (0: none, the
+    429 is raised at once); `on_rate_limit(seconds, error)` is told before each wait (default: a log line)."""
+
+    def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 30.0, *,
+                 rate_limit_wait: float = RATE_LIMIT_WAIT_S, on_rate_limit: RateLimitHandler | None = None):
         self.base_url = base_url.rstrip("/")
         headers = {"X-API-Key": api_key} if api_key else {}
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout, headers=headers)
+        self.rate_limit_wait = rate_limit_wait
+        self.on_rate_limit = on_rate_limit or _log_rate_limit
 
     def close(self) -> None:
         self._http.close()
@@ -98,8 +124,10 @@ class ApiClient:
         """[{"value", "photos"}, ...]: the most common values of a metadata field, most photos first."""
         return self._request("GET", f"/v1/facets/{_path(field)}", params={"limit": limit})["values"]
 
-    def job(self, job_id: str) -> dict:
-        return self._request("GET", f"/v1/jobs/{_path(job_id)}")
+    def job(self, job_id: str, rate_limit_wait: float | None = None) -> dict:
+        """The job's state. `rate_limit_wait` overrides the client's for this call: the page's polling
+        passes 0 and waits out a 429 itself, between timer ticks, rather than inside one."""
+        return self._request("GET", f"/v1/jobs/{_path(job_id)}", rate_limit_wait=rate_limit_wait)
 
     def job_failures(self, job_id: str, offset: int = 0, limit: int = 100) -> dict:
         """{"total", "offset", "limit", "failures": [{photo_id, url, code, reason, record}, ...]}."""
@@ -126,13 +154,9 @@ class ApiClient:
 
     def metrics(self) -> str:
         """/metrics: the Prometheus text."""
-        url = self.base_url + "/metrics"
-        try:
-            response = self._http.get("/metrics")
-        except httpx.HTTPError as exc:
-            raise ApiError(0, "unreachable", f"Could not reach the gateway at {url}: {exc}.") from exc
+        response = self._send("GET", "/metrics")
         if not response.is_success:
-            raise _error_from(response, url)
+            raise _error_from(response, self.base_url + "/metrics")
         return response.text
 
     @property
@@ -171,9 +195,16 @@ class ApiClient:
         parts = [("file", (name, body, "application/octet-stream")) for name, body, _ in files]
         return self._request("POST", "/v1/ingest/upload", data=form, files=parts)
 
-    def files(self, folder: str) -> dict:
-        """The files recorded under `folder`, and whether the workers may read it (`readable`, `reason`)."""
-        return self._request("GET", "/v1/files", params={"folder": folder})
+    def files(self, folder: str, after: str | None = None, limit: int | None = None) -> dict:
+        """A page of the files recorded under `folder`, in path order: those after the path `after`, at
+        most `limit` (the gateway's cap when None); `next` is the `after` of the next page, null on the
+        last. Also whether the workers may read the folder (`readable`, `reason`)."""
+        params: dict[str, Any] = {"folder": folder}
+        if after is not None:
+            params["after"] = after
+        if limit is not None:
+            params["limit"] = limit
+        return self._request("GET", "/v1/files", params=params)
 
     def files_of(self, photo_ids: list[str]) -> dict[str, list[str]]:
         """{photo_id: [recorded paths]} for the stored photos among `photo_ids`."""
@@ -187,14 +218,9 @@ class ApiClient:
 
     # -- plumbing ------------------------------------------------------------------------------
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> dict:
+    def _request(self, method: str, path: str, rate_limit_wait: float | None = None, **kwargs: Any) -> dict:
         url = self.base_url + path
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.TimeoutException as exc:
-            raise ApiError(0, "timeout", f"The gateway at {url} did not answer in time.") from exc
-        except httpx.HTTPError as exc:
-            raise ApiError(0, "unreachable", f"Could not reach the gateway at {url}: {exc}.") from exc
+        response = self._send(method, path, rate_limit_wait, **kwargs)
         if response.is_success:
             try:
                 return response.json()
@@ -203,10 +229,73 @@ class ApiClient:
                                f"The gateway at {url} answered with something that is not JSON.") from exc
         raise _error_from(response, url)
 
+    def _send(self, method: str, path: str, rate_limit_wait: float | None = None, **kwargs: Any) -> httpx.Response:
+        """The response, after waiting out any 429s within the cap; transport failures as ApiError."""
+        url = self.base_url + path
+        cap = self.rate_limit_wait if rate_limit_wait is None else rate_limit_wait
+        # Open files of an upload are read by each attempt: each must start again where the first did.
+        files = [body for body in _file_bodies(kwargs.get("files")) if hasattr(body, "seek")]
+        starts = [body.tell() for body in files]
+        waited, backoff = 0.0, 1.0
+        while True:
+            try:
+                response = self._read(method, path, **kwargs)
+            except httpx.TimeoutException as exc:
+                raise ApiError(0, "timeout", f"The gateway at {url} did not answer in time.") from exc
+            except httpx.HTTPError as exc:
+                raise ApiError(0, "unreachable", f"Could not reach the gateway at {url}: {exc}.") from exc
+            if response.status_code != 429 or cap <= 0:
+                return response
+            error = _error_from(response, url)
+            # Without Retry-After (a proxy's 429), back off: 1, 2, 4 ... 30 s.
+            delay = max(error.retry_after if error.retry_after is not None else backoff, 0.5)
+            backoff = min(backoff * 2, 30.0)
+            if waited + delay > cap:
+                so_far = f" after {waited:g} s" if waited else ""
+                raise ApiError(429, error.code, f"{error.message} Waiting {delay:g} s more{so_far} for the "
+                               f"gateway's rate limit would pass the {cap:g} s this client waits for it per "
+                               f"request.", error.retry_after, error.body)
+            self.on_rate_limit(delay, error)
+            time.sleep(delay)
+            waited += delay
+            for body, start in zip(files, starts):
+                body.seek(start)
+
+    def _read(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """The whole response, in a Response of its own. httpx's refers to itself (through its stream),
+        so a body kept on it waits for the cycle collector, which a long run seldom calls: the pages of
+        a folder's listing would pile up until it did. Read here, the body is freed with the answer."""
+        with self._http.stream(method, path, **kwargs) as streamed:
+            raw = b"".join(streamed.iter_raw())  # as sent: the new Response decodes it as its headers say
+        return httpx.Response(streamed.status_code, headers=streamed.headers, content=raw, request=streamed.request)
+
+
+def _file_bodies(files: Any) -> list[Any]:
+    """The bodies of httpx's `files` argument (a dict or a list of (field, (name, body, type)) pairs)."""
+    if not files:
+        return []
+    items = files.values() if isinstance(files, dict) else (value for _, value in files)
+    return [value[1] if isinstance(value, tuple) else value for value in items]
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Retry-After as seconds: a number, or an HTTP date (then the time left until it, at least 0)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        return max(when.timestamp() - time.time(), 0.0)
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
 
 def _error_from(response: httpx.Response, url: str) -> ApiError:
-    retry_after = response.headers.get("retry-after")
-    wait = float(retry_after) if retry_after and retry_after.isdigit() else None
+    wait = retry_after_seconds(response.headers.get("retry-after"))
     try:
         body = response.json()
         error = body["error"]

@@ -6,6 +6,7 @@ aliases, so `STORE_URL` means the same thing to the gateway and to a worker.
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 from pydantic import AliasChoices, Field, field_validator
@@ -83,3 +84,21 @@ class CommonSettings(BaseSettings):
         from services.common.library import parse_roots
 
         return parse_roots(split_csv(self.library_roots))
+
+
+class HttpSettings(BaseSettings):
+    """The header limits of uvicorn's guarded protocol (services/common/http_protocol.py), shared by the
+    gateway and the embedder. Not part of a service's settings: uvicorn builds the protocol itself, outside
+    any app, so these are read on their own, once per process, from the environment or `.env`."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True, env_ignore_empty=True)
+
+    # Request headers (or a connection that sends nothing) taking longer get 408 and are closed.
+    header_timeout_s: float = Field(10.0, gt=0, validation_alias=_alias("HTTP_HEADER_TIMEOUT_S"))
+    # The request line and headers past this many bytes get 431.
+    max_header_bytes: int = Field(64 * 1024, gt=0, validation_alias=_alias("HTTP_MAX_HEADER_BYTES"))
+
+
+@lru_cache
+def get_http_settings() -> HttpSettings:
+    return HttpSettings()

@@ -6,7 +6,8 @@ failed does the call raise. Errors are mapped once, here:
 
 - `EmbedderUnavailable` (503): no embedder answered, or all were loading / saturated (then
   `EmbedderBusy`, whose `retry_after` is the embedder's Retry-After);
-- `EmbedderTimeout` (504): an embedder took longer than `timeout` (not retried: it may be overloaded);
+- `EmbedderTimeout` (503 with Retry-After, like an unreachable one): an embedder took longer than
+  `timeout` (not retried on the next URL: it may be overloaded);
 - `EmbedderRejected` (422): the embedder refused the input; the message is the embedder's sentence;
 - `EmbedderFailed` (502): any other unexpected answer.
 
@@ -41,7 +42,15 @@ class EmbedderBusy(EmbedderUnavailable):
 
 
 class EmbedderTimeout(DependencyTimeout):
+    """A hung embedder. To whoever called the gateway it is as unavailable as a dead one, and will
+    likely answer again shortly: 503 with Retry-After, not 504, which says only that the gateway gave up.
+    Still a DependencyTimeout, so the workers retry it with backoff as before."""
+
+    status_code = 503
     code = "embedder_timeout"
+
+    def __init__(self, message: str, *, retry_after: int = 5):
+        super().__init__(message, retry_after=retry_after)
 
 
 class EmbedderRejected(BadRequest):

@@ -8,16 +8,19 @@ complete, and answers 408 and closes the connection if it fires first. Header by
 answered 431. (Bodies are bounded inside the app: `services.common.http.BodyGuardMiddleware`.)
 
 Used by the gateway and the embedder: `uvicorn --http services.common.http_protocol:GuardedHttpToolsProtocol`.
-uvicorn builds the protocol itself, outside any app, so its two settings are environment variables
-shared by every service that uses it: `HTTP_HEADER_TIMEOUT_S` (default 10) and `HTTP_MAX_HEADER_BYTES`
-(default 64 KiB, as ClickHouse and nginx's large buffers roughly allow).
+uvicorn builds the protocol itself, outside any app, so its two settings are not a service's but
+`services.common.config.HttpSettings`, shared by every service that uses it: `HTTP_HEADER_TIMEOUT_S`
+(default 10) and `HTTP_MAX_HEADER_BYTES` (default 64 KiB, as ClickHouse and nginx's large buffers
+roughly allow), from the environment or `.env`, read once when uvicorn imports this module (so a bad
+value stops the server at start, not each connection).
 """
 from __future__ import annotations
 
 import asyncio
-import os
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from services.common.config import get_http_settings
 
 
 def _answer(status: str, message: str) -> bytes:
@@ -27,8 +30,8 @@ def _answer(status: str, message: str) -> bytes:
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
-    header_timeout_s = float(os.environ.get("HTTP_HEADER_TIMEOUT_S", "10"))
-    max_header_bytes = int(os.environ.get("HTTP_MAX_HEADER_BYTES", str(64 * 1024)))
+    header_timeout_s = get_http_settings().header_timeout_s
+    max_header_bytes = get_http_settings().max_header_bytes
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)

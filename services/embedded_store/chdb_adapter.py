@@ -10,6 +10,9 @@ A query that fails after it began writing its output leaves that partial output 
 and chDB hands it to the next query on the same handle as if it were that query's result (an
 Arrow or JSON fragment where a Native answer was asked for). So after any failed query the handle
 is drained with a throwaway query before anyone else uses it.
+
+SQL text that was not UTF-8 on the wire arrives here with surrogate escapes (codec.SQL_ERRORS);
+chDB takes the query as bytes too, so such text is handed over as the bytes the client sent.
 """
 from __future__ import annotations
 
@@ -17,9 +20,19 @@ import logging
 
 import chdb
 
+from services.embedded_store.codec import SQL_ERRORS
 from services.embedded_store.errors import StoreQueryError
 
 log = logging.getLogger(__name__)
+
+
+def _sql_text(sql: str) -> str | bytes:
+    """The SQL as chDB should get it: the str itself, or its original bytes where some were not UTF-8."""
+    try:
+        sql.encode("utf-8")
+    except UnicodeEncodeError:
+        return sql.encode("utf-8", SQL_ERRORS)
+    return sql
 
 
 class QueryResult:
@@ -75,7 +88,7 @@ class ChdbConnection:
 
     def query(self, sql: str, fmt: str, params: dict[str, str] | None = None) -> QueryResult:
         try:
-            return QueryResult(self._connection.query(sql, fmt, params=params or {}))
+            return QueryResult(self._connection.query(_sql_text(sql), fmt, params=params or {}))
         except Exception as exc:  # chDB raises a bare RuntimeError subclass with the server text
             self._drain()
             raise StoreQueryError.from_engine(exc) from None
@@ -83,7 +96,7 @@ class ChdbConnection:
     def send_query(self, sql: str, fmt: str, params: dict[str, str] | None = None) -> StreamCursor:
         conn = self._connection._conn
         try:
-            return StreamCursor(conn, conn.send_query(sql, fmt, params=params or {}))
+            return StreamCursor(conn, conn.send_query(_sql_text(sql), fmt, params=params or {}))
         except Exception as exc:
             self._drain()
             raise StoreQueryError.from_engine(exc) from None
@@ -102,7 +115,7 @@ class ChdbConnection:
         if classify is None:  # chDB before classify_query
             return "UNKNOWN", 0
         try:
-            report = classify(sql)
+            report = classify(_sql_text(sql))
         except Exception:  # classification must never fail a query; UNKNOWN is the careful answer
             return "UNKNOWN", 0
         return report["query_class"].name, int(report["statement_count"])

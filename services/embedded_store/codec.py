@@ -15,6 +15,10 @@ from typing import Protocol
 
 from services.embedded_store.errors import UnsupportedEncoding
 
+# The query text is bytes on the wire (a binary literal need not be UTF-8): it becomes a str with the
+# bytes that are not UTF-8 kept as surrogate escapes, and goes back to the same bytes for chDB.
+SQL_ERRORS = "surrogateescape"
+
 
 class BodyDecoder(Protocol):
     def feed(self, chunk: bytes) -> bytes: ...

@@ -12,6 +12,9 @@ how one request (method, URL parameters, headers, body) becomes a `Statement` fo
 - Bound values are taken from the raw query string as bytes: a String is bytes in ClickHouse, so
   bytes that are not UTF-8 are passed on as `\\xHH` escapes, which ClickHouse's escaped value
   syntax reads back as those bytes.
+- The query text is bytes too (a binary literal, clickhouse-connect's `$name$` binary parameters):
+  bytes that are not UTF-8 are kept as surrogate escapes (codec.SQL_ERRORS), so the text can still be
+  matched as a string here, and chdb_adapter.py gives chDB the very bytes that were sent.
 - A GET is read-only (`readonly` on the statement), as on a real server.
 - An `INSERT ... FORMAT X` takes everything after its first line as data (ClickHouse skips blanks
   and one newline): the body is decoded as it arrives into a spool file and loaded with
@@ -31,7 +34,7 @@ from urllib.parse import parse_qsl
 from starlette.datastructures import Headers
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from services.embedded_store.codec import body_decoder
+from services.embedded_store.codec import SQL_ERRORS, body_decoder
 from services.embedded_store.errors import BAD_ARGUMENTS, BodyTooLarge, FormRefused, StoreQueryError
 
 # Parameters that steer the HTTP exchange rather than the query (ClickHouse's HTTPHandler takes
@@ -164,7 +167,7 @@ def match_insert(head: bytes) -> InsertHead | None:
     fmt = match.group("format").decode("ascii")
     if not _FORMAT_NAME_RE.match(fmt):
         return None
-    return InsertHead(match.group("target").decode("utf-8"), fmt, match.end())
+    return InsertHead(match.group("target").decode("utf-8", SQL_ERRORS), fmt, match.end())
 
 
 @dataclass
@@ -194,12 +197,12 @@ class ParsedRequest:
 
 def query_items(raw_query_string: bytes) -> list[tuple[str, str]]:
     """The URL parameters, percent-decoded as bytes. A bound value that is not UTF-8 keeps its bytes
-    as `\\xHH` escapes (ClickHouse reads bound values in its escaped syntax); any other parameter
-    must be UTF-8 (UnicodeDecodeError otherwise)."""
+    as `\\xHH` escapes (ClickHouse reads bound values in its escaped syntax), the query text as
+    surrogate escapes (SQL_ERRORS); any other parameter must be UTF-8 (UnicodeDecodeError otherwise)."""
     items = []
     for name, value in parse_qsl(raw_query_string.decode("latin-1"), keep_blank_values=True, encoding="latin-1"):
         name = name.encode("latin-1").decode("utf-8")
-        errors = "backslashreplace" if name.startswith("param_") else "strict"
+        errors = "backslashreplace" if name.startswith("param_") else SQL_ERRORS if name == "query" else "strict"
         items.append((name, value.encode("latin-1").decode("utf-8", errors)))
     return items
 
@@ -359,7 +362,7 @@ async def parse_request(method: str, query_items: Iterable[tuple[str, str]],
         return ParsedRequest(statement)
     if method != "POST":
         return ParsedRequest(_statement((url_query or "").strip(), items, method))
-    prefix = (url_query + "\n").encode() if url_query else b""
+    prefix = (url_query + "\n").encode("utf-8", SQL_ERRORS) if url_query else b""
     read = await read_body(_as_chunks(body), prefix, headers.get("content-encoding"), max_body_bytes, spool_dir)
     if isinstance(read, SpooledInsert):
         try:
@@ -367,4 +370,4 @@ async def parse_request(method: str, query_items: Iterable[tuple[str, str]],
         except BaseException:
             read.discard()
             raise
-    return ParsedRequest(_statement(read.decode("utf-8").strip(), items, method))
+    return ParsedRequest(_statement(read.decode("utf-8", SQL_ERRORS).strip(), items, method))

@@ -16,15 +16,20 @@ Implemented:
   where there is one) and loaded with `INSERT ... FROM INFILE ... FORMAT X`.
 - Sessions (`session_id`, `session_timeout`, `close_session`): see engine.py.
 - Responses: the result bytes with `X-ClickHouse-Format`, `X-ClickHouse-Summary`,
-  `X-ClickHouse-Query-Id`, `X-ClickHouse-Timezone`; errors are non-2xx with
+  `X-ClickHouse-Query-Id`, `X-ClickHouse-Timezone` and, as on ClickHouse 25.11+, an
+  `X-ClickHouse-Exception-Tag` on every answer; errors are non-2xx with
   `X-ClickHouse-Exception-Code` and the body `Code: N. DB::Exception: ...`, which
   clickhouse-connect raises as `DatabaseError`.
 - Reads are streamed: blocks are pulled from chDB one at a time and sent with chunked transfer
   encoding, so the server holds a block or two of a large result, never all of it (uvicorn's flow
-  control stops the pulling while the client is slow). A result that ends within the first MiB
-  goes out as one plain response. An error after the first bytes were sent is written into the
-  body in ClickHouse's 25.11 form (`__exception__`, the `X-ClickHouse-Exception-Tag` tag, the
-  message), which clickhouse-connect raises as `DatabaseError`.
+  control stops the pulling while the client is slow). As on ClickHouse, which flushes each block,
+  the answer starts as the blocks come (a result of one block goes out whole); with
+  `wait_end_of_query=1` (clickhouse-connect's `query` sends it) it is held instead, and a result
+  that ends within the first MiB goes out as one plain response (past that MiB the rest is
+  streamed, where ClickHouse would spool it to disk). An error after the first bytes were sent is
+  written into the body in ClickHouse's 25.11 form (`__exception__`, the response's tag, the
+  message, its length, the tag), which clickhouse-connect raises as `StreamFailureError` (a
+  `DatabaseError`).
 - Response compression, as ClickHouse does it: only when the request has
   `enable_http_compression=1` and an `Accept-Encoding` of lz4, zstd, gzip or deflate (the client's
   order wins); one frame/stream over the whole body, flushed per block.
@@ -39,8 +44,8 @@ Implemented:
   (clickhouse-connect's `command` then returns a QuerySummary).
 
 Not implemented: ClickHouse's native block compression (`compress=1`, `decompress=1`), progress
-headers while a query runs, `wait_end_of_query` buffering, the client's `query_id` inside the
-engine (chDB's query API takes none, so `queryID()` and `system.processes` show the engine's own
+headers while a query runs, `wait_end_of_query` buffering past the first MiB, the client's
+`query_id` inside the engine (chDB's query API takes none, so `queryID()` and `system.processes` show the engine's own
 ids; the client's is echoed in `X-ClickHouse-Query-Id`, and `KILL QUERY WHERE query_id = '...'`
 stops a streamed read by it: kills.py). A client that goes away mid-result cancels the query.
 """
@@ -76,8 +81,10 @@ from services.embedded_store.protocol import parse_request, query_items
 
 log = logging.getLogger(__name__)
 
-# A result that ends within this many bytes is sent as one response with a Content-Length.
+# With wait_end_of_query=1, a result that ends within this many bytes is sent as one response with a
+# Content-Length, and an error before then is a status.
 _STREAM_AFTER_BYTES = 1024 * 1024
+_TRUE = ("1", "true")
 
 # The statuses ClickHouse's exceptionCodeToHTTPStatus gives these codes; every other code is 500.
 # clickhouse-connect raises DatabaseError for any of them, but retries 429/503/504, so the codes
@@ -132,8 +139,15 @@ def error_response(error: Exception, query_id: str, settings: StoreSettings) -> 
     return PlainTextResponse(
         query_error.message.rstrip("\n") + "\n",
         status_code=status or _STATUS_FOR_CODE.get(query_error.code, 500),
-        headers={"X-ClickHouse-Exception-Code": str(query_error.code), "X-ClickHouse-Query-Id": query_id},
+        headers={"X-ClickHouse-Exception-Code": str(query_error.code), "X-ClickHouse-Query-Id": query_id,
+                 "X-ClickHouse-Exception-Tag": _exception_tag()},
     )
+
+
+def _exception_tag() -> str:
+    """A fresh tag per response (16 lowercase letters and digits, as ClickHouse's): the result's own
+    bytes cannot be mistaken for the exception block it frames."""
+    return secrets.token_hex(8)
 
 
 class _Puller:
@@ -196,7 +210,8 @@ def create_app(settings: StoreSettings, engine: StoreEngine) -> Starlette:
             output_format = outcome.output_format if outcome.has_output else None
             return _whole_response(outcome.body, output_format, outcome.summary, query_id, encoding)
         request.state.stream = outcome
-        return await _result_response(outcome, query_id, encoding)
+        waits = request.query_params.get("wait_end_of_query", "").lower() in _TRUE
+        return await _result_response(outcome, query_id, encoding, _STREAM_AFTER_BYTES if waits else 0)
 
     def _headers(output_format: str | None, summary: dict[str, str], query_id: str,
                  encoding: str | None) -> dict[str, str]:
@@ -206,6 +221,7 @@ def create_app(settings: StoreSettings, engine: StoreEngine) -> Starlette:
             "X-ClickHouse-Query-Id": query_id,
             "X-ClickHouse-Timezone": engine.timezone,
             "X-ClickHouse-Server-Display-Name": "imagesearch-store",
+            "X-ClickHouse-Exception-Tag": _exception_tag(),
         }
         if output_format:  # ClickHouse names a format only for statements that return a result
             headers["X-ClickHouse-Format"] = output_format
@@ -219,28 +235,33 @@ def create_app(settings: StoreSettings, engine: StoreEngine) -> Starlette:
         body = encoder.encode(body) + encoder.finish()
         return Response(body, headers=_headers(output_format, summary, query_id, encoding))
 
-    async def _result_response(stream: ResultStream, query_id: str, encoding: str | None) -> Response:
-        """A small result as one response; a large one streamed block by block."""
+    async def _result_response(stream: ResultStream, query_id: str, encoding: str | None,
+                               hold_bytes: int) -> Response:
+        """A result that ends within its first block, or within `hold_bytes`, as one response (an error
+        until then is a status); past that, streamed block by block."""
         puller = _Puller(stream, executor)
         buffered: list[bytes] = []
         size = 0
         try:
-            while size < _STREAM_AFTER_BYTES:
+            while True:
                 chunk = await puller.next()
                 if chunk is None:
                     return _whole_response(b"".join(buffered), stream.output_format, stream.summary(), query_id,
                                            encoding)
                 buffered.append(chunk)
                 size += len(chunk)
+                # One block more than the hold: a result of one block (most answers) still goes out
+                # whole, with a Content-Length, instead of as a stream of one chunk.
+                if size >= hold_bytes and len(buffered) > 1:
+                    break
         except StoreQueryError as error:
             return error_response(error, query_id, settings)
         except BaseException:
             puller.close_soon()
             raise
 
-        tag = secrets.token_hex(8)
         headers = _headers(stream.output_format, stream.summary(), query_id, encoding)
-        headers["X-ClickHouse-Exception-Tag"] = tag
+        tag = headers["X-ClickHouse-Exception-Tag"]
 
         async def body() -> AsyncIterator[bytes]:
             encoder = codec.body_encoder(encoding)

@@ -89,11 +89,15 @@ class LibraryTables:
                                ["path", "photo_id", "size", "mtime"], ["String", "String", "UInt64", "Float64"])
         return len(files)
 
-    def files_under(self, prefix: str) -> list[dict[str, Any]]:
-        """Every recorded file whose path starts with `prefix` (a folder path ending in '/')."""
+    def files_under(self, prefix: str, after: str = "", limit: int | None = None) -> list[dict[str, Any]]:
+        """The recorded files whose path starts with `prefix` (a folder path ending in '/'), in path order:
+        those after the path `after`, at most `limit` (all when None). A keyset page on the table's
+        sorting key, so each page costs its own rows however deep into the folder it starts."""
+        page = " LIMIT {limit:UInt32}" if limit is not None else ""
         rows = self.connection.read_rows(
             "file listing", f"SELECT path, photo_id, size, mtime FROM {self._ref(files_table(self.table))} FINAL "
-            "WHERE startsWith(path, {prefix:String}) ORDER BY path", {"prefix": prefix})
+            "WHERE startsWith(path, {prefix:String}) AND path > {after:String} ORDER BY path" + page,
+            {"prefix": prefix, "after": after, **({"limit": limit} if limit is not None else {})})
         return [{"path": p, "photo_id": i, "size": int(s), "mtime": float(m)} for p, i, s, m in rows]
 
     def files_of(self, photo_ids: Sequence[str]) -> dict[str, list[str]]:

@@ -14,11 +14,10 @@ import os
 import secrets
 from urllib.parse import urlparse, urlunparse
 
+import clickhouse_connect
 import pytest
 
 from tests.support import free_port, service_process
-
-clickhouse_connect = pytest.importorskip("clickhouse_connect")
 
 URL_VARIABLE = "CONFORMANCE_STORE_URL"
 

@@ -1,6 +1,7 @@
 """The ClickHouse HTTP interface as a real server answers it, beyond the calls the project makes:
 read-only GET, complete results in every format, summaries, external data, errors that leave
-the connection clean, bound values that are bytes (see conftest.py for the server under test)."""
+the connection clean, bound values and query text that are bytes, an error after the result began
+(see conftest.py for the server under test)."""
 from __future__ import annotations
 
 import json
@@ -9,11 +10,14 @@ from urllib.parse import urlparse
 
 import httpx
 import pytest
-from clickhouse_connect.driver.exceptions import DatabaseError
+from clickhouse_connect.driver.exceptions import DatabaseError, StreamFailureError
 from clickhouse_connect.driver.external import ExternalData
 from clickhouse_connect.driver.summary import QuerySummary
+from clickhouse_connect.driver.transform import extract_exception_with_tag
 
 ROWS = 300_000  # several blocks and several MiB in every format below
+# Fails at its 101st row, a second after its first rows went out (clickhouse-connect's own test query).
+SLOW_FAILURE = "SELECT sleepEachRow(0.01), throwIf(number = 100) FROM numbers(200)"
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +105,49 @@ def test_a_bound_string_is_bytes(http):
     # 0xFF 0xFE are not UTF-8; a String holds them as they are.
     answer = http.get("?query=SELECT%20hex(%7Bp:String%7D),%20length(%7Bp:String%7D)&param_p=%FF%FEa%C3%A9")
     assert answer.status_code == 200 and answer.text == "FFFE61C3A9\t5\n"
+
+
+def test_a_query_whose_text_is_not_utf8_reads_its_bytes(connect, http):
+    # A String literal is bytes: 0xFF 0xFE in the query text are the value, as they were sent.
+    answer = http.post("", content=b"SELECT '\xff\xfe' AS v FORMAT RowBinary")
+    assert answer.status_code == 200 and answer.content == b"\x02\xff\xfe"
+    in_url = http.get("?query=SELECT%20hex('%FF%FEa')")
+    assert in_url.status_code == 200 and in_url.text == "FFFE61\n"
+    # clickhouse-connect's binary parameters ($name$) put the raw bytes into the query text.
+    client = connect()
+    assert client.query("SELECT hex($bin$) AS h", parameters={"$bin$": b"\x00\xff\xfe\x80"}).result_rows == [
+        ("00FFFE80",)]
+
+
+@pytest.mark.server_may_differ(reason="the exception tag is ClickHouse 25.11+; older servers and MyScale append "
+                                      "plain text after the rows")
+def test_an_error_after_the_result_began_comes_under_the_exception_tag(connect, http):
+    # Not waiting for the end of the query, the server sends the rows as they come: the status (200)
+    # is sent, so the error follows the rows inside the body, framed by the response's tag.
+    with http.stream("POST", "", params={"max_block_size": "1", "wait_end_of_query": "0"},
+                     content=SLOW_FAILURE.encode()) as answer:
+        body = answer.read()
+    tag = answer.headers["X-ClickHouse-Exception-Tag"]
+    assert answer.status_code == 200 and len(tag) == 16 and tag.isalnum() and tag.islower()
+    assert body.startswith(b"0\t0\n") and body.rstrip().endswith(b"__exception__")
+    message = extract_exception_with_tag(body, tag)
+    assert message and "Code: 395" in message and "Value passed to 'throwIf' function is non-zero" in message
+    # clickhouse-connect tells it from a dropped connection: a StreamFailureError with the server's words.
+    client = connect(show_clickhouse_errors=True)
+    settings = {"max_block_size": 1, "wait_end_of_query": 0}
+    with pytest.raises(StreamFailureError, match="Value passed to 'throwIf' function is non-zero"):
+        client.query(SLOW_FAILURE, settings=settings).result_set  # noqa: B018 - reading it raises
+    with pytest.raises(StreamFailureError, match="Code: 395"):
+        with client.query_rows_stream(SLOW_FAILURE, settings=settings) as rows:
+            for _ in rows:
+                pass
+    assert client.command("SELECT 1") == 1
+
+
+def test_waiting_for_the_end_of_the_query_makes_a_late_error_a_status(http):
+    answer = http.post("", params={"max_block_size": "1", "wait_end_of_query": "1"}, content=SLOW_FAILURE.encode())
+    assert answer.status_code == 500 and answer.headers["X-ClickHouse-Exception-Code"] == "395"
+    assert answer.text.startswith("Code: 395.") and "__exception__" not in answer.text
 
 
 def test_kill_query_by_the_query_id_the_client_sent(connect):

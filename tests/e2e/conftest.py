@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import free_port, redis_server, wait_for_http
+from tests.support import free_port, redis_server, spawn, stop_process, wait_for_http
 from tools.sample_data import UNSPLASH_COLUMNS, serve, write_sample_set
 from tools.stack import ROOT, Stack
 
@@ -33,6 +33,7 @@ class RunningStack:
     env: dict[str, str]
     log_dir: Path
     ingest_output: str
+    library_dir: Path  # under LIBRARY_ROOTS: folders the workers read where they are
 
     def ingest(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -61,6 +62,8 @@ def running_stack(tmp_path_factory, tiny_model_dir) -> RunningStack:
     images_url = f"http://127.0.0.1:{server.server_address[1]}"
     tsv = write_sample_set(images_dir, SAMPLE_COUNT, images_url)
     _add_bad_rows(tsv, images_url)
+    library_dir = workdir / "library"
+    library_dir.mkdir()
 
     with redis_server(workdir) as redis_url:
         ports = {name: free_port() for name in ("api", "embedder", "store", "ui")}
@@ -75,6 +78,7 @@ def running_stack(tmp_path_factory, tiny_model_dir) -> RunningStack:
             "API_KEYS": API_KEY,
             "UI_PORT": str(ports["ui"]),
             "FETCH_ALLOW_HOSTS": "127.0.0.1",
+            "LIBRARY_ROOTS": str(library_dir),
             "WORKER_CONCURRENCY": "2",
             "WORKER_METRICS_PORT": "0",  # tests bind no fixed port
             # The workers decode and crop, as they do beside a GPU embedder, and send pixels: a photo
@@ -90,6 +94,7 @@ def running_stack(tmp_path_factory, tiny_model_dir) -> RunningStack:
             running = RunningStack(
                 api_url=env["API_URL"], ui_url=f"http://127.0.0.1:{ports['ui']}", images_url=images_url,
                 images_dir=images_dir / "images", tsv=tsv, env=stack.env, log_dir=log_dir, ingest_output="",
+                library_dir=library_dir,
             )
             result = running.ingest("--limit", "1000")
             running.ingest_output = result.stdout + result.stderr
@@ -105,11 +110,10 @@ def ui_process(env: dict[str, str], log_path: Path) -> Iterator[str]:
     """A UI process of its own (`python -m ui`) on a free port with `env`; yields its address."""
     port = free_port()
     with open(log_path, "w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "ui", "--host", "127.0.0.1", "--port", str(port)],
-                                   cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        process = spawn([sys.executable, "-m", "ui", "--host", "127.0.0.1", "--port", str(port)],
+                        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for_http(f"http://127.0.0.1:{port}/", timeout=120, process=process)
         yield f"http://127.0.0.1:{port}"
     finally:
-        process.terminate()
-        process.wait(timeout=15)
+        stop_process(process)

@@ -88,7 +88,9 @@ def test_a_server_that_never_answers_times_out():
         with EmbedderClient(url, timeout=0.5) as client:
             with pytest.raises(EmbedderTimeout) as timed_out:
                 client.embed_texts(["hello"])
-    assert timed_out.value.status_code == 504 and "0.5 seconds" in timed_out.value.message
+    # A hung embedder is answered like a dead one: 503 with Retry-After (the gateway passes both on).
+    assert timed_out.value.status_code == 503 and timed_out.value.retry_after == 5
+    assert "0.5 seconds" in timed_out.value.message
 
 
 def test_async_client(embedder_url):

@@ -45,3 +45,15 @@ def test_thumbnail_bytes_round_trip_exactly_and_delete_takes_everything(store):
     assert store.get_thumbnail("img-b") is None
     assert store.files_of(["img-b"]) == {}
     assert store.get_thumbnail("img-a") == blob
+
+
+def test_the_file_listing_pages_by_path(store):
+    store.ensure_table(DIM, "test/model")
+    store.record_files([(f"/paged/{name}", f"img-{name}", 1, 1.0) for name in ("b.jpg", "a.jpg", "c/d.jpg", "c.jpg")]
+                       + [("/paged-not/a.jpg", "img-x", 1, 1.0)])
+    first = store.files_under("/paged/", limit=2)
+    assert [row["path"] for row in first] == ["/paged/a.jpg", "/paged/b.jpg"]
+    rest = store.files_under("/paged/", after=first[-1]["path"], limit=2)
+    assert [row["path"] for row in rest] == ["/paged/c.jpg", "/paged/c/d.jpg"]
+    assert store.files_under("/paged/", after=rest[-1]["path"], limit=2) == []
+    assert len(store.files_under("/paged/")) == 4

@@ -93,3 +93,31 @@ def test_delete_needs_a_key_and_removes_the_photo_and_its_thumbnail(client, fake
     assert "red" not in fakes.store.photos and "red" not in fakes.store.thumbnails
     again = client.delete("/v1/photos/red", headers=WRITE)
     assert again.status_code == 404 and error_of(again)["code"] == "photo_not_found"
+
+
+def test_the_files_listing_comes_in_pages_and_an_unpaged_call_is_capped_with_a_cursor(client, fakes, tmp_path):
+    from services.api.routes.library import FILES_PAGE_MAX
+
+    folder = f"{tmp_path}/Pictures"
+    fakes.store.record_files([(f"{folder}/IMG_{i:02d}.jpg", f"img-{i}", i, 1.0) for i in range(25)]
+                             + [(f"{folder}-old/IMG_00.jpg", "img-x", 1, 1.0)])  # a sibling folder: not listed
+    pages, after = [], None
+    while True:
+        params = {"folder": folder, "limit": 10, **({"after": after} if after else {})}
+        answer = client.get("/v1/files", params=params, headers=WRITE).json()
+        pages.append([row["path"] for row in answer["files"]])
+        assert answer["readable"] is True
+        after = answer["next"]
+        if after is None:
+            break
+        assert after == pages[-1][-1]
+    assert [len(page) for page in pages] == [10, 10, 5]
+    assert sum(pages, []) == [f"{folder}/IMG_{i:02d}.jpg" for i in range(25)]
+    too_many = client.get("/v1/files", params={"folder": folder, "limit": FILES_PAGE_MAX + 1}, headers=WRITE)
+    assert too_many.status_code == 422
+    # A caller that asks for no page gets the first FILES_PAGE_MAX files and the cursor to the rest.
+    fakes.store.record_files([(f"{folder}/many/{i:05d}.jpg", f"img-m{i}", 1, 1.0) for i in range(FILES_PAGE_MAX)])
+    capped = client.get("/v1/files", params={"folder": folder}, headers=WRITE).json()
+    assert len(capped["files"]) == FILES_PAGE_MAX and capped["next"] == capped["files"][-1]["path"]
+    rest = client.get("/v1/files", params={"folder": folder, "after": capped["next"]}, headers=WRITE).json()
+    assert len(rest["files"]) == 25 and rest["next"] is None

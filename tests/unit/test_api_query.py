@@ -4,14 +4,16 @@ refused and with which sentence.
 from __future__ import annotations
 
 import base64
+import json
 
 import numpy as np
 import pytest
 
 from services.api.query import NOTHING_TO_SEARCH
+from services.common.embedder_client import EmbedderTimeout
 from services.common.errors import DependencyTimeout, DependencyUnavailable
 from services.common.vectors import combine
-from tests.unit.api_support import DIM, error_of, gateway_client, image_vector, text_vector
+from tests.unit.api_support import DIM, error_of, gateway_client, image_vector, make_settings, text_vector
 
 # -- search: what is accepted ---------------------------------------------------------------------
 
@@ -173,6 +175,40 @@ def test_oversized_images_are_413(client):
     assert response.status_code == 413
 
 
+def _images(count: int, size: int) -> dict[str, tuple[str, bytes, str]]:
+    return {f"image_{i}": (f"{i}.jpg", bytes([i]) * size, "image/jpeg") for i in range(1, count + 1)}
+
+
+def _terms(count: int) -> str:
+    return json.dumps([{"image": f"image_{i}", "weight": 1} for i in range(1, count + 1)])
+
+
+def test_the_image_limit_is_per_image_with_a_total_cap(fakes):
+    # Three images of 190 KB, each under the 200 KB per image: together past one image's allowance.
+    with gateway_client(fakes, max_image_bytes=200_000, max_query_bytes=600_000) as client:
+        response = client.post("/v1/search", files=_images(3, 190_000), data={"terms": _terms(3)})
+        assert response.status_code == 200, response.text
+        encoded = [{"image_base64": base64.b64encode(bytes([i]) * 190_000).decode(), "weight": 1} for i in (1, 2, 3)]
+        assert client.post("/v1/search", json={"terms": encoded}).status_code == 200
+        one_too_big = client.post("/v1/search", files=_images(1, 200_001), data={"terms": _terms(1)})
+        assert one_too_big.status_code == 413 and "200,000 bytes" in error_of(one_too_big)["message"]
+    # Unset, the cap is twice one image: two of the largest images, not three.
+    with gateway_client(fakes, max_image_bytes=200_000) as client:
+        assert client.post("/v1/search", files=_images(2, 200_000), data={"terms": _terms(2)}).status_code == 200
+        for response in (client.post("/v1/search", files=_images(3, 190_000), data={"terms": _terms(3)}),
+                         client.post("/v1/search", json={"terms": encoded})):
+            assert response.status_code == 413, response.text
+            message = error_of(response)["message"]
+            assert "400,000 bytes" in message and "images of one query" in message
+
+
+def test_the_total_cap_may_not_be_under_one_image():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="API_MAX_QUERY_BYTES"):
+        make_settings(max_image_bytes=200_000, max_query_bytes=100_000)
+
+
 def test_a_file_that_is_not_an_image_is_the_embedders_422(client):
     response = client.post("/v1/search", files={"image": ("x", b"not an image", "image/jpeg")})
     assert response.status_code == 422 and "not an image" in error_of(response)["message"]
@@ -196,13 +232,19 @@ def test_image_and_image_url_together_are_refused(client):
     assert response.status_code == 422 and "not both" in error_of(response)["message"]
 
 
-def test_embedder_down_is_503_with_retry_after_and_timeout_is_504(client, fakes):
+def test_embedder_down_or_hung_is_503_with_retry_after(client, fakes):
     fakes.embedder.failure = DependencyUnavailable("The embedder at http://e.test cannot be reached.")
     response = client.post("/v1/search", json={"text": "x"})
     assert response.status_code == 503 and response.headers["retry-after"] == "5"
     assert "cannot be reached" in error_of(response)["message"]
-    fakes.embedder.failure = DependencyTimeout("The embedder did not answer within 30 s.")
-    assert client.post("/v1/search", json={"text": "x"}).status_code == 504
+    # A hung embedder is as unavailable to the caller as a dead one: try again shortly, not "gateway timeout".
+    # The error is the one the real client raises (tests/integration/test_embedder_client.py).
+    fakes.embedder.failure = EmbedderTimeout("The embedder at http://e.test did not answer within 30 seconds.")
+    response = client.post("/v1/search", json={"text": "x"})
+    assert response.status_code == 503 and response.headers["retry-after"] == "5"
+    assert error_of(response)["code"] == "embedder_timeout" and "30 seconds" in error_of(response)["message"]
+    # Still a timeout to the workers, which retry it with backoff (services/worker/tasks.py, TRANSIENT).
+    assert isinstance(fakes.embedder.failure, DependencyTimeout)
 
 
 def test_store_down_is_503(client, fakes):

@@ -1,7 +1,13 @@
 """Shared settings: one name means the same thing to every part, from the environment or `.env`."""
+import subprocess
+import sys
+from pathlib import Path
+
 from services.api.config import ApiSettings
 from services.photostore import PhotoStore
 from services.worker.config import WorkerSettings
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_store_search_options_from_dotenv_reach_every_store_reader(tmp_path, monkeypatch):
@@ -43,3 +49,28 @@ def test_the_index_command_uses_the_store_of_dotenv(tmp_path, monkeypatch, capsy
     monkeypatch.setattr(store.PhotoStore, "index_status", refuse)
     assert store.main(["index", "status"]) == 1
     assert seen == {"url": "http://127.0.0.1:9/default", "table": "my_photos"}
+
+
+def _protocol_limits(tmp_path, **env: str) -> subprocess.CompletedProcess:
+    """The header limits uvicorn's guarded protocol takes, in a fresh process (uvicorn imports the class
+    itself, outside any app), run in `tmp_path` with only `env` set."""
+    code = ("from services.common.http_protocol import GuardedHttpToolsProtocol as P; "
+            "print(P.header_timeout_s, P.max_header_bytes)")
+    return subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), **env})
+
+
+def test_the_http_protocol_limits_are_settings_read_from_the_environment_or_dotenv(tmp_path):
+    assert _protocol_limits(tmp_path).stdout.split() == ["10.0", "65536"]
+    # docker-compose passes an unset setting as an empty variable: that means the default.
+    assert _protocol_limits(tmp_path, HTTP_HEADER_TIMEOUT_S="", HTTP_MAX_HEADER_BYTES="").stdout.split() == \
+        ["10.0", "65536"]
+    assert _protocol_limits(tmp_path, HTTP_HEADER_TIMEOUT_S="2.5").stdout.split() == ["2.5", "65536"]
+    (tmp_path / ".env").write_text("HTTP_MAX_HEADER_BYTES=8192\n")
+    assert _protocol_limits(tmp_path).stdout.split() == ["10.0", "8192"]
+
+
+def test_a_bad_http_protocol_limit_names_the_setting(tmp_path):
+    failed = _protocol_limits(tmp_path, HTTP_HEADER_TIMEOUT_S="soon")
+    assert failed.returncode != 0 and "validation error" in failed.stderr
+    assert "HTTP_HEADER_TIMEOUT_S\n  Input should be a valid number" in failed.stderr

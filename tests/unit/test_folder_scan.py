@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from services.common.library import content_id, path_of
+from tools import folder_ingest
 from tools.folder_ingest import EXAMPLES, FolderScan, copies_summary, scan, walk
+from tools.sources import SourceError, iter_image_files
 
 
 def test_a_walk_names_photos_by_their_bytes_and_skips_unchanged_files(tmp_path):
@@ -53,3 +57,56 @@ def test_a_walk_in_chunks_holds_one_chunk_and_keeps_copies_as_a_count_plus_examp
     assert not state.present  # nothing was known: nothing kept for a prune
     text = copies_summary(state.copies, tmp_path, total=state.copies_total)
     assert text.startswith("14 files are copies") and "IMG_03.jpg = IMG_01.jpg" in text and "and 9 more" in text
+
+
+def test_the_walk_goes_in_the_stores_path_order_and_is_matched_against_a_streamed_listing(tmp_path, monkeypatch):
+    # os.walk would give a.jpg, a0.jpg, then a/x.jpg; the store sorts a/x.jpg between them ('.' < '/' < '0').
+    (tmp_path / "a").mkdir()
+    (tmp_path / ".hidden").mkdir()
+    for name, data in (("a.jpg", b"one"), ("a/x.jpg", b"two"), ("a0.jpg", b"three"), ("b.jpg", b"four"),
+                       (".hidden/h.jpg", b"hidden")):
+        (tmp_path / name).write_bytes(data)
+    os.symlink(tmp_path / "a", tmp_path / "link")  # a link to a folder is not followed, as os.walk does not
+    names = [str(path) for path in iter_image_files(tmp_path)]
+    assert names == [str(tmp_path / n) for n in ("a.jpg", "a/x.jpg", "a0.jpg", "b.jpg")] == sorted(names)
+
+    def row(name: str, data: bytes, size: int | None = None) -> dict:
+        stat = os.stat(tmp_path / name) if (tmp_path / name).exists() else None
+        return {"path": str(tmp_path / name), "photo_id": content_id(data),
+                "size": size or (stat.st_size if stat else 1), "mtime": stat.st_mtime if stat else 1.0}
+
+    listing = [row("a.jpg", b"one"), row("a/gone.jpg", b"gone"), row("a/x.jpg", b"two", size=99), row("b.jpg", b"four"),
+               row("c.jpg", b"gone too")]
+    read: list[str] = []
+
+    def streamed():  # a generator: the walk must take it in order, as pages arrive
+        for item in listing:
+            read.append(item["path"])
+            yield item
+
+    state = FolderScan()
+    sent = [record.file.path for chunk in walk(tmp_path, streamed(), state, upload=False, limit=None, chunk_size=10,
+                                               keep_present=False) for record in chunk]
+    assert sent == [str(tmp_path / "a/x.jpg"), str(tmp_path / "a0.jpg")]  # changed, and new
+    assert state.unchanged == 2 and state.seen == 4 and not state.present and not state.first_path.keys() & {
+        content_id(b"one"), content_id(b"four")}  # stored files are not held per file
+
+    forgotten: list[list[str]] = []
+
+    class Client:
+        def forget_files(self, paths):
+            forgotten.append(list(paths))
+            return {"deleted": 1}
+
+    monkeypatch.setattr(folder_ingest, "FORGET_CHUNK", 1)  # each gone file forgotten as the walk passes it
+    assert folder_ingest.prune(Client(), tmp_path, iter(listing)) == (2, 2)
+    assert forgotten == [[str(tmp_path / "a/gone.jpg")], [str(tmp_path / "c.jpg")]]
+
+
+def test_a_listing_out_of_path_order_stops_the_run_with_a_sentence(tmp_path):
+    (tmp_path / "a.jpg").write_bytes(b"one")
+    (tmp_path / "c.jpg").write_bytes(b"three")
+    rows = [{"path": str(tmp_path / "b.jpg"), "photo_id": "img-b", "size": 1, "mtime": 1.0},
+            {"path": str(tmp_path / "a.jpg"), "photo_id": "img-a", "size": 1, "mtime": 1.0}]
+    with pytest.raises(SourceError, match="out of path order"):
+        list(walk(tmp_path, iter(rows), FolderScan(), upload=False, limit=None, chunk_size=10))

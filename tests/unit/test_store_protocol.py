@@ -129,7 +129,7 @@ def test_streamed_response_is_one_stream_that_decodes_block_by_block(encoding, d
 
 
 def test_error_inside_a_begun_result_uses_clickhouse_exception_tag_form():
-    transform = pytest.importorskip("clickhouse_connect.driver.transform")
+    from clickhouse_connect.driver import transform
     block = exception_block("abc123", "Code: 395. DB::Exception: boom. (FUNCTION_THROW_IF_VALUE_IS_NON_ZERO)")
     assert block.startswith(b"__exception__\r\nabc123\r\n")
     assert block.endswith(b" abc123\r\n__exception__\r\n")

@@ -104,3 +104,27 @@ def test_the_tab_is_wired_to_the_panel_and_can_be_turned_off():
     hidden = build_app(UISettings(api_url="http://127.0.0.1:1", ingest_tab=False, _env_file=None), client=FakeClient())
     assert "poll" not in {fn.fn.__name__ for fn in hidden.fns.values()}
     assert "ingest-tab" not in {block.elem_id for block in hidden.blocks.values()}
+
+
+def test_polling_waits_out_the_rate_limit_says_so_and_does_not_ask_again_before():
+    client = FakeClient()
+    client.job_error = ApiError(429, "rate_limited", "Too many reads: this gateway allows 6 reads per minute per "
+                                                     "API key; try again in 30 s.", retry_after=30)
+    panel = IngestPanel(client)
+    now = [1000.0]
+    panel.clock = lambda: now[0]
+    job = {"job_id": "job-1", "submitted": 10}
+    waiting = panel.poll(job)
+    assert "Waiting 30 s for the gateway's rate limit" in waiting["ingest_progress"]
+    assert "ingest_timer" not in waiting and "ingest_status" not in waiting  # still watching, nothing failed
+    job = waiting["ingest_job"]
+    asked = len(client.calls)
+    client.job_error = None
+    now[0] += 12
+    later = panel.poll(job)
+    assert len(client.calls) == asked  # the gateway is not asked again before Retry-After
+    assert "Waiting 18 s for the gateway's rate limit" in later["ingest_progress"]
+    now[0] += 18
+    again = panel.poll(later.get("ingest_job", job))
+    assert len(client.calls) == asked + 1 and again["ingest_progress"].startswith("**Running**")
+    assert "0 of 10 photos" in again["ingest_progress"]

@@ -52,9 +52,9 @@ class FakeClient:
         self.ingested.extend(photos)
         return {"job_id": job_id or "job-1", "photos": len(photos), "batches": 1}
 
-    def job(self, job_id):
+    def job(self, job_id, rate_limit_wait=None):
         """The next of `jobs` (the job as it progresses), the last one again once they run out."""
-        self._answer("job", job_id=job_id)
+        self._answer("job", job_id=job_id, rate_limit_wait=rate_limit_wait)
         if self.job_error:
             raise self.job_error
         return self.jobs.pop(0) if len(self.jobs) > 1 else self.jobs[0]

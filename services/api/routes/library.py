@@ -15,10 +15,11 @@ from PIL import Image
 from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile
 
-from services.api.deps import ServicesDep, SettingsDep, blocking, require_read_key, require_write_key
+from services.api.deps import ServicesDep, SettingsDep, blocking, require_write_key
 from services.api.routes.jobs import queue_photos
 from services.api.routes.search import _limited
-from services.api.schemas import BATCH_SIZE_MAX, IngestAccepted
+from services.api.schemas import BATCH_SIZE_MAX, FILES_PAGE_MAX, FilesPage, IngestAccepted
+from services.api.signing import read_key_or_signature
 from services.common.errors import BadRequest, NotFound, PayloadTooLarge
 from services.common.library import content_id, outside_sentence, root_of, upload_url
 from services.common.schemas import LocalFile, PhotoRecord
@@ -30,7 +31,8 @@ THUMBNAIL_CACHE = "private, max-age=86400"
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"})
 
 
-@router.get("/v1/photos/{photo_id}/thumbnail", dependencies=[Depends(require_read_key)],
+# With API_REQUIRE_KEY_FOR_READS an <img> cannot send the key: a signed URL (services/api/signing.py) does instead.
+@router.get("/v1/photos/{photo_id}/thumbnail", dependencies=[read_key_or_signature("thumbnail")],
             summary="The photo's thumbnail (JPEG, about 320 px on the long side)",
             responses={200: {"content": {"image/jpeg": {}}}, 304: {"description": "Not modified"}})
 async def thumbnail(photo_id: str, request: Request, services: ServicesDep) -> Response:
@@ -45,7 +47,7 @@ async def thumbnail(photo_id: str, request: Request, services: ServicesDep) -> R
     return Response(content=data, media_type="image/jpeg", headers=headers)
 
 
-@router.get("/v1/photos/{photo_id}/original", dependencies=[Depends(require_read_key)],
+@router.get("/v1/photos/{photo_id}/original", dependencies=[read_key_or_signature("original")],
             summary="The original file of a photo read from a folder, while it is still under a library root")
 async def original(photo_id: str, services: ServicesDep, settings: SettingsDep) -> Response:
     paths = (await blocking(services.store.files_of, [photo_id])).get(photo_id, [])
@@ -76,22 +78,32 @@ async def delete_photo(photo_id: str, services: ServicesDep) -> dict[str, Any]:
     return {"deleted": photo_id}
 
 
-@router.get("/v1/files", dependencies=[Depends(require_write_key)],
-            summary="The recorded files under a folder, and whether the workers may read it")
+@router.get("/v1/files", dependencies=[Depends(require_write_key)], response_model=FilesPage,
+            summary="The recorded files under a folder, a page at a time, and whether the workers may read it")
 async def files(services: ServicesDep, settings: SettingsDep,
                 folder: Annotated[str, Query(min_length=1, max_length=4096,
-                                             description="An absolute folder path.")]) -> dict[str, Any]:
+                                             description="An absolute folder path.")],
+                after: Annotated[str, Query(max_length=4096, description="List the files whose path sorts "
+                                            "after this one: the `next` of the page before.")] = "",
+                limit: Annotated[int, Query(ge=1, le=FILES_PAGE_MAX, description="Files per page.")] = FILES_PAGE_MAX,
+                ) -> dict[str, Any]:
     """What the ingest command asks before a run: the files already stored (path, size, mtime), so that
-    unchanged ones are neither read nor sent again, and whether to send paths or upload the files."""
+    unchanged ones are neither read nor sent again, and whether to send paths or upload the files.
+
+    Paged by path (`after`, `limit`, `next`), so that neither the gateway nor the command ever holds a
+    whole folder's records: a caller that asks for no page gets the first FILES_PAGE_MAX and `next`."""
     if not os.path.isabs(folder):
         raise BadRequest(f"folder must be an absolute path, not {folder!r}.", code="invalid_folder")
     roots = settings.library_root_list
     readable = root_of(folder, roots) is not None
     prefix = folder.rstrip("/") + "/"
     table = await services.table_info.get(fresh=True)
-    rows = await blocking(services.store.files_under, prefix) if table is not None else []
+    # One row more than the page says whether another page follows, without asking for an empty one.
+    rows = await blocking(services.store.files_under, prefix, after, limit + 1) if table is not None else []
+    more = len(rows) > limit
+    del rows[limit:]
     return {"folder": folder, "readable": readable, "reason": None if readable else outside_sentence(folder, roots),
-            "files": rows}
+            "files": rows, "next": rows[-1]["path"] if more else None}
 
 
 class LookupRequest(BaseModel):

@@ -4,11 +4,12 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 
 from services.api.deps import ServicesDep, blocking, require_read_key
 from services.api.query import shape_result
 from services.api.schemas import Facet, Photo, Stats
+from services.api.signing import sign_urls
 from services.common.errors import NotFound, ServiceError
 from services.photostore.filters import parse_filters_json
 
@@ -19,16 +20,17 @@ STORE_EMPTY = "The store has no photos yet; ingest some first (make ingest)."
 router = APIRouter(tags=["photos"], dependencies=[Depends(require_read_key)])
 
 
-def _as_photo(row: dict[str, Any]) -> dict[str, Any]:
+def _as_photo(row: dict[str, Any], request: Request) -> dict[str, Any]:
     photo = shape_result(row)
     photo.pop("score", None)
     photo.pop("rank", None)
-    return photo
+    return sign_urls(photo, request)
 
 
 @router.get("/v1/photos/random", response_model=Photo, summary="A random stored photo")
 async def random_photo(
     services: ServicesDep,
+    request: Request,
     filters: Annotated[str | None, Query(description=(
         'Draw among the photos matching these metadata filters, as JSON text in the shape of '
         '/v1/search\'s: {"photo_location_country": ["Japan", "Peru"]}.'))] = None,
@@ -42,16 +44,16 @@ async def random_photo(
         if wanted:
             raise NotFound("No stored photo matches these filters; loosen or clear them.", code="no_match")
         raise NotFound(STORE_EMPTY, code="store_empty")
-    return _as_photo(row)
+    return _as_photo(row, request)
 
 
 @router.get("/v1/photos/{photo_id:path}", response_model=Photo, summary="One stored photo by its id")
-async def get_photo(photo_id: str, services: ServicesDep) -> dict[str, Any]:
+async def get_photo(photo_id: str, services: ServicesDep, request: Request) -> dict[str, Any]:
     table = await services.table_info.get()
     row = await blocking(services.store.get_photo, photo_id) if table is not None else None
     if row is None:
         raise NotFound(f"No photo with photo_id {photo_id!r} is in the store.", code="photo_not_found")
-    return _as_photo(row)
+    return _as_photo(row, request)
 
 
 @router.get("/v1/facets/{field}", response_model=Facet, summary="The most common values of a metadata field")

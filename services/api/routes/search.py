@@ -9,8 +9,16 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from services.api.deps import ServicesDep, SettingsDep, require_read_key
-from services.api.query import QueryTerm, SearchQuery, decode_base64_image, run_search
+from services.api.query import (
+    QueryTerm,
+    SearchQuery,
+    byte_size,
+    check_query_images,
+    decode_base64_image,
+    run_search,
+)
 from services.api.schemas import TERMS_MAX, SearchRequest, SearchResponse
+from services.api.signing import sign_urls
 from services.common.errors import BadRequest, PayloadTooLarge
 from services.photostore.filters import parse_filters_json
 
@@ -72,13 +80,13 @@ def _limited(request: Request, max_bytes: int) -> Request:
             received += len(message.get("body", b""))
             if received > max_bytes:
                 raise PayloadTooLarge(f"The request is larger than this gateway accepts "
-                                      f"({max_bytes // (1024 * 1024)} MiB at most for a query).")
+                                      f"({byte_size(max_bytes)} at most for a query).")
         return message
 
     return Request(request.scope, receive)
 
 
-async def _parse_json(request: Request, max_image_bytes: int) -> SearchQuery:
+async def _parse_json(request: Request, max_image_bytes: int, max_total: int) -> SearchQuery:
     body = await request.body()
     try:
         fields = json.loads(body) if body else {}
@@ -88,10 +96,10 @@ async def _parse_json(request: Request, max_image_bytes: int) -> SearchQuery:
         raise BadRequest("The request body must be a JSON object with the search fields.")
     parsed = _validate(fields)
     image = decode_base64_image(parsed.image_base64, max_image_bytes) if parsed.image_base64 else None
-    return _query(parsed, image, {}, max_image_bytes)
+    return _query(parsed, image, {}, max_image_bytes, max_total)
 
 
-async def _parse_form(request: Request, max_image_bytes: int) -> SearchQuery:
+async def _parse_form(request: Request, max_image_bytes: int, max_total: int) -> SearchQuery:
     form = await request.form(max_files=len(_FILE_FIELDS), max_fields=len(_FORM_FIELDS) + 1,
                               max_part_size=64 * 1024)
     fields: dict[str, Any] = {}
@@ -103,10 +111,12 @@ async def _parse_form(request: Request, max_image_bytes: int) -> SearchQuery:
                                  f"once, not {name!r}.")
             content = await value.read(max_image_bytes + 1)
             if len(content) > max_image_bytes:
-                raise PayloadTooLarge(f"The query image is larger than this gateway accepts "
-                                      f"({max_image_bytes // (1024 * 1024)} MiB at most).")
+                raise PayloadTooLarge(f"The image {name!r} is larger than this gateway accepts "
+                                      f"({byte_size(max_image_bytes)} at most per image).")
             if content:
                 files[name] = content
+                # Checked as each file arrives, so a query of many images stops at the cap, not after it.
+                check_query_images([len(data) for data in files.values()], max_total)
         elif name == "image_base64":
             raise BadRequest("In a multipart query, send the image as the file field 'image'.")
         elif value != "":
@@ -123,10 +133,11 @@ async def _parse_form(request: Request, max_image_bytes: int) -> SearchQuery:
     # The file `image` is the query image unless a term names it.
     named = {term.image for term in parsed.terms or () if term.image}
     image = files.get("image") if "image" not in named else None
-    return _query(parsed, image, files, max_image_bytes)
+    return _query(parsed, image, files, max_image_bytes, max_total)
 
 
-def _query(parsed: SearchRequest, image: bytes | None, files: dict[str, bytes], max_image_bytes: int) -> SearchQuery:
+def _query(parsed: SearchRequest, image: bytes | None, files: dict[str, bytes], max_image_bytes: int,
+           max_total: int) -> SearchQuery:
     terms = []
     for number, term in enumerate(parsed.terms or ()):
         value: str | bytes | None = getattr(term, term.source)
@@ -139,6 +150,8 @@ def _query(parsed: SearchRequest, image: bytes | None, files: dict[str, bytes], 
             value = files[term.image]
         kind = {"image_base64": "image"}.get(term.source, term.source)
         terms.append(QueryTerm(kind, value, term.weight))
+    # Each image is within max_image_bytes by now; together they must be within the query's cap.
+    check_query_images([len(image or b"")] + [len(t.value) for t in terms if t.kind == "image"], max_total)
     return SearchQuery(text=parsed.text, image=image, image_url=parsed.image_url, photo_id=parsed.photo_id,
                        weight=parsed.weight, top_k=parsed.top_k, min_score=parsed.min_score,
                        filters=parsed.filters, offset=parsed.offset, collapse=parsed.collapse, terms=terms)
@@ -158,25 +171,31 @@ def _query(parsed: SearchRequest, image: bytes | None, files: dict[str, bytes], 
 )
 async def search(request: Request, response: Response, services: ServicesDep,
                  settings: SettingsDep) -> dict[str, Any]:
-    # Base64 costs 4/3 of the image, plus room for the other fields.
-    max_body = settings.max_image_bytes * 4 // 3 + 256 * 1024
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > max_body:
-        raise PayloadTooLarge(f"The request is larger than this gateway accepts "
-                              f"({settings.max_image_bytes // (1024 * 1024)} MiB at most for a query image).")
-    request = _limited(request, max_body)
+    # Each image is limited (max_image_bytes), and so are a query's images together (max_query_bytes, so
+    # that a query of several terms' images is not held to one image's allowance); the body is limited to
+    # the total: as raw files in a form, as base64 (4/3 of it) in JSON, plus room for the other fields.
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     # A form without a file (an HTML form, curl -d) is urlencoded; it carries the same fields.
-    if content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
-        query = await _parse_form(request, settings.max_image_bytes)
+    form = content_type in ("multipart/form-data", "application/x-www-form-urlencoded")
+    max_total = settings.query_bytes_limit
+    max_body = (max_total if form else max_total * 4 // 3) + 256 * 1024
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_body:
+        raise PayloadTooLarge(f"The request is larger than this gateway accepts for a query ({byte_size(max_body)} "
+                              f"at most: images of {byte_size(max_total)} in all, each at most "
+                              f"{byte_size(settings.max_image_bytes)}).")
+    request = _limited(request, max_body)
+    if form:
+        query = await _parse_form(request, settings.max_image_bytes, max_total)
     elif content_type in ("application/json", ""):
-        query = await _parse_json(request, settings.max_image_bytes)
+        query = await _parse_json(request, settings.max_image_bytes, max_total)
     else:
         raise BadRequest(f"Send the query as application/json or multipart/form-data, not {content_type!r}.",
                          code="unsupported_media_type", status_code=415)
     # HTTP's own way to ask for a fresh answer: the store searches even if the gateway kept this answer.
     query.fresh = "no-cache" in request.headers.get("cache-control", "").lower()
     answer = await run_search(services, query)
+    answer["results"] = [sign_urls(result, request) for result in answer["results"]]
     response.headers["Server-Timing"] = server_timing(answer["timings"], answer["cached"])
     return answer
 

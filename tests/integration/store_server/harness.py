@@ -8,12 +8,10 @@ import sys
 import time
 from pathlib import Path
 
+import clickhouse_connect
 import httpx
-import pytest
 
-from tests.support import free_port
-
-clickhouse_connect = pytest.importorskip("clickhouse_connect")
+from tests.support import free_port, spawn
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 DIM = 512
@@ -35,8 +33,7 @@ class StoreProcess:
 
     def start(self) -> StoreProcess:
         log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(self.command(), cwd=PROJECT_ROOT, env=self.env, stdout=log,
-                                        stderr=subprocess.STDOUT)
+        self.process = spawn(self.command(), cwd=PROJECT_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         log.close()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

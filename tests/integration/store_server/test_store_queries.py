@@ -5,11 +5,9 @@ from __future__ import annotations
 import httpx
 import numpy as np
 import pytest
+from clickhouse_connect.driver.exceptions import DatabaseError
 
 from tests.integration.store_server.harness import create_photos_table
-
-clickhouse_connect = pytest.importorskip("clickhouse_connect")
-from clickhouse_connect.driver.exceptions import DatabaseError  # noqa: E402
 
 
 def test_ping_and_handshake(store, client):

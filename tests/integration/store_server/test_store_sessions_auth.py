@@ -6,11 +6,9 @@ import subprocess
 import time
 
 import pytest
+from clickhouse_connect.driver.exceptions import DatabaseError
 
 from tests.integration.store_server.harness import PROJECT_ROOT, StoreProcess, create_photos_table
-
-clickhouse_connect = pytest.importorskip("clickhouse_connect")
-from clickhouse_connect.driver.exceptions import DatabaseError  # noqa: E402
 
 
 def current_max_threads(client, **kwargs) -> tuple[str, int]:
