@@ -5,8 +5,9 @@
 Writes each family's random-weight replica (`tools.random_model`, the real base-size shapes) once into
 `data/models/bench-*` (kept for later runs), loads it through the embedder's own `load_towers` on the
 CPU with the embedder's threads, and measures in the same run, one after another: one short Spanish
-query at a time (p50 and p90 latency, after a warm-up) and texts/s at batch 32. The baseline is CLIP
-ViT-B/32's own text tower; each row's ratio is its p50 over CLIP's. Prints a table and writes
+query at a time (p50 and p90 latency, after a warm-up) and texts/s at batch 32, on torch and on ONNX
+Runtime side by side. The baseline is CLIP ViT-B/32's own text tower on torch; each row's ratio is its
+p50 over that. Prints a table and writes
 `bench/results/text-towers-<device>.json`.
 """
 from __future__ import annotations
@@ -46,7 +47,7 @@ def replica(family: str, size: str, aligned_to: Path | None = None) -> Path:
 
 
 def run_config(row: str, image_family: str, text_family: str | None, size: str, repeats: int,
-               device: str, dtype: str) -> dict:
+               device: str, dtype: str, backend: str) -> dict:
     from services.embedder.models import load_towers
 
     image = replica(image_family, size)
@@ -58,7 +59,7 @@ def run_config(row: str, image_family: str, text_family: str | None, size: str, 
 
         started = time.perf_counter()
         towers = on_thread(lambda: load_towers(str(image), str(text) if text else "same", device=device,
-                                               dtype=dtype))
+                                               dtype=dtype, backend=backend))
         load_s = time.perf_counter() - started
         first = on_thread(lambda: measure("first", lambda: len(towers.embed_texts([QUERY])), min_runs=1))
         one = on_thread(lambda: measure("one query", lambda: len(towers.embed_texts([QUERY])), min_runs=repeats,
@@ -66,10 +67,10 @@ def run_config(row: str, image_family: str, text_family: str | None, size: str, 
         batch = on_thread(lambda: measure("batch 32", lambda: len(towers.embed_texts(BATCH_TEXTS)),
                                           min_runs=max(2, repeats // 10), warmup=1))
     info = towers.info()
-    times = sorted(one.times)
-    return {"row": row, "text_model": info["text_family"], "dim": info["dim"], "dtype": info["dtype"],
+    times = sorted(one.per_run)
+    return {"row": row, "backend": info["backend"], "text_model": info["text_family"], "dim": info["dim"], "dtype": info["dtype"],
             "max_text_tokens": info["max_text_tokens"], "languages": len(info["languages"]),
-            "load_s": round(load_s, 2), "first_ms": round(first.times[0] * 1000, 2),
+            "load_s": round(load_s, 2), "first_ms": round(first.per_run[0] * 1000, 2),
             "p50_ms": round(statistics.median(times) * 1000, 2),
             "p90_ms": round(times[int(0.9 * (len(times) - 1))] * 1000, 2),
             "batch32_texts_per_s": round(batch.rate, 1)}
@@ -83,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--families", help="comma-separated rows (default: " + ",".join(c[0] for c in CONFIGS) + ")")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--backends", default="torch,onnxruntime",
+                        help="comma-separated: torch, onnxruntime (default both, side by side)")
     parser.add_argument("--output", help="JSON path (default bench/results/text-towers-<device>.json)")
     args = parser.parse_args(argv)
     offline_run()
@@ -97,15 +100,19 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for row, image_family, text_family in CONFIGS:
         if row in wanted:
-            results.append(run_config(row, image_family, text_family, args.size, repeats, args.device, args.dtype))
-            print(f"{row}: p50 {results[-1]['p50_ms']:.1f} ms")
-    baseline = next((r["p50_ms"] for r in results if r["row"] == "clip"), results[0]["p50_ms"])
+            for backend in args.backends.split(","):
+                results.append(run_config(row, image_family, text_family, args.size, repeats, args.device,
+                                          args.dtype, backend))
+                print(f"{row} on {backend}: p50 {results[-1]['p50_ms']:.1f} ms")
+    # The baseline: CLIP's own text tower on torch, today's path.
+    baseline = next((r["p50_ms"] for r in results if r["row"] == "clip" and r["backend"] == "torch"),
+                    results[0]["p50_ms"])
     for result in results:
         result["p50_ratio_to_clip"] = round(result["p50_ms"] / baseline, 2)
     print()
-    print(format_table([(r["row"], r["text_model"], r["max_text_tokens"], r["languages"], r["first_ms"], r["p50_ms"],
+    print(format_table([(r["row"], r["backend"], r["text_model"], r["max_text_tokens"], r["languages"], r["first_ms"], r["p50_ms"],
                          r["p90_ms"], r["p50_ratio_to_clip"], r["batch32_texts_per_s"]) for r in results],
-                       ["towers", "text tower", "tokens", "languages", "first ms", "p50 ms", "p90 ms", "x CLIP",
+                       ["towers", "backend", "text tower", "tokens", "languages", "first ms", "p50 ms", "p90 ms", "x CLIP",
                         "texts/s @32"]))
     payload = {"machine": machine_info(torch=torch.__version__, torch_threads=torch.get_num_threads()),
                "settings": {"size": args.size, "repeats": repeats, "device": args.device, "dtype": args.dtype,

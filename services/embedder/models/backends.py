@@ -165,11 +165,13 @@ class OnnxCache:
         try:
             manifest = json.loads(manifest_path.read_text())
             files = {}
+            # Every file is checked, the graphs' external weights (`*.onnx.data`) too.
             for name, digest in manifest["files"].items():
                 path = self.folder / name
                 if _sha256(path) != digest:
                     raise ValueError(f"{path} does not match its checksum")
-                files[name.removesuffix(".onnx")] = path
+                if name.endswith(".onnx"):
+                    files[name.removesuffix(".onnx")] = path
             if not all(name in files and (not self.int8 or f"{name}.float32" in files) for name in exports):
                 raise ValueError("it lacks a graph this start needs")
             return files
@@ -186,16 +188,15 @@ class OnnxCache:
                            "set EMBEDDER_ONNX_CACHE to a writable folder.") from None
         started = time.perf_counter()
         try:
-            digests = {}
             for name, export in exports.items():
                 target = scratch / (f"{name}.float32.onnx" if self.int8 else f"{name}.onnx")
-                _export(export, target)
+                _export(export, target, scratch)
                 if self.int8:
                     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-                    quantize_dynamic(str(target), str(scratch / f"{name}.onnx"), weight_type=QuantType.QInt8)
-                    digests[f"{name}.onnx"] = _sha256(scratch / f"{name}.onnx")
-                digests[target.name] = _sha256(target)
+                    quantize_dynamic(str(target), str(scratch / f"{name}.onnx"), weight_type=QuantType.QInt8,
+                                     use_external_data_format=_external(target))
+            digests = {path.name: _sha256(path) for path in sorted(scratch.iterdir())}
             (scratch / "manifest.json").write_text(json.dumps(
                 {"family": self.family, "exporter": EXPORT_VERSION, "torch": torch.__version__,
                  "onnxruntime": self.ort_version, "opset": OPSET, "files": digests}, indent=2))
@@ -228,7 +229,7 @@ class OnnxCache:
         os.replace(scratch, self.folder)
 
 
-def _export(export: Export, target: Path) -> None:
+def _export(export: Export, target: Path, folder: Path) -> None:
     names = list(export.example)
     try:
         with warnings.catch_warnings(), torch.no_grad():
@@ -241,6 +242,21 @@ def _export(export: Export, target: Path) -> None:
     except Exception as exc:  # the exporter's failures are many; each says what it could not handle
         raise FallBack(f"the graph could not be exported to ONNX ({type(exc).__name__}: "
                        f"{str(exc).splitlines()[0][:200] if str(exc) else ''}).") from None
+    loose = [path for path in folder.iterdir() if path.suffix != ".onnx" and not path.name.endswith(".data")]
+    if loose:
+        # A graph over protobuf's 2 GiB (XLM-R Large) is written with one file per weight beside it;
+        # gather them into one `<graph>.data`, so the cache is a few files with one checksum each.
+        import onnx
+
+        model = onnx.load(str(target), load_external_data=True)
+        for path in loose:
+            path.unlink()
+        onnx.save_model(model, str(target), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=f"{target.name}.data", size_threshold=1024)
+
+
+def _external(target: Path) -> bool:
+    return (target.parent / f"{target.name}.data").exists()
 
 
 def _sha256(path: Path) -> str:
