@@ -20,11 +20,12 @@ from celery.signals import (
     worker_init,
     worker_process_init,
     worker_process_shutdown,
+    worker_ready,
     worker_shutdown,
 )
 
 from services.common.queue import celery_config
-from services.worker import metrics, resources
+from services.worker import backups, metrics, resources
 from services.worker.config import get_settings
 from services.worker.lease import UnackedLease
 
@@ -62,6 +63,9 @@ worker_process_shutdown.connect(metrics.on_process_shutdown)
 task_success.connect(metrics.on_task_success)
 task_retry.connect(metrics.on_task_retry)
 task_failure.connect(metrics.on_task_failure)
+# Scheduled backups (BACKUP_EVERY): a timer in the main process once the worker is up (backups.py).
+worker_ready.connect(backups.on_worker_ready)
+worker_shutdown.connect(backups.on_worker_shutdown)
 
 
 @after_setup_logger.connect

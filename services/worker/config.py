@@ -7,11 +7,12 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from services.backup.config import BackupOptions
 from services.common.config import CommonSettings
 from services.common.fetch import FetchPolicy
 
 
-class WorkerSettings(CommonSettings):
+class WorkerSettings(BackupOptions, CommonSettings):
     model_config = SettingsConfigDict(env_prefix="WORKER_", env_file=".env", extra="ignore", populate_by_name=True)
 
     # Worker processes per worker (Celery's --concurrency); `make up` and compose scale by this.
