@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup up down restart status logs demo demo-offline ingest search lint test test-unit test-integration test-e2e screenshot test-hostile test-faults random-model index conformance bench bench-embedder bench-store bench-ingest bench-rerun bench-search bench-folder-memory eval eval-download clean
+.PHONY: help setup up down restart status logs demo demo-offline ingest search lint test test-unit test-integration test-e2e screenshot test-hostile test-faults random-model index conformance bench bench-embedder bench-store bench-ingest bench-rerun bench-search bench-folder-memory bench-formats eval eval-download clean backup restore bench-backup
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -67,6 +67,13 @@ search: setup ## search from the terminal: make search Q="a beach at sunset" [AR
 
 index: setup ## the vector index of STORE_TABLE: make index ACTION=build|status|drop (build it after a bulk ingestion)
 	$(PY) -m services.photostore index $(or $(ACTION),status)
+
+backup: setup ## back up the library (STORE_TABLE: photos, vectors, thumbnails, files, model record) into a new folder under BACKUP_DIR
+	$(PY) -m tools.backup $(ARGS)
+
+restore: setup ## restore a backup: make restore FROM=data/backups/photos-... [ARGS=--replace] (checked whole before anything is written)
+	@test -n "$(FROM)" || { echo "usage: make restore FROM=backup folder [ARGS=--replace]"; exit 2; }
+	$(PY) -m tools.restore "$(FROM)" $(ARGS)
 
 test-faults: setup ## fault tests: kill workers, stop the embedder, restart the store and Redis during an ingestion; prints a table
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest tests/faults $(PYTEST_ARGS)
@@ -120,6 +127,12 @@ bench-rerun: setup ## a re-run of an unchanged 2,000-file folder against its fir
 
 bench-folder-memory: setup ## peak RSS of the ingest command and the gateway scanning and submitting a folder of FILES=10000,100000 tiny files, against both idle
 	$(PY) -m bench.folder_memory $(if $(FILES),--files $(FILES))
+
+bench-formats: setup ## the worker's photos/s for HEIC, AVIF, RAW (DNG) and video frames against JPEG, and its peak memory on a large RAW and a 2-minute video
+	$(PY) -m bench.formats
+
+bench-backup: setup ## backup and restore of ROWS=100000 photos in an embedded store: time each and peak memory, against 10,000 rows
+	$(PY) -m bench.backup $(if $(ROWS),--rows $(ROWS))
 
 eval: setup ## text-to-image recall@1/5/10 per language: make eval DATA=data/eval/xtd10 [MODEL=... TEXT_MODEL=... DEVICE=cpu|cuda]
 	@test -n "$(DATA)" || { echo "usage: make eval DATA=folder (images/*.jpg + captions.jsonl; make eval-download writes one) [MODEL=... TEXT_MODEL=...]"; exit 2; }

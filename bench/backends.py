@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import format_table, free_port, machine_info, offline_run, write_results
+from bench.common import format_table, free_port, machine_info, offline_run, wait_ready, write_results
 from bench.embedder import jpeg_photos
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,17 +87,7 @@ def served(name: str, folder: Path, photos: list[bytes], repeats: int, image_rou
                                "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"], env=env, cwd=ROOT)
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600) as client:
-            started = time.monotonic()
-            while True:
-                try:
-                    if client.get("/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() - started > 900 or server.poll() is not None:
-                    raise RuntimeError(f"the {name} embedder did not become ready")
-                time.sleep(0.1)
-            ready_s = time.monotonic() - started
+            ready_s = wait_ready(client, server, 900, f"the {name} embedder")
             info = client.get("/v1/model").json()
             queries = texts(repeats + 1)
 

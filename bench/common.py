@@ -168,3 +168,20 @@ def write_results(name: str, payload: dict[str, Any], folder: Path | None = None
     record = {"benchmark": name, "written_at": datetime.now(UTC).isoformat(timespec="seconds"), **payload}
     path.write_text(json.dumps(record, indent=2, default=str) + "\n")
     return path
+
+
+def wait_ready(client, server, timeout_s: float, what: str = "the embedder") -> float:
+    """Poll `client`'s /readyz until it answers 200; the seconds it took. Fails at once if the
+    `server` process ended, and after `timeout_s` otherwise."""
+    import httpx
+
+    started = time.monotonic()
+    while True:
+        try:
+            if client.get("/readyz").status_code == 200:
+                return time.monotonic() - started
+        except httpx.TransportError:
+            pass
+        if time.monotonic() - started > timeout_s or server.poll() is not None:
+            raise RuntimeError(f"{what} did not become ready")
+        time.sleep(0.1)

@@ -44,6 +44,7 @@ from bench.common import (
     machine_info,
     measure,
     offline_run,
+    wait_ready,
     write_results,
 )
 from services.common.images import write_pixels
@@ -144,9 +145,9 @@ async def _send_all(service, kind: str, chunks: list[list], in_flight: int) -> N
 
 async def service_rates(model, torch_thread, batches: list[int], photos: list[bytes], texts: list[str],
                         min_items: int, batch1_items: int, in_flight: int) -> list[tuple[str, int, Measurement]]:
-    from services.common.images import decode_image
     from services.embedder.config import EmbedderSettings
     from services.embedder.service import EmbedderService
+    from services.media.decode import decode_image
 
     # What an ingest worker sends when it decodes and crops itself (WORKER_PREPROCESS=worker).
     crops = [model.crop(decode_image(data, max_bytes=1 << 26, max_pixels=1 << 26)) for data in photos]
@@ -180,7 +181,7 @@ async def service_rates(model, torch_thread, batches: list[int], photos: list[by
 
 def parts(model, photos: list[bytes], batch: int) -> tuple[Measurement, Measurement]:
     """Decoding + preprocessing alone (one thread), and the forward pass alone on ready pixels."""
-    from services.common.images import decode_image
+    from services.media.decode import decode_image
 
     def prepare(data: bytes):
         return model.image.preprocess_images([decode_image(data, max_bytes=1 << 26, max_pixels=1 << 26)])
@@ -232,16 +233,7 @@ def http_rates(folder: Path, device: str, dtype: str, batches: list[int], photos
         base = f"http://127.0.0.1:{port}"
         try:
             with httpx.Client(base_url=base, timeout=600) as client:
-                deadline = time.monotonic() + 300
-                while True:
-                    try:
-                        if client.get("/readyz").status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    if time.monotonic() > deadline or server.poll() is not None:
-                        raise RuntimeError("the embedder did not become ready")
-                    time.sleep(0.2)
+                wait_ready(client, server, 300)
                 total = batch1_items if batch == 1 else max(2 * batch, min_items)
                 requests = max(1, math.ceil(total / batch))
                 chunks = [[photos[(r * batch + i) % len(photos)] for i in range(batch)] for r in range(requests)]

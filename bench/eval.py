@@ -39,7 +39,7 @@ import numpy as np
 from bench.common import format_table, machine_info, write_results
 from services.common.config import DEFAULT_MODEL
 from services.common.errors import ServiceError
-from services.common.images import decode_image
+from services.media.decode import decode_image
 
 log = logging.getLogger(__name__)
 

@@ -20,12 +20,14 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.common.library import content_id, file_url
 from services.common.schemas import LocalFile, PhotoRecord
+from services.media import xmp
 from tools.sources import SourceError, iter_image_files
 
 UPLOAD_GROUP = 32
@@ -57,6 +59,15 @@ class FolderScan:
     # Stored files are not entered here (a re-run would hold one entry a stored file): a new file that
     # holds a stored picture is found by `stored_copies` instead.
     first_path: dict[str, str] = field(default_factory=dict)
+    # Files that are no photo or video, by extension (".txt", ".xmp", "(none)"), and their paths when asked.
+    others: Counter = field(default_factory=Counter)
+    other_paths: list[str] | None = None
+    sidecars: int = 0  # .xmp sidecars read into a photo's description
+
+    def add_other(self, path: Path) -> None:
+        self.others[path.suffix.lower() or "(none)"] += 1
+        if self.other_paths is not None:
+            self.other_paths.append(str(path))
 
     def add_copy(self, copy: str, first: str) -> None:
         self.copies_total += 1
@@ -142,7 +153,7 @@ def walk(folder: Path, known: Mapping[str, dict] | Iterable[dict], state: Folder
     rows = sorted(known.values(), key=lambda row: row["path"]) if isinstance(known, Mapping) else known
     stored = StoredFiles(rows)
     chunk: list[PhotoRecord] = []
-    for path in iter_image_files(folder):
+    for path in iter_image_files(folder, state.add_other):
         name = str(path)
         state.seen += 1
         if keep_present:
@@ -169,13 +180,56 @@ def walk(folder: Path, known: Mapping[str, dict] | Iterable[dict], state: Folder
             state.add_copy(name, first)
         local = LocalFile(path=name, size=stat.st_size if stat else 0, mtime=stat.st_mtime if stat else 0.0)
         chunk.append(PhotoRecord(photo_id=photo_id, photo_image_url=file_url(path), file=local,
-                                 photo_description=path.stem.replace("_", " ").replace("-", " ")))
+                                 **described(path, state)))
         state.made += 1
         if len(chunk) >= chunk_size:
             yield chunk
             chunk = []
     if chunk:
         yield chunk
+
+
+def described(path: Path, state: FolderScan) -> dict:
+    """A photo's description (and keywords): from its sidecar .xmp when it has one, else its file name."""
+    fields = {"photo_description": path.stem.replace("_", " ").replace("-", " ")}
+    sidecar = xmp.sidecar_of(path)
+    found = xmp.read_sidecar(sidecar) if sidecar else {}
+    if found:
+        state.sidecars += 1
+        fields["photo_description"] = xmp.describe(fields["photo_description"], found)[:4096]
+        fields["photo_keywords"] = ", ".join(found.get("keywords", []))[:4096]
+    return fields
+
+
+def walk_report(found: FolderScan, folder: Path) -> None:
+    """What the walk left out, said before the job runs: unreadable files, unchanged ones, and every file
+    that is no photo or video, counted by extension (named one a line with --verbose)."""
+    for path, reason in found.unreadable:
+        say(f"skipped {path}: it could not be read ({reason}).")
+    if found.unreadable_total > len(found.unreadable):
+        say(f"skipped {found.unreadable_total} unreadable files in all.")
+    if found.unchanged:
+        print(f"{found.unchanged} files are unchanged since the last ingest and were not read again.")
+    if found.others:
+        counts = ", ".join(f"{suffix} {count}" for suffix, count in sorted(found.others.items()))
+        sidecars = f" ({found.sidecars} .xmp sidecars were read into their photos' descriptions)" if found.sidecars else ""
+        print(f"{sum(found.others.values())} files are not a photo or video and were not sent: {counts}{sidecars}.")
+    for path in found.other_paths or []:
+        print(f"  not a photo or video: {_short(path, folder)}")
+
+
+def accounting(found: FolderScan, job: dict | None) -> str:
+    """One line that accounts for every file the walk met: what the job made of those it was sent, and
+    what never needed sending."""
+    others = sum(found.others.values())
+    parts = []
+    if job is not None:
+        parts += [f"{job['succeeded']} ingested", f"{job['skipped']} copies or already stored",
+                  f"{job['failed']} failed"]
+    parts += [f"{found.unchanged} unchanged", f"{found.unreadable_total} unreadable", f"{others} not a photo or video"]
+    if found.others:
+        parts[-1] += " (" + ", ".join(f"{suffix} {count}" for suffix, count in sorted(found.others.items())) + ")"
+    return f"Every file accounted for: {found.seen + others} files met: " + ", ".join(parts) + "."
 
 
 def stored_copies(client, records: list[PhotoRecord], found: FolderScan) -> None:

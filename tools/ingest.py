@@ -69,6 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="for a folder: upload the files even if the workers could read them")
     parser.add_argument("--no-upload", action="store_true",
                         help="for a folder: fail rather than upload when the workers cannot read it")
+    parser.add_argument("--verbose", action="store_true", help="for a folder: name each file that is not a photo or video")
     parser.add_argument("--prune", action="store_true",
                         help="for a folder: remove the photos of files that are gone from it")
     parser.add_argument("--window", type=int, default=256,
@@ -269,7 +270,7 @@ def ingest_folder(client, folder: Path, args: argparse.Namespace, random_weights
         print(f"Pruned {gone} files that are gone from {folder}; {deleted} photos with no file left were removed.")
         _, known = folder_ingest.stored_files(client, str(folder))  # the prune read the listing to its end
     # A chunk at a time: scanned, checked against the store, sent, forgotten (flat memory for any folder).
-    found = folder_ingest.FolderScan()
+    found = folder_ingest.FolderScan(other_paths=[] if args.verbose else None)
     job_id: str | None = None
     for records in folder_ingest.walk(folder, known, found, upload=upload, limit=args.limit,
                                       chunk_size=args.chunk_size, keep_present=False):
@@ -281,17 +282,12 @@ def ingest_folder(client, folder: Path, args: argparse.Namespace, random_weights
         else:
             job_id, _ = submit(client, records, chunk_size=args.chunk_size, batch_size=args.batch_size,
                                job_id=job_id)
-    for path, reason in found.unreadable:
-        folder_ingest.say(f"skipped {path}: it could not be read ({reason}).")
-    if found.unreadable_total > len(found.unreadable):
-        folder_ingest.say(f"skipped {found.unreadable_total} unreadable files in all.")
-    if found.unchanged:
-        print(f"{found.unchanged} files are unchanged since the last ingest and were not read again.")
+    folder_ingest.walk_report(found, folder)
     if not found.made:
         if not found.seen:
             print(f"No photos found in {folder}; nothing was submitted.", file=sys.stderr)
             return EXIT_REFUSED
-        print(f"Nothing new in {folder}.")
+        print(f"Nothing new in {folder}.\n{folder_ingest.accounting(found, None)}")
         return EXIT_OK
     submitted = found.made
     how = "uploaded" if upload else "read by the workers from their paths"
@@ -304,6 +300,7 @@ def ingest_folder(client, folder: Path, args: argparse.Namespace, random_weights
         return EXIT_OK
     job = wait_for(client, job_id, submitted, poll_interval=args.poll_interval, timeout=args.timeout)
     print(summary(job))
+    print(folder_ingest.accounting(found, job))
     if copies:
         print(copies)
     if random_weights:

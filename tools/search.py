@@ -27,6 +27,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--like", action="append", default=[], metavar="PHOTO_ID", help="more like a stored photo")
     parser.add_argument("--unlike", action="append", default=[], metavar="PHOTO_ID", help="less like a stored photo")
     parser.add_argument("--image", action="append", default=[], metavar="PATH", help="more like an image file")
+    parser.add_argument("--kind", choices=("photo", "video"), help="only photos, or only videos")
     parser.add_argument("--top-k", type=int, default=10, help="how many results (default 10)")
     parser.add_argument("--api-url", help="the gateway (default: API_URL)")
     parser.add_argument("--api-key", help="when reads need a key (default: API_KEY, else the first of API_KEYS)")
@@ -49,7 +50,8 @@ def terms_of(args: argparse.Namespace) -> list[dict]:
 def table(results, width: int) -> str:
     """Rank, score, photo id, photographer and link, one photo a line; the link is never cut."""
     rows = [("#", "score", "photo", "photographer", "link")]
-    rows += [(str(hit.rank), f"{hit.score:.3f}", hit.photo_id, hit.photographer or "-", hit.link) for hit in results]
+    rows += [(str(hit.rank), f"{hit.score:.3f}", hit.photo_id + _video(hit), hit.photographer or "-", hit.link)
+             for hit in results]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     # Narrow terminals: shorten the photographer column first, never the link.
     spare = width - sum(widths) - 8 - max(len(row[4]) for row in rows)
@@ -60,6 +62,17 @@ def table(results, width: int) -> str:
         cells = [row[i][:widths[i]].ljust(widths[i]) if i else row[i].rjust(widths[i]) for i in range(4)]
         lines.append("  ".join([*cells, row[4]]))
     return "\n".join(lines)
+
+
+def _video(hit) -> str:
+    """A video's mark: the time of the frame shown, of its length."""
+    if hit.kind != "video":
+        return ""
+    return f" (video, {clock(hit.frame_s or 0)} of {clock(hit.duration_s or 0)})"
+
+
+def clock(seconds: float) -> str:
+    return f"{int(seconds) // 60}:{int(seconds) % 60:02d}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_REFUSED
     try:
         with ApiClient(api_url, api_key=key) as client:
-            answer = client.search_results(terms=terms, top_k=args.top_k)
+            kind = {"video": "video", "photo": {"ne": "video"}}.get(args.kind)
+            answer = client.search_results(terms=terms, top_k=args.top_k, filters={"kind": kind} if kind else None)
     except ApiError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return EXIT_UNREACHABLE if exc.status == 0 else EXIT_REFUSED

@@ -33,12 +33,14 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from services.common.schemas import PhotoRecord
+from services.media.formats import MEDIA_SUFFIXES
 
 log = logging.getLogger(__name__)
 
 # A small JPEG rendition is downloaded rather than the original (often several MB).
 SMALL_IMAGE_QUERY = "q=75&fm=jpg&w=200&fit=max"
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"})
+# Every photo and video a phone or camera makes (services/media/formats.py); other files are counted, not sent.
+IMAGE_SUFFIXES = MEDIA_SUFFIXES
 _TEXT_FIELDS = ("photo_url", "photo_description", "ai_description", "photographer_username",
                 "photographer_first_name", "photographer_last_name", "photo_location_name",
                 "photo_location_country", "photo_location_city", "photo_submitted_at", "exif_camera_make",
@@ -273,24 +275,25 @@ def read_url_list(path: Path, *, on_bad_row: BadRowHandler = _log_bad_row, **_) 
             yield PhotoRecord(photo_id=stable_id("url", url), photo_image_url=url, photo_url=url)
 
 
-def iter_image_files(folder: Path) -> Iterator[Path]:
+def iter_image_files(folder: Path, on_other: Callable[[Path], None] | None = None) -> Iterator[Path]:
     """Image files under `folder`, recursively, hidden entries and links to folders skipped (as os.walk
     does), in the order of their whole paths as text: the order in which the store lists the files it
     holds, so that tools/folder_ingest.py can match the two page by page. That order puts a folder's
     files between its siblings as their paths sort: `a.jpg`, then `a/x.jpg`, then `a0.jpg` ('.' < '/' < '0').
-    Holds one sorted listing per folder level, as os.walk does."""
-    pending = [iter(_sorted_entries(str(folder)))]
+    Holds one sorted listing per folder level, as os.walk does. Every other file (not a photo or video)
+    is passed to `on_other`, so that a summary can account for it."""
+    pending = [iter(_sorted_entries(str(folder), on_other))]
     while pending:
         entry = next(pending[-1], None)
         if entry is None:
             pending.pop()
         elif entry[1]:
-            pending.append(iter(_sorted_entries(entry[0])))
+            pending.append(iter(_sorted_entries(entry[0], on_other)))
         else:
             yield Path(entry[0])
 
 
-def _sorted_entries(directory: str) -> list[tuple[str, bool]]:
+def _sorted_entries(directory: str, on_other: Callable[[Path], None] | None = None) -> list[tuple[str, bool]]:
     """(path, is a folder) for the image files and folders in `directory`, in whole-path order: a folder
     sorts by its name and a '/', as every path under it does. An unreadable folder has none."""
     keyed = []
@@ -308,6 +311,8 @@ def _sorted_entries(directory: str) -> list[tuple[str, bool]]:
                         keyed.append((entry.name + "/", entry.path, True))
                 elif Path(entry.name).suffix.lower() in IMAGE_SUFFIXES:
                     keyed.append((entry.name, entry.path, False))
+                elif on_other is not None:
+                    on_other(Path(entry.path))
     except OSError:
         return []
     return [(path, is_dir) for _, path, is_dir in sorted(keyed)]

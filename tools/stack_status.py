@@ -2,7 +2,8 @@
 
 Per service: whether `make up` runs it (and its pid), whether its health URL answers, and its address.
 Then the ingestion backlog (batches waiting in Redis and batches taken but not yet acknowledged), what
-the store holds (photos, its dialect and vector index) and which model the embedder runs where.
+the store holds (photos, its dialect and vector index), which model the embedder runs where, and the
+last backup in BACKUP_DIR (when, size, rows).
 Anything that does not answer is shown as such: this command never ends in a traceback.
 """
 from __future__ import annotations
@@ -10,11 +11,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import httpx
 
+from services.backup import latest_backup
 from tools.processes import alive, http_ok, port_open
 
 # kombu's Redis transport: one list per queue (plus one per priority step when priorities are used)
@@ -136,12 +140,26 @@ def index_state(store_url: str, table: str, options: dict[str, Any]) -> dict[str
         driver_log.setLevel(level)
 
 
+DEFAULT_BACKUP_DIR = Path(__file__).resolve().parents[1] / "data" / "backups"
+
+
+def last_backup(directory: str, table: str) -> dict[str, Any] | None:
+    """The newest complete backup of `table` under `directory`: its folder, time, rows and bytes."""
+    found = latest_backup(Path(directory).expanduser(), table)
+    if found is None:
+        return None
+    path, manifest = found
+    return {"path": str(path), "created_at": manifest.get("created_at"), "rows": manifest.get("rows"),
+            "bytes": manifest.get("bytes")}
+
+
 @dataclass
 class Probes:
     """What the status table asks, replaceable in tests."""
     get_json: Callable[..., dict[str, Any] | None] = get_json
     queue_counts: Callable[[str], dict[str, int] | None] = queue_counts
     index_state: Callable[[str, str, dict[str, Any]], dict[str, Any] | None] = index_state
+    last_backup: Callable[[str, str], dict[str, Any] | None] = last_backup
 
 
 def gather(settings: dict[str, str], rows: list[ServiceRow], probes: Probes | None = None) -> dict[str, Any]:
@@ -158,6 +176,8 @@ def gather(settings: dict[str, str], rows: list[ServiceRow], probes: Probes | No
         "stats": probes.get_json(f"{api_url}/v1/stats", headers=headers),
         "index": probes.index_state(settings["STORE_URL"], settings.get("STORE_TABLE") or "photos", options),
         "model": probes.get_json(f"{embedder_url}/v1/model"),
+        "backup": probes.last_backup(settings.get("BACKUP_DIR") or str(DEFAULT_BACKUP_DIR),
+                                     settings.get("STORE_TABLE") or "photos"),
     }
 
 
@@ -209,4 +229,17 @@ def render(status: dict[str, Any]) -> str:
     else:
         random = ", random weights" if model.get("random_weights") else ""
         lines.append(f"embedder model   {model_names(model)} on {model.get('device')} in {model.get('dtype')}{random}")
+    if "backup" in status:
+        lines.append(f"last backup      {backup_line(status['backup'])}")
     return "\n".join(lines) + "\n"
+
+
+def backup_line(backup: dict[str, Any] | None, now: datetime | None = None) -> str:
+    if backup is None:
+        return "none (make backup writes one; BACKUP_EVERY schedules them)"
+    when = datetime.fromisoformat(backup["created_at"])
+    hours = ((now or datetime.now(UTC)) - when).total_seconds() / 3600
+    ago = f"{hours * 60:.0f} min ago" if hours < 1 else f"{hours:.1f} h ago" if hours < 48 else f"{hours / 24:.0f} days ago"
+    size = backup.get("bytes") or 0
+    return (f"{when.strftime('%Y-%m-%d %H:%M')} UTC ({ago}), {backup.get('rows')} rows, "
+            f"{size / 1024**2:.1f} MiB in {backup['path']}")

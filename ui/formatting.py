@@ -33,8 +33,21 @@ def caption_for(result: dict[str, Any]) -> str:
     words = " ".join(words.split()) or str(result.get("photo_id", ""))
     if len(words) > CAPTION_CHARS:
         words = words[: CAPTION_CHARS - 1].rstrip() + "…"
+    words = video_mark(result) + words
     score = result.get("score")
     return f"{score:.3f} · {words}" if isinstance(score, (int, float)) else words
+
+
+def video_mark(result: dict[str, Any]) -> str:
+    """"▶ 0:03 / 0:12 · " for a video (the frame shown, of its length); "" for a photo."""
+    if result.get("kind") != "video":
+        return ""
+    return f"▶ {_clock(result.get('frame_s'))} / {_clock(result.get('duration_s'))} · "
+
+
+def _clock(seconds: Any) -> str:
+    whole = int(seconds) if isinstance(seconds, (int, float)) else 0
+    return f"{whole // 60}:{whole % 60:02d}"
 
 
 def result_image(result: dict[str, Any], base: str = "") -> str:
@@ -67,6 +80,8 @@ def photo_details(photo: dict[str, Any]) -> str:
     """The chosen photo in one line: what it shows, who took it, where, a link to its page, its id."""
     words = (photo.get("photo_description") or photo.get("ai_description") or "").strip()
     lines = [f"**{markdown_text(words)}**" if words else f"**{markdown_text(str(photo.get('photo_id')))}**"]
+    if photo.get("kind") == "video":
+        lines.append(f"video, shown at {_clock(photo.get('frame_s'))} of {_clock(photo.get('duration_s'))}")
     who = " ".join(p for p in (photo.get("photographer_first_name"), photo.get("photographer_last_name")) if p)
     if who:
         lines.append(f"by {markdown_text(who)}")

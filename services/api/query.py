@@ -155,6 +155,7 @@ def shape_result(row: dict[str, Any]) -> dict[str, Any]:
     if isinstance(nested, dict):
         result.update({key: value for key, value in nested.items() if key in METADATA_FIELDS})
     result["score"] = float(row.get("score", 0.0))
+    result["kind"] = result.get("kind") or "photo"  # rows stored before videos were taken are photos
     photo_id = str(result.get("photo_id", ""))
     result["thumbnail_url"] = photo_path(photo_id, "thumbnail")
     # A photo read from a folder has no web address: the gateway serves its original (or thumbnail).

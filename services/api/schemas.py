@@ -1,7 +1,7 @@
 """The gateway's HTTP bodies: search queries and results, photos, stats, ingestion jobs."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -88,6 +88,18 @@ class SearchRequest(BaseModel):
         None, description="Metadata filters: {\"photo_location_country\": \"Spain\"} (equal), a list "
                           "(any of), or operators {\"photo_width\": {\"gte\": 1000}} (eq, ne, gt, gte, lt, "
                           "lte, in, contains).")
+    kind: Literal["photo", "video"] | None = Field(
+        None, description="Only photos (\"photo\") or only videos (\"video\"); both when absent. A video result "
+                          "carries kind \"video\", its duration_s and frame_s, the time of the frame shown.")
+
+    @model_validator(mode="after")
+    def _kind_filter(self) -> SearchRequest:
+        # The kind is one more filter. Rows stored before videos were taken have no kind: they are photos.
+        if self.kind is not None:
+            spec = dict(self.filters or {})
+            spec["kind"] = "video" if self.kind == "video" else {"ne": "video"}
+            self.filters = parse_filters(spec)
+        return self
 
     @field_validator("weight")
     @classmethod

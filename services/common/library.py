@@ -28,6 +28,11 @@ def content_id(data: bytes) -> str:
     return CONTENT_PREFIX + hashlib.sha256(data).hexdigest()[:24]
 
 
+def file_content_id(handle) -> str:
+    """`content_id` of an open binary file's bytes, read a block at a time (a video is never held whole)."""
+    return CONTENT_PREFIX + hashlib.file_digest(handle, "sha256").hexdigest()[:24]
+
+
 def parse_roots(roots: list[str]) -> list[Path]:
     """The library roots as absolute, symlink-resolved paths (`~` expanded); missing ones are kept too,
     since a mount may appear later."""

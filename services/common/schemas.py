@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -29,6 +29,13 @@ METADATA_FIELDS: tuple[str, ...] = (
     "exif_camera_model",
     "photo_location_latitude",
     "photo_location_longitude",
+    # From a sidecar .xmp beside a photo (services/media/xmp.py): its keywords, comma-separated.
+    "photo_keywords",
+    # "photo" or "video" (empty in rows stored before videos were taken: photos). A video is one row: its
+    # length, and the time of the frame that stands for it (its thumbnail), in seconds.
+    "kind",
+    "duration_s",
+    "frame_s",
 )
 
 
@@ -66,8 +73,17 @@ class PhotoRecord(BaseModel):
     exif_camera_model: str = Field("", max_length=256)
     photo_location_latitude: float | None = Field(None, ge=-90, le=90)
     photo_location_longitude: float | None = Field(None, ge=-180, le=180)
+    photo_keywords: str = Field("", max_length=4096)
+    kind: Literal["photo", "video"] = "photo"
+    duration_s: float | None = Field(None, ge=0)
+    frame_s: float | None = Field(None, ge=0)
     # Set for a photo from a folder (file:// or upload:// photo_image_url); not a stored column.
     file: LocalFile | None = None
+
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _kind(cls, value: Any) -> Any:
+        return value or "photo"  # rows stored before videos were taken have no kind: photos
 
     @field_validator("taken_at", mode="before")
     @classmethod

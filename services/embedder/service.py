@@ -12,11 +12,12 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from services.common.errors import BadRequest, DependencyUnavailable, ServiceError
-from services.common.images import decode_base64, decode_image, read_pixels
+from services.common.images import decode_base64, read_pixels
 from services.embedder.batcher import MicroBatcher, ModelNotReady
 from services.embedder.config import EmbedderSettings
 from services.embedder.metrics import Metrics
 from services.embedder.models import CheckpointError, Towers, available_cores, load_towers
+from services.media.decode import decode_image
 
 log = logging.getLogger(__name__)
 

@@ -29,6 +29,11 @@ METADATA_TYPES: dict[str, str] = {
     "exif_camera_model": "LowCardinality(String)",
     "photo_location_latitude": "Nullable(Float64)",
     "photo_location_longitude": "Nullable(Float64)",
+    # A sidecar's keywords, comma-separated (services/media/xmp.py).
+    "photo_keywords": "String",
+    "kind": "LowCardinality(String)",
+    "duration_s": "Nullable(Float64)",
+    "frame_s": "Nullable(Float64)",
 }
 NUMERIC_TYPES = frozenset({"UInt32", "UInt64", "Int64", "Float32", "Float64"})
 TIME_COLUMNS = frozenset({"taken_at"})

@@ -23,6 +23,12 @@ class WorkerSettings(BackupOptions, CommonSettings):
     download_timeout_s: float = Field(15.0, gt=0)
     max_image_bytes: int = Field(20 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(64_000_000, ge=1)
+    # Videos (services/media/video.py): read from disk as a stream, so their size limit is their own.
+    max_video_bytes: int = Field(4 * 1024 ** 3, ge=1024)
+    # Frames kept per video (at scene changes, else spread over its length), each embedded.
+    video_max_frames: int = Field(8, ge=1, le=64)
+    # A longer video fails with the code video_too_long.
+    video_max_seconds: float = Field(600.0, gt=0)
     # Where images are decoded and cropped: "auto" here when the embedder runs on a GPU (decoding would
     # be its limit; workers scale out), else in the embedder; "worker" or "embedder" force it. Either
     # way the vectors are the same (the embedder's own crop, bit for bit).

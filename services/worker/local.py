@@ -15,9 +15,17 @@ from pathlib import Path
 
 from PIL import Image
 
-from services.common.images import decode_image
-from services.common.library import THUMBNAIL_QUALITY, THUMBNAIL_SIZE, content_id, path_of, root_of, upload_digest
+from services.common.library import (
+    THUMBNAIL_QUALITY,
+    THUMBNAIL_SIZE,
+    content_id,
+    file_content_id,
+    path_of,
+    root_of,
+    upload_digest,
+)
 from services.common.uploads import UploadSpool
+from services.media.decode import decode_image
 
 
 class LocalReadError(Exception):
@@ -28,8 +36,8 @@ class LocalReadError(Exception):
         self.code = code
 
 
-def read_local_file(url: str, photo_id: str, roots: list[Path], max_bytes: int) -> bytes:
-    """The bytes of a `file://` photo, checked as the module docstring says."""
+def _real_path(url: str, roots: list[Path]) -> tuple[str, str]:
+    """(the path named, the real file it leads to), checked to lie under a library root."""
     path = path_of(url)
     if not path:
         raise LocalReadError("invalid_path", f"{url!r} names no file.")
@@ -42,14 +50,23 @@ def read_local_file(url: str, photo_id: str, roots: list[Path], max_bytes: int) 
     if root_of(real, roots) is None:
         raise LocalReadError("outside_library", f"{path} leads to {real}, which is outside the library roots "
                              "(LIBRARY_ROOTS); it was not read.")
+    return path, real
+
+
+def _check_size(path: str, size: int, max_bytes: int, setting: str) -> None:
+    if size == 0:
+        raise LocalReadError("empty_file", f"{path} is empty (0 bytes).")
+    if size > max_bytes:
+        raise LocalReadError("file_too_large", f"{path} is {size:,} bytes; the limit is {max_bytes:,} ({setting}).")
+
+
+def read_local_file(url: str, photo_id: str, roots: list[Path], max_bytes: int) -> bytes:
+    """The bytes of a `file://` photo, checked as the module docstring says."""
+    path, real = _real_path(url, roots)
     try:
         with open(real, "rb") as handle:
             before = os.fstat(handle.fileno())
-            if before.st_size == 0:
-                raise LocalReadError("empty_file", f"{path} is empty (0 bytes).")
-            if before.st_size > max_bytes:
-                raise LocalReadError("file_too_large", f"{path} is {before.st_size:,} bytes; the limit is "
-                                     f"{max_bytes:,} (WORKER_MAX_IMAGE_BYTES).")
+            _check_size(path, before.st_size, max_bytes, "WORKER_MAX_IMAGE_BYTES")
             data = handle.read(max_bytes + 1)
         after = os.stat(real)
     except LocalReadError:
@@ -65,6 +82,29 @@ def read_local_file(url: str, photo_id: str, roots: list[Path], max_bytes: int) 
         raise LocalReadError("changed_while_read", f"{path} changed after it was listed (its content is not "
                              "what the ingest command read); run the ingest again.")
     return data
+
+
+def check_local_video(url: str, photo_id: str, roots: list[Path], max_bytes: int) -> LocalVideo:
+    """A `file://` video, checked as a photo is but hashed a block at a time: its path, for the decoder
+    to stream from, never its bytes."""
+    path, real = _real_path(url, roots)
+    try:
+        with open(real, "rb") as handle:
+            before = os.fstat(handle.fileno())
+            _check_size(path, before.st_size, max_bytes, "WORKER_MAX_VIDEO_BYTES")
+            digest = file_content_id(handle)
+    except LocalReadError:
+        raise
+    except OSError as exc:
+        raise LocalReadError("unreadable", f"{path} could not be read ({exc.strerror}).") from None
+    if digest != photo_id:
+        raise LocalReadError("changed_while_read", f"{path} changed after it was listed (its content is not "
+                             "what the ingest command read); run the ingest again.")
+    return LocalVideo(real)
+
+
+class LocalVideo(str):
+    """The real path of a checked local video (a str, so it goes where bytes would and says what it is)."""
 
 
 def read_upload(url: str, photo_id: str, spool: UploadSpool | None) -> bytes:

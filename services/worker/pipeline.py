@@ -17,11 +17,22 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from services.common.fetch import FetchError, FetchPolicy, fetch_many
-from services.common.images import ClipCrop, ImageRejected, ImageTooLarge, decode_image, read_exif
+from services.common.images import ClipCrop, ImageRejected, ImageTooLarge
 from services.common.library import is_local, path_of, upload_digest
 from services.common.ports import Embedder, PhotoStore
 from services.common.schemas import Failure, PhotoRecord
-from services.worker.local import LocalReadError, make_thumbnail, read_local_file, read_upload
+from services.media.decode import decode_image
+from services.media.exif import read_exif
+from services.media.formats import kind_of_name, sniff
+from services.worker.local import (
+    LocalReadError,
+    LocalVideo,
+    check_local_video,
+    make_thumbnail,
+    read_local_file,
+    read_upload,
+)
+from services.worker.media import Prepared, VideoLimits, combine, prepare
 from services.worker.metrics import timed
 
 log = logging.getLogger(__name__)
@@ -83,7 +94,8 @@ def parse_photos(photos: Sequence[dict | PhotoRecord]) -> tuple[list[PhotoRecord
 
 def ingest_batch(photos: Sequence[dict | PhotoRecord], embedder: Embedder, store: PhotoStore, policy: FetchPolicy,
                  *, download_concurrency: int = 16, crop: ClipCrop | None = None,
-                 max_image_pixels: int = 64_000_000, roots: Sequence[Path] = (), spool: Any = None) -> BatchOutcome:
+                 max_image_pixels: int = 64_000_000, roots: Sequence[Path] = (), spool: Any = None,
+                 video: VideoLimits | None = None) -> BatchOutcome:
     """Read or download, embed (one embedder request) and insert (one store insert) one batch of photos,
     with a thumbnail each (one insert) and, for photos from a folder, the record of their files.
 
@@ -114,20 +126,40 @@ def ingest_batch(photos: Sequence[dict | PhotoRecord], embedder: Embedder, store
     skipped += len(known)
     todo = [record for photo_id, record in unique.items() if photo_id not in known]
     with timed("download"):
-        fetched = _read_all(todo, policy, download_concurrency, roots, spool, failures)
+        fetched = _read_all(todo, policy, download_concurrency, roots, spool, failures, video or VideoLimits())
     fetched_at = time.perf_counter()
 
+    prepared: list[Prepared] = []
     thumbnails: dict[str, bytes] = {}
-    readable: list[tuple[PhotoRecord, bytes]] = []
     for record, body in fetched:
         try:
-            thumbnails[record.photo_id] = make_thumbnail(body, max_bytes=policy.max_bytes, max_pixels=max_image_pixels)
-            readable.append((record, body))
+            item = prepare(record, body, max_pixels=max_image_pixels, video=video or VideoLimits())
+            if item.times is None:  # a photo that makes no thumbnail is not worth an embedding
+                thumbnails[record.photo_id] = make_thumbnail(item.bodies[0], max_bytes=policy.max_bytes,
+                                                             max_pixels=max_image_pixels)
+            prepared.append(item)
         except (ImageRejected, ImageTooLarge) as rejected:
-            failures.append(_failure(record, rejected.code, f"The image {rejected.message}"))
+            failures.append(_failure(record, rejected.code, f"The {_what(body)} {rejected.message}"))
     # A stage with nothing to do is not timed, so its histogram counts the batches that ran it.
-    with timed("embed") if readable else nullcontext():
-        good, vectors = _embed(readable, embedder, crop, policy.max_bytes, max_image_pixels, failures)
+    with timed("embed") if prepared else nullcontext():
+        # One embedder request for every picture of the batch: photos and each video's frames.
+        pictures = [(item.record, body) for item in prepared for body in item.bodies]
+        before = len(failures)
+        embedded, frame_vectors = _embed(pictures, embedder, crop, policy.max_bytes, max_image_pixels, failures)
+        failures[before:] = list({failure.photo_id: failure for failure in reversed(failures[before:])}.values())[::-1]
+    by_id: dict[str, list[np.ndarray]] = {}
+    for record, vector in zip(embedded, frame_vectors):
+        by_id.setdefault(record.photo_id, []).append(vector)
+    good: list[PhotoRecord] = []
+    vectors: list[np.ndarray] = []
+    for item in prepared:
+        if len(by_id.get(item.record.photo_id, ())) != len(item.bodies):
+            continue  # refused by the embedder (a failure says why)
+        record, vector, shown = combine(item, by_id[item.record.photo_id])
+        if record.photo_id not in thumbnails:  # a video: the frame that stands for it
+            thumbnails[record.photo_id] = make_thumbnail(shown, max_bytes=policy.max_bytes, max_pixels=max_image_pixels)
+        good.append(record)
+        vectors.append(vector)
     embedded_at = time.perf_counter()
 
     written = 0
@@ -146,6 +178,10 @@ def ingest_batch(photos: Sequence[dict | PhotoRecord], embedder: Embedder, store
     return BatchOutcome(int(written) if written is not None else len(good), skipped, failures)
 
 
+def _what(body) -> str:
+    return "video" if isinstance(body, LocalVideo) or sniff(body[:64]) == "video" else "image"
+
+
 def _failure(record: PhotoRecord, code: str, reason: str) -> Failure:
     where = record.file.path if record.file is not None else record.photo_image_url
     if record.file is not None and where not in reason:  # a local file's id says nothing to a person
@@ -154,7 +190,7 @@ def _failure(record: PhotoRecord, code: str, reason: str) -> Failure:
 
 
 def _read_all(todo: list[PhotoRecord], policy: FetchPolicy, concurrency: int, roots: Sequence[Path], spool: Any,
-              failures: list[Failure]) -> list[tuple[PhotoRecord, bytes]]:
+              failures: list[Failure], video: VideoLimits) -> list[tuple[PhotoRecord, bytes]]:
     """The bytes of each photo: local files and uploads read here, the rest downloaded concurrently."""
     local = [record for record in todo if is_local(record.photo_image_url)]
     web = [record for record in todo if not is_local(record.photo_image_url)]
@@ -163,6 +199,10 @@ def _read_all(todo: list[PhotoRecord], policy: FetchPolicy, concurrency: int, ro
         try:
             if upload_digest(record.photo_image_url):
                 body = read_upload(record.photo_image_url, record.photo_id, spool)
+            elif kind_of_name(record.photo_image_url) == "video":  # streamed by the decoder, never read whole
+                fetched.append((record, check_local_video(record.photo_image_url, record.photo_id, list(roots),
+                                                          video.max_bytes)))
+                continue
             else:
                 body = read_local_file(record.photo_image_url, record.photo_id, list(roots), policy.max_bytes)
             fetched.append((with_exif(record, body), body))

@@ -16,6 +16,7 @@ from services.common.jobs import JOB_DONE
 from services.common.queue import TASK_NAME
 from services.worker import metrics, pipeline, resources
 from services.worker.config import get_settings
+from services.worker.media import video_limits
 from services.worker.resources import Resources
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,8 @@ def _ingest(job_id: str, batch_id: str, photos: list[dict]) -> dict:
         outcome = pipeline.ingest_batch(photos, res.embedder, res.store, res.policy,
                                         download_concurrency=res.settings.download_concurrency, crop=res.crop,
                                         max_image_pixels=res.settings.max_image_pixels,
-                                        roots=res.settings.library_root_list, spool=res.spool)
+                                        roots=res.settings.library_root_list, spool=res.spool,
+                                        video=video_limits(res.settings))
     metrics.record_batch(outcome)
     failures = [failure.model_dump() for failure in outcome.failures]
     counted = res.jobs.finish_batch(job_id, batch_id, outcome.succeeded, outcome.skipped, failures, photos)

@@ -141,7 +141,8 @@ def test_concurrent_requests_are_batched(embedder_url):
 
 
 def test_pixels_cropped_by_the_caller_match_the_encoded_images(embedder_url):
-    from services.common.images import ClipCrop, decode_image
+    from services.common.images import ClipCrop
+    from services.media.decode import decode_image
 
     photos = [jpeg("red", (120, 50)), jpeg("navy", (40, 90)), jpeg("olive")]
     with EmbedderClient(embedder_url) as client:

@@ -254,7 +254,8 @@ def test_the_model_is_loaded_and_run_on_one_thread(tiny_model_dir, monkeypatch):
 def cropped(client, images: dict[str, bytes]) -> np.ndarray:
     """What an ingest worker sends to /v1/embed/pixels: decoded as the embedder decodes, cropped as
     /v1/model's pixel_input says."""
-    from services.common.images import ClipCrop, decode_image
+    from services.common.images import ClipCrop
+    from services.media.decode import decode_image
 
     crop = ClipCrop.from_dict(client.get("/v1/model").json()["pixel_input"])
     return np.stack([crop(decode_image(data, max_bytes=1 << 24, max_pixels=1 << 24)) for data in images.values()])

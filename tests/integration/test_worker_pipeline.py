@@ -129,7 +129,7 @@ def test_a_worker_that_crops_sends_pixels_and_fails_undecodable_images_alone(ima
     assert failure.photo_id == "broken" and failure.code == "truncated_image"
     assert failure.reason.startswith("The image ") and "truncated" in failure.reason, failure.reason
     # Each photo's vector came from its own crop (the fake embedder's vector is the crop's mean colour).
-    from services.common.images import decode_image
+    from services.media.decode import decode_image
 
     for i in range(4):
         expected = ClipCrop(40, 32, 32)(decode_image(jpeg(i), max_bytes=1 << 20, max_pixels=1 << 20))

@@ -11,11 +11,12 @@ import torch
 from PIL import Image
 from transformers import CLIPProcessor
 
-from services.common.images import ClipCrop, decode_image
+from services.common.images import ClipCrop
 from services.embedder.models import load_towers
 from services.embedder.models.clip import ClipTowers, fold_quick_gelu
 from services.embedder.models.runtime import cpu_has_amx, resolve_dtype
 from services.embedder.models.vision import Normaliser
+from services.media.decode import decode_image
 
 
 def load_clip(folder, dtype: str) -> ClipTowers:

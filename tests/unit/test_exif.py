@@ -8,8 +8,9 @@ from fractions import Fraction
 import pytest
 from PIL import ExifTags, Image
 
-from services.common.images import decode_image, read_exif
 from services.common.schemas import PhotoRecord
+from services.media.decode import decode_image
+from services.media.exif import read_exif
 from services.worker.pipeline import with_exif
 
 

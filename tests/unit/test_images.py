@@ -7,7 +7,8 @@ import io
 import pytest
 from PIL import Image
 
-from services.common.images import ImageRejected, ImageTooLarge, decode_base64, decode_image
+from services.common.images import ImageRejected, ImageTooLarge, decode_base64
+from services.media.decode import decode_image
 
 LIMITS = {"max_bytes": 1_000_000, "max_pixels": 1_000_000}
 

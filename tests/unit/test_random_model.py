@@ -94,7 +94,10 @@ def mclip_vectors(folder):
 
 
 def files_of(folder):
-    return {str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file()} - {MARKER_NAME}
+    """The checkpoint's files: not the marker, nor the ONNX graphs the embedder caches beside a model
+    it has loaded (the CLIP is the session's shared `tiny_model_dir`)."""
+    return {str(path.relative_to(folder)) for path in folder.rglob("*")
+            if path.is_file() and ".imagesearch-onnx" not in path.parts} - {MARKER_NAME}
 
 
 def test_tiny_model_loads_through_from_pretrained_and_is_marked(tiny_model_dir):

@@ -90,3 +90,13 @@ def test_chosen_photo_says_where_it_was_taken():
     details = photo_details(result(1, photo_location_name="Kyoto, Japan", photo_location_country="Japan"))
     assert "in Kyoto, Japan" in details
     assert "in Norway" in photo_details(result(1, photo_location_country="Norway"))
+
+
+def test_a_video_result_is_marked_with_its_frame_time_and_length():
+    from ui.formatting import caption_for, photo_details
+
+    video = {"photo_id": "v", "kind": "video", "frame_s": 63.4, "duration_s": 125.0, "score": 0.5,
+             "photo_description": "harbour"}
+    assert caption_for(video) == "0.500 · ▶ 1:03 / 2:05 · harbour"
+    assert "video, shown at 1:03 of 2:05" in photo_details(video)
+    assert caption_for({**video, "kind": "photo"}) == "0.500 · harbour"

@@ -23,12 +23,14 @@ from services.api.signing import read_key_or_signature
 from services.common.errors import BadRequest, NotFound, PayloadTooLarge
 from services.common.library import content_id, outside_sentence, root_of, upload_url
 from services.common.schemas import LocalFile, PhotoRecord
+from services.media.formats import MEDIA_SUFFIXES, sniff
 from services.photostore.library import etag
 
 router = APIRouter(tags=["library"])
 # Thumbnails never change for a content id; a day's cache still lets a re-ingested URL photo refresh.
 THUMBNAIL_CACHE = "private, max-age=86400"
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"})
+# Originals served: every photo and video format a folder ingest takes (services/media/formats.py).
+IMAGE_SUFFIXES = MEDIA_SUFFIXES
 
 
 # With API_REQUIRE_KEY_FOR_READS an <img> cannot send the key: a signed URL (services/api/signing.py) does instead.
@@ -63,7 +65,11 @@ async def original(photo_id: str, services: ServicesDep, settings: SettingsDep) 
 
 
 def _is_image(path: str) -> bool:
+    """Whether the file still holds a photo or video (its first bytes), not whatever now has its name."""
     try:
+        with open(os.path.realpath(path), "rb") as handle:
+            if sniff(handle.read(65536)) is not None:
+                return True
         with Image.open(os.path.realpath(path)):
             return True
     except Exception:  # noqa: BLE001 - anything Pillow cannot open is not served
