@@ -25,6 +25,7 @@ import pytest
 from tests.conftest import ROOT
 from tests.faults.conftest import OUTCOMES
 from tests.faults.fault_stack import API_KEY, FaultStack
+from tests.support import spawn
 
 # The workers' visibility timeout here: short, to keep the suite fast; FAULTS_VISIBILITY_TIMEOUT_S=60
 # shows the production default's timing.
@@ -125,7 +126,8 @@ def test_an_ingestion_and_searches_recover_from(fault, photo_set, tiny_model_dir
     stack.start()
     watch = Watch(stack)
     ingest_log = open(log_dir / "ingest.log", "w")  # noqa: SIM115 (closed below)
-    ingest = subprocess.Popen(
+    # Through tests.support.spawn: ended with the test run even if the run is interrupted.
+    ingest = spawn(
         [sys.executable, "-m", "tools.ingest", str(tsv), "--api-url", stack.api_url, "--api-key", API_KEY,
          "--batch-size", "12", "--poll-interval", "0.5", "--stall-timeout", "45", "--timeout", "200"],
         cwd=ROOT, env=stack.env, stdout=ingest_log, stderr=subprocess.STDOUT)

@@ -20,14 +20,15 @@ from services.common.jobs import JobStore
 from services.common.queue import enqueue_ingest
 from services.photostore import PhotoStore
 from tests.integration.worker_support import DIM, MODEL, jpeg, serve_images, vector_of
-from tests.support import free_port, redis_server, stop_process, wait_for_http
+from tests.support import free_port, redis_server, spawn, stop_process, wait_for_http
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _start(args, log_path: Path, env=None) -> subprocess.Popen:
+    # Through tests.support.spawn: its own process group, ended with the test run even if interrupted.
     with open(log_path, "wb") as log:
-        return subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+        return spawn(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
 @pytest.fixture(scope="module")
