@@ -23,6 +23,8 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+from services.common.config import hub_allow_patterns
+
 CHUNK = 1 << 20
 ATTEMPTS = 4
 
@@ -124,13 +126,10 @@ def download_model(name: str) -> str | None:
     except ImportError:
         return None
     try:
-        files = HfApi().list_repo_files(name)
-        # One copy of the weights: safetensors when the repository has them, else the PyTorch file (not
-        # the TensorFlow and Flax copies, which the embedder never reads). Sentencepiece tokenizers
-        # (SigLIP, XLM-R) are `*.model` files; a sentence-transformers Dense layer sits in `2_Dense/`.
-        weights = ["*.safetensors"] if any(f.endswith(".safetensors") for f in files) else ["*.bin"]
+        # The same files the embedder would fetch at its first start (services/common/config.py).
+        patterns = hub_allow_patterns(HfApi().list_repo_files(name))
         print(f"downloading the model {name} (once; later starts use the cache)", file=sys.stderr)
-        folder = snapshot_download(name, allow_patterns=["*.json", "*.txt", "*.model", *weights])
+        folder = snapshot_download(name, allow_patterns=patterns)
     except Exception as exc:  # the hub's errors are many (HTTP, offline, not found): each says what it is
         raise DownloadError(f"The model {name} could not be downloaded ({exc}). Running the command again "
                             "resumes it; what arrived is kept in the Hugging Face cache.") from None

@@ -21,6 +21,16 @@ AUTO_TEXT_MODELS = {
 }
 
 
+def hub_allow_patterns(repo_files: list[str]) -> list[str]:
+    """The files of a Hugging Face model repository worth downloading: configs, vocabularies, SentencePiece
+    tokenizers (`*.model`) and one copy of the weights (safetensors when the repository has them, else the
+    PyTorch files), never the TensorFlow, Flax, ONNX or OpenVINO copies. A sentence-transformers Dense
+    layer's weights sit in `2_Dense/`, which the patterns match too. Shared by `make demo`'s download and
+    the embedder's first start."""
+    weights = ["*.safetensors"] if any(f.endswith(".safetensors") for f in repo_files) else ["*.bin"]
+    return ["*.json", "*.txt", "*.model", *weights]
+
+
 def _alias(name: str) -> AliasChoices:
     return AliasChoices(name)
 

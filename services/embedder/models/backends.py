@@ -164,14 +164,12 @@ class OnnxCache:
             return None
         try:
             manifest = json.loads(manifest_path.read_text())
-            files = {}
             # Every file is checked, the graphs' external weights (`*.onnx.data`) too.
             for name, digest in manifest["files"].items():
                 path = self.folder / name
                 if _sha256(path) != digest:
                     raise ValueError(f"{path} does not match its checksum")
-                if name.endswith(".onnx"):
-                    files[name.removesuffix(".onnx")] = path
+            files = _graphs(self.folder, manifest["files"])
             if not all(name in files and (not self.int8 or f"{name}.float32" in files) for name in exports):
                 raise ValueError("it lacks a graph this start needs")
             return files
@@ -208,10 +206,9 @@ class OnnxCache:
             shutil.rmtree(scratch, ignore_errors=True)
             raise FallBack(f"the ONNX graphs could not be written to {self.folder} ({exc}).") from None
         log.info("exported the %s graphs to %s in %.1fs", self.family, self.folder, time.perf_counter() - started)
-        files = self._valid_files(exports)
-        if files is None:
-            raise FallBack(f"the ONNX graphs written to {self.folder} could not be read back.")
-        return files
+        # The folder now holds these files (ours, or another embedder's checked copy of the same): no
+        # second pass over hundreds of megabytes to check what was just written.
+        return _graphs(self.folder, digests)
 
     def _publish(self, scratch: Path, exports: dict[str, Export]) -> None:
         """Move the finished graphs into place in one rename. Two embedders starting on one model at
@@ -227,6 +224,11 @@ class OnnxCache:
             return
         shutil.rmtree(self.folder, ignore_errors=True)  # a damaged cache: replaced by ours
         os.replace(scratch, self.folder)
+
+
+def _graphs(folder: Path, names) -> dict[str, Path]:
+    """The encoder graphs among a cache's file names, by encoder (`image`, `text.float32`, ...)."""
+    return {name.removesuffix(".onnx"): folder / name for name in names if name.endswith(".onnx")}
 
 
 def _export(export: Export, target: Path, folder: Path) -> None:

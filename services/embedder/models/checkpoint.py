@@ -23,7 +23,7 @@ import json
 import re
 from pathlib import Path
 
-from services.common.config import AUTO_TEXT_MODELS
+from services.common.config import AUTO_TEXT_MODELS, hub_allow_patterns
 
 RANDOM_WEIGHTS_MARKER = "RANDOM_WEIGHTS"
 IMAGE_FAMILIES = ("clip", "siglip", "siglip2")
@@ -78,11 +78,8 @@ def local_folder(name: str) -> Path:
     except Exception:  # not in the cache: download below
         pass
     try:
-        files = HfApi().list_repo_files(name)
-        # One copy of the weights (safetensors where the repository has them), the configs and the
-        # tokenizers; never the TensorFlow, Flax, ONNX or OpenVINO copies.
-        weights = ["*.safetensors"] if any(f.endswith(".safetensors") for f in files) else ["*.bin"]
-        return Path(snapshot_download(name, allow_patterns=["*.json", "*.txt", "*.model", *weights]))
+        patterns = hub_allow_patterns(HfApi().list_repo_files(name))
+        return Path(snapshot_download(name, allow_patterns=patterns))
     except Exception as exc:  # the hub's errors are many (offline, not found, gated): each says what it is
         raise CheckpointError(f"The model {name!r} is neither a local folder nor in the Hugging Face cache, and "
                               f"could not be downloaded ({type(exc).__name__}: {exc}). Download it with the "

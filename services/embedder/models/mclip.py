@@ -18,7 +18,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from services.embedder.models.backends import Export, build_encoders
 from services.embedder.models.checkpoint import CheckpointError, random_weights, read_json, require_files
-from services.embedder.models.runtime import Runtime, TextResult, fingerprint_folder, text_results
+from services.embedder.models.runtime import Runtime, TextResult, fingerprint_folder, read_weights, text_results
 from services.embedder.models.text import TextTower
 
 _FAMILY = "M-CLIP"
@@ -49,7 +49,7 @@ class MclipText(TextTower):
                                   "with the internet or as a local folder.") from None
         transformer = AutoModel.from_config(base, attn_implementation="sdpa")
         linear = torch.nn.Linear(int(config["transformerDimensions"]), int(config["numDims"]))
-        state = _read_state(weights)
+        state = read_weights(weights)
         parts = {"transformer.": {}, "LinearTransformation.": {}}
         for key, value in state.items():
             for prefix, part in parts.items():
@@ -104,14 +104,3 @@ class _MaskedMean(torch.nn.Module):
         hidden = self.transformer(input_ids=input_ids, attention_mask=attention_mask)[0]
         mask = attention_mask.to(hidden.dtype)
         return self.linear((hidden * mask.unsqueeze(2)).sum(dim=1) / mask.sum(dim=1)[:, None])
-
-
-def _read_state(weights: Path) -> dict[str, torch.Tensor]:
-    try:
-        if weights.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(weights))
-        return torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"{weights} could not be read as weights ({type(exc).__name__}: {exc}).") from None

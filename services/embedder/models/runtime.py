@@ -19,6 +19,7 @@ companions (within the same tolerance, tested).
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import warnings
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+log = logging.getLogger(__name__)
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -74,9 +77,7 @@ class Runtime:
         return cls(device, torch_dtype, precision, backend, threads, onnx_cache)
 
     def note(self, sentence: str) -> None:
-        import logging
-
-        logging.getLogger(__name__).warning("%s", sentence)
+        log.warning("%s", sentence)
         self.notes.append(sentence)
 
     def place(self, model: torch.nn.Module) -> torch.nn.Module:
@@ -188,6 +189,21 @@ def fingerprint_folder(folder: Path, model: torch.nn.Module | None = None) -> st
     if model is None:
         raise ValueError(f"{folder} holds no weight files")
     return fingerprint_state(model)
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A weights file as tensors (`.safetensors`, or a PyTorch pickle read with weights_only); a file
+    that cannot be read is a CheckpointError naming it."""
+    from services.embedder.models.checkpoint import CheckpointError
+
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path} could not be read as weights ({type(exc).__name__}: {exc}).") from None
 
 
 def normalised(features: torch.Tensor) -> np.ndarray:

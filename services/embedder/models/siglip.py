@@ -24,6 +24,7 @@ from services.embedder.models.vision import ImageFeatures, VisionTower
 class SiglipTowers(VisionTower, TextTower):
     family = "siglip"
     lowercase = False
+    padded_to_max = True
 
     def __init__(self, name: str, config, encoders: dict, processor, runtime: Runtime, fingerprint: str,
                  random: bool, fast_preprocess: bool = True, use_mask: bool = False):

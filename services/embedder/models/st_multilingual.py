@@ -20,7 +20,7 @@ from transformers import AutoModel, AutoTokenizer
 
 from services.embedder.models.backends import Export, build_encoders
 from services.embedder.models.checkpoint import CheckpointError, random_weights, read_json, require_files
-from services.embedder.models.runtime import Runtime, TextResult, fingerprint_folder, text_results
+from services.embedder.models.runtime import Runtime, TextResult, fingerprint_folder, read_weights, text_results
 from services.embedder.models.text import TextTower
 
 _FAMILY = "sentence-transformers"
@@ -128,12 +128,7 @@ def _dense(path: Path) -> torch.nn.Sequential:
         raise CheckpointError(f"{path / 'config.json'} names the activation {config.get('activation_function')!r}, "
                               f"which the embedder does not know ({', '.join(_ACTIVATIONS)}).")
     weights = require_files(path, _FAMILY, ("model.safetensors", "pytorch_model.bin"))["model.safetensors"]
-    if weights.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(weights))
-    else:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
+    state = read_weights(weights)
     linear = torch.nn.Linear(int(config["in_features"]), int(config["out_features"]),
                              bias=bool(config.get("bias", True)))
     try:
