@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup up down restart status logs demo demo-offline ingest search lint test test-unit test-integration test-e2e screenshot test-hostile test-faults random-model index conformance bench bench-embedder bench-store bench-ingest bench-rerun bench-search bench-folder-memory bench-formats eval eval-download clean backup restore bench-backup
+.PHONY: help setup up down restart status logs demo demo-offline ingest reembed search lint test test-unit test-integration test-e2e screenshot test-hostile test-faults random-model index conformance bench bench-embedder bench-store bench-ingest bench-rerun bench-search bench-folder-memory bench-formats eval eval-download clean backup restore bench-backup bench-reembed bench-lexical
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -61,6 +61,10 @@ demo-offline: setup ## the demo without trying the internet: random-weight model
 ingest: setup ## enqueue photos: make ingest SOURCE=photos.tsv|dataset.zip|urls.txt|folder LIMIT=1000 [ARGS=...]
 	@test -n "$(SOURCE)" || { echo "usage: make ingest SOURCE=path/to/photos.tsv|folder [LIMIT=1000]"; exit 2; }
 	$(PY) -m tools.ingest "$(SOURCE)" $(if $(and $(filter file,$(origin LIMIT)),$(wildcard $(SOURCE)/.)),,--limit $(LIMIT)) $(ARGS)
+
+reembed: setup ## re-embed the library under a new model without downtime, waiting until the switch: make reembed MODEL=... [TEXT_MODEL=...] [ACTION=rollback|drop-old]
+	@test -n "$(MODEL)$(ACTION)" || { echo "usage: make reembed MODEL=<model> [TEXT_MODEL=<text tower>] | ACTION=rollback|drop-old"; exit 2; }
+	$(PY) -m tools.reembed $(if $(MODEL),--model "$(MODEL)") $(if $(TEXT_MODEL),--text-model "$(TEXT_MODEL)") $(if $(ACTION),--action $(ACTION)) $(ARGS)
 
 search: setup ## search from the terminal: make search Q="a beach at sunset" [ARGS="--minus people --like PHOTO_ID --image x.jpg --top-k 20"]
 	$(PY) -m tools.search "$(Q)" $(ARGS)
@@ -121,6 +125,12 @@ bench-ingest: setup ## photos/s through the whole system (ingest command, Celery
 
 bench-search: setup ## text queries through the gateway (25,000 photos, b32 random weights): p50/p99 at 1 client, queries/s at 8 and 32, against the embedder, the store and the article's in-process search; BACKEND=torch|onnxruntime, QUICK=1
 	$(PY) -m bench.search $(if $(PHOTOS),--photos $(PHOTOS)) $(if $(BACKEND),--backend $(BACKEND)) $(if $(QUICK),--quick)
+
+bench-lexical: setup ## word search: recall@10 of keyword-tagged sample photos in lexical, vector and hybrid (RRF) mode, and a word query's p50 against a vector query's at 25,000 rows; PHOTOS=2000, QUICK=1
+	$(PY) -m bench.lexical $(if $(PHOTOS),--photos $(PHOTOS)) $(if $(QUICK),--quick)
+
+bench-reembed: setup ## re-embedding 2,000 photos to a second tiny model under a search loop: photos/s, failed searches (must be 0), search p50 before vs during; PHOTOS=2000, QUICK=1
+	$(PY) -m bench.reembed $(if $(PHOTOS),--photos $(PHOTOS)) $(if $(QUICK),--quick)
 
 bench-rerun: setup ## a re-run of an unchanged 2,000-file folder against its first ingest (FILES=2000, UPLOAD=1, QUICK=1)
 	$(PY) -m bench.rerun $(if $(FILES),--files $(FILES)) $(if $(UPLOAD),--upload) $(if $(QUICK),--quick)

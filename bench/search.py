@@ -22,7 +22,10 @@ run, on the same machine:
   one first ask) and the p50 of the gateway's own `timings` (`embed_ms`, `store_ms`); and its
   throughput at concurrency 8 and 32 (errors counted);
 - the original article's search: CLIP in the app's process and one SQL query with the vector written in
-  (bench/ingest.py's `Seed`), over a copy of the same photos.
+  (bench/ingest.py's `Seed`), over a copy of the same photos;
+- the query modes (bench/search_modes.py): vector, lexical and hybrid at one client, in turns, each text
+  new, over the photos' descriptions (eight words each from a vocabulary); hybrid's p50 over vector's.
+  The figures above are vector mode's (API_SEARCH_MODE=vector here), comparable with earlier runs.
 
 Prints a table and writes `bench/results/search-cpu.json`.
 """
@@ -43,6 +46,8 @@ import numpy as np
 
 from bench.common import Measurement, format_table, free_port, machine_info, offline_run, write_results
 from bench.ingest import SEED_TABLE, Seed, _percentile
+from bench.search_modes import description, measure_modes, vocabulary
+from bench.search_modes import headline as modes_headline
 
 TABLE = "photos_bench"
 TOP_K = 10
@@ -147,12 +152,14 @@ def fill_store(store_url: str, model: dict, count: int) -> np.ndarray:
     rng = np.random.default_rng(1)
     vectors = rng.normal(size=(count, int(model["dim"]))).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    words, described = vocabulary(WORDS), np.random.default_rng(2)  # words for the lexical and hybrid modes
     with PhotoStore(store_url, TABLE) as store:
         store.ensure_table(int(model["dim"]), str(model["name"]))
         for start in range(0, count, 5000):
             stop = min(count, start + 5000)
             photos = [PhotoRecord(photo_id=f"photo-{i:06d}", photo_image_url=f"http://images.test/{i}.jpg",
-                                  photographer_username=f"user{i % 97}") for i in range(start, stop)]
+                                  photographer_username=f"user{i % 97}", photo_description=description(i, words, described))
+                      for i in range(start, stop)]
             store.insert_photos(photos, vectors[start:stop])
         assert store.count() == count, f"the store holds {store.count()} of {count} photos"
     return vectors
@@ -236,6 +243,7 @@ def measure_all(env: dict[str, str], model_dir: Path, photos: int, queries: int)
         through_gateway("gateway_next_page", "gateway, Load more (page 2 of a new text)",
                         lambda text: search(text, offset=TOP_K), texts(queries, seed=5), warm=[], before=first_page)
         fresh.close()
+    results.update(measure_modes(env["API_URL"], texts, queries, TOP_K))
     for clients in (8, 32):
         results[f"gateway_c{clients}"] = throughput(env["API_URL"], texts(max(queries, 4 * clients), seed=clients),
                                                     clients)
@@ -289,6 +297,7 @@ def run(args: argparse.Namespace) -> int:
             "EMBEDDER_BACKEND": args.backend,
             "API_URL": f"http://127.0.0.1:{ports['api']}",
             "API_KEYS": "bench-search-key",
+            "API_SEARCH_MODE": "vector",
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
         }
@@ -331,6 +340,7 @@ def run(args: argparse.Namespace) -> int:
         "ratio_seed_to_gateway_p50": round(p50["seed"] / p50["gateway_uncached"], 3),
         "queries_per_second": {"c8": round(results["gateway_c8"].rate, 2), "c32": round(results["gateway_c32"].rate, 2)},
         "errors_at_32": results["gateway_c32"].extra["errors"],
+        **modes_headline(results),
     }
     met = {"gateway_overhead_p50_ms": headline["gateway_overhead_p50_ms"] <= GOALS["gateway_overhead_p50_ms"],
            "repeated_p50_ms": headline["repeated_p50_ms"] <= GOALS["repeated_p50_ms"],
@@ -345,6 +355,10 @@ def run(args: argparse.Namespace) -> int:
           f"{results['gateway_repeated'].items + 3} asks. The article's in-process search: {p50['seed']:.1f} ms. "
           f"{headline['queries_per_second']['c32']:.1f} queries/s at 32 clients with {headline['errors_at_32']} "
           f"errors. Goals met: {met}.")
+    print("Modes at one client, p50 / p99 ms: " + ", ".join(
+        f"{mode} {headline['modes_p50_ms'][mode]:.1f} / {headline['modes_p99_ms'][mode]:.1f}"
+        for mode in headline["modes_p50_ms"]) + f"; hybrid p50 / vector p50 = {headline['hybrid_over_vector_p50']:.2f} "
+        f"(goal at most 1.3: {'met' if headline['hybrid_over_vector_goal_met'] else 'not met'}).")
     import torch
 
     payload = {

@@ -10,14 +10,13 @@ a caller sees.
     store = FakeStore(dim=8)            # PhotoStore
     store.add("cat", vector, photo_location_country="Spain")
     embedder = FakeAsyncEmbedder(dim=8)   # AsyncEmbedder, for the gateway
-    embedder = FakeEmbedder(dim=8)        # Embedder (blocking), for the workers
+    embedder = FakeEmbedder(dim=8)        # Embedder (blocking), for the workers (both in tests/fake_embedders.py)
     jobs = FakeJobs()                   # JobTracker, the gateway's view of services.common.jobs.JobStore
 """
 from __future__ import annotations
 
 import random
 import uuid
-import zlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
@@ -25,132 +24,21 @@ from typing import Any, ClassVar
 import numpy as np
 
 from services.api.deps import JobTracker
-from services.common.embedder_client import EmbedItemError
-from services.common.errors import BadRequest
-from services.common.ports import AsyncEmbedder, Embedder, PhotoStore
+from services.common.ports import PhotoStore
 from services.common.schemas import PhotoRecord
 
-DIM = 8
-MODEL = "fake-clip"
-NOT_AN_IMAGE = b"not an image"  # image bytes starting so are refused by the fake embedders
-
-
-def unit_vector(seed: int, dim: int = DIM) -> np.ndarray:
-    vector = np.random.default_rng(seed).normal(size=dim).astype(np.float32)
-    return vector / np.linalg.norm(vector)
-
-
-def text_vector(text: str, dim: int = DIM) -> np.ndarray:
-    """The fake embedders' vector for a text: the same text always gives the same unit vector."""
-    return unit_vector(zlib.crc32(text.encode()), dim)
-
-
-def image_vector(image: bytes, dim: int = DIM) -> np.ndarray:
-    """The fake embedders' vector for image bytes (never equal to a text's)."""
-    return unit_vector(zlib.crc32(image) + 1, dim)
-
-
-# The text tower's fields a newer embedder adds to /v1/model, here for a separate multilingual tower.
-# The fakes answer without them by default, as an older embedder does; a test sets `info_extra` to these.
-MULTILINGUAL_TEXT_TOWER = {
-    "family": "clip", "text_model": "sentence-transformers/clip-ViT-B-32-multilingual-v1",
-    "text_family": "st-multilingual", "text_fingerprint": "beef", "max_text_tokens": 128,
-    "languages": ["ar", "de", "en", "es", "fr", "it", "ja", "pt", "ru", "zh"],
-}
-
-
-def _model_info(dim: int, random_weights: bool) -> dict[str, Any]:
-    return {"name": MODEL, "dim": dim, "device": "cpu", "dtype": "float32", "fingerprint": "f00d",
-            "random_weights": random_weights}
-
-
-def _refuse_non_images(images: Sequence[bytes]) -> None:
-    for index, image in enumerate(images):
-        if image.startswith(NOT_AN_IMAGE):
-            raise BadRequest(f"Image {index} is not an image the embedder can read.", code="invalid_image")
-
-
-class FakeAsyncEmbedder:
-    """The embedder as the gateway awaits it. Set `failure` to an exception to make every call raise it."""
-
-    port: ClassVar[type] = AsyncEmbedder
-
-    def __init__(self, dim: int = DIM, random_weights: bool = True) -> None:
-        self.dim = dim
-        self.random_weights = random_weights
-        self.failure: Exception | None = None
-        self.closed = False
-        # ("texts" | "images", how many) per call, so tests can count the calls; the texts themselves too.
-        self.calls: list[tuple[str, int]] = []
-        self.texts: list[list[str]] = []
-        # Change it to play a new model (the gateway's text vector cache keys on it).
-        self.fingerprint = "f00d"
-        # Further /v1/model fields, e.g. MULTILINGUAL_TEXT_TOWER to play a newer embedder.
-        self.info_extra: dict[str, Any] = {}
-
-    def _check(self) -> None:
-        if self.failure:
-            raise self.failure
-
-    async def model_info(self) -> dict[str, Any]:
-        self._check()
-        return {**_model_info(self.dim, self.random_weights), "fingerprint": self.fingerprint, **self.info_extra}
-
-    async def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        self._check()
-        self.calls.append(("texts", len(texts)))
-        self.texts.append(list(texts))
-        return np.stack([text_vector(text, self.dim) for text in texts]).reshape(len(texts), self.dim)
-
-    async def embed_images(self, images: Sequence[bytes]) -> np.ndarray:
-        self._check()
-        self.calls.append(("images", len(images)))
-        _refuse_non_images(images)
-        return np.stack([image_vector(image, self.dim) for image in images]).reshape(len(images), self.dim)
-
-    async def aclose(self) -> None:
-        self.closed = True
-
-
-class FakeEmbedder:
-    """The embedder as the workers call it (blocking). `failure` makes every call raise; an image
-    starting with NOT_AN_IMAGE is refused on its own by `embed_images_each`, the others still embed."""
-
-    port: ClassVar[type] = Embedder
-
-    def __init__(self, dim: int = DIM, random_weights: bool = True) -> None:
-        self.dim = dim
-        self.random_weights = random_weights
-        self.failure: Exception | None = None
-        self.calls: list[tuple[str, int]] = []  # (method, how many items)
-        self.closed = False
-
-    def _check(self, method: str, items: int) -> None:
-        self.calls.append((method, items))
-        if self.failure:
-            raise self.failure
-
-    def model_info(self) -> dict[str, Any]:
-        self._check("model_info", 0)
-        return _model_info(self.dim, self.random_weights)
-
-    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        self._check("embed_texts", len(texts))
-        return np.stack([text_vector(text, self.dim) for text in texts]).reshape(len(texts), self.dim)
-
-    def embed_images_each(self, images: Sequence[bytes]) -> list[Any]:
-        self._check("embed_images_each", len(images))
-        return [EmbedItemError("invalid_image", f"Image {index} is not an image the embedder can read.")
-                if image.startswith(NOT_AN_IMAGE) else image_vector(image, self.dim)
-                for index, image in enumerate(images)]
-
-    def embed_pixels(self, crops: np.ndarray) -> np.ndarray:
-        self._check("embed_pixels", len(crops))
-        return np.stack([image_vector(np.ascontiguousarray(crop).tobytes(), self.dim)
-                         for crop in crops]).reshape(len(crops), self.dim)
-
-    def close(self) -> None:
-        self.closed = True
+# The embedder fakes and their vectors live in tests/fake_embedders.py; imported from here as always.
+from tests.fake_embedders import (  # noqa: F401
+    DIM,
+    MODEL,
+    MULTILINGUAL_TEXT_TOWER,
+    NOT_AN_IMAGE,
+    FakeAsyncEmbedder,
+    FakeEmbedder,
+    image_vector,
+    text_vector,
+    unit_vector,
+)
 
 
 def _matches(record: Mapping[str, Any], filters: Mapping[str, Any] | None) -> bool:
@@ -311,6 +199,25 @@ class FakeStore:
         page = rows[offset:offset + top_k]
         return [{**{k: v for k, v in row.items() if k != "vector"}, "rank": offset + number}
                 for number, row in enumerate(page, start=1)]
+
+    def lexical_search(self, query: Any, *, vector: np.ndarray | None = None, top_k: int = 10, offset: int = 0,
+                       filters: dict[str, Any] | None = None, exclude_photo_id: str | None = None,
+                       ) -> list[dict[str, Any]]:
+        """The word search (services/photostore/lexical.py) played on the descriptions: BM25 is the count of
+        the query's words a photo holds; excluded words drop it; `score` is the cosine to `vector`."""
+        from services.photostore.words import split_words
+
+        self._up()
+        rows = []
+        for photo_id, (record, stored) in self.photos.items():
+            words = set(split_words(str(record.get("photo_description") or "")))
+            matched = [word for word in query.terms if word in words]
+            if (matched and photo_id != exclude_photo_id and _matches(record, filters)
+                    and not any(all(word in words for word in excluded) for excluded in query.excluded)):
+                score = None if vector is None else float(np.dot(stored, vector) / np.linalg.norm(vector))
+                rows.append({**record, "score": score, "lexical_score": float(len(matched)), "matched": matched})
+        rows.sort(key=lambda row: (-row["lexical_score"], row["photo_id"]))
+        return [{**row, "rank": offset + number} for number, row in enumerate(rows[offset:offset + top_k], start=1)]
 
     def get_photo(self, photo_id: str, with_vector: bool = False) -> dict[str, Any] | None:
         self._up()

@@ -2,9 +2,11 @@
 
 Writes JPEGs of simple coloured scenes (with EXIF: a camera, a time taken, a position) plus a
 `photos.tsv` whose `photo_image_url` column points at a base URL (a local HTTP server:
-`python -m tools.sample_data serve DIR`). The descriptions say what each picture shows, so a search
-with a real CLIP model has something to find; with a random-weight model results are meaningless,
-and everything that shows them says so.
+`python -m tools.sample_data serve DIR`), and a `keywords.tsv` as Unsplash ships it: English words
+for what each picture shows (its colours and a shade of the shape's, its shape, its place and a sight
+there), so word search has tags to find, some common and some on a few dozen photos only. The
+descriptions say what each picture shows, so a search with a real CLIP model has something to find;
+with a random-weight model results are meaningless, and everything that shows them says so.
 """
 from __future__ import annotations
 
@@ -37,6 +39,27 @@ PLACES = [("Lisbon", "Portugal"), ("Kyoto", "Japan"), ("Quito", "Ecuador"), ("Os
 COORDINATES = {"Lisbon": (38.7223, -9.1393), "Kyoto": (35.0116, 135.7681), "Quito": (-0.1807, -78.4678),
                "Oslo": (59.9139, 10.7522)}
 CAMERAS = [("Fujifilm", "X-T4"), ("Canon", "EOS R5"), ("Apple", "iPhone 13")]
+# Keywords: a shade of the shape's colour, another word for the shape, a sight of the place.
+SHADES = {
+    "red": ["crimson", "scarlet", "ruby", "cherry", "vermilion", "carmine"],
+    "green": ["emerald", "jade", "olive", "lime", "mint", "moss"],
+    "blue": ["azure", "navy", "cobalt", "sapphire", "cerulean", "indigo"],
+    "yellow": ["lemon", "gold", "mustard", "canary", "amber", "saffron"],
+    "purple": ["violet", "lilac", "plum", "lavender", "mauve", "amethyst"],
+    "orange": ["tangerine", "apricot", "peach", "rust", "copper", "pumpkin"],
+    "black": ["ebony", "jet", "onyx", "charcoal", "ink", "coal"],
+    "white": ["ivory", "snow", "pearl", "chalk", "cream", "linen"],
+}
+SHAPE_WORDS = {"circle": ["round", "disc", "ring"], "square": ["box", "block", "tile"],
+               "triangle": ["pyramid", "wedge", "peak"], "stripes": ["lines", "bars", "pattern"]}
+SIGHTS = {
+    "Lisbon": ["tram", "azulejo", "alfama", "tagus", "miradouro", "belem", "fado", "castle"],
+    "Kyoto": ["temple", "shrine", "bamboo", "torii", "pagoda", "geisha", "garden", "maple"],
+    "Quito": ["volcano", "andes", "basilica", "cathedral", "plaza", "equator", "market", "cable"],
+    "Oslo": ["fjord", "opera", "viking", "harbour", "fortress", "sculpture", "ferry", "forest"],
+    "": ["studio", "abstract"],
+}
+KEYWORD_COLUMNS = ["photo_id", "keyword", "ai_service_1_confidence", "ai_service_2_confidence", "suggested_by_user"]
 
 
 def sample_exif(index: int, city: str) -> Image.Exif:
@@ -53,6 +76,21 @@ def sample_exif(index: int, city: str) -> Image.Exif:
             ExifTags.GPS.GPSLatitude: (abs(latitude), 0.0, 0.0), ExifTags.GPS.GPSLatitudeRef: "NS"[latitude < 0],
             ExifTags.GPS.GPSLongitude: (abs(longitude), 0.0, 0.0), ExifTags.GPS.GPSLongitudeRef: "EW"[longitude < 0]})
     return exif
+
+
+def sample_keywords(index: int) -> list[tuple[str, str, str, str]]:
+    """The keywords.tsv rows (keyword, confidence 1, confidence 2, suggested by a person) of sample photo
+    `index`: the colours and shape draw_photo draws, and the place write_sample_set gives it."""
+    background, foreground = random.Random(index).sample(list(COLOURS), 2)  # as draw_photo picks them
+    shape = SHAPES[index % len(SHAPES)]
+    city, country = PLACES[index % len(PLACES)]
+    rng = random.Random(f"keywords {index}")
+    rows = [(foreground, "97.5", "", "t"), (background, "88.0", "91.2", "f"), (shape, "95.0", "", "f"),
+            (rng.choice(SHADES[foreground]), "", "74.0", "f"), (rng.choice(SHAPE_WORDS[shape]), "61.0", "", "f"),
+            (rng.choice(SIGHTS[city]), "", "", "t"), ("picture", "12.0", "", "f")]
+    if city:
+        rows += [(city.lower(), "", "", "t"), (country.lower(), "83.0", "", "f")]
+    return rows
 
 
 def draw_photo(index: int, size: tuple[int, int] = (200, 150)) -> tuple[Image.Image, str]:
@@ -83,7 +121,7 @@ def draw_photo(index: int, size: tuple[int, int] = (200, 150)) -> tuple[Image.Im
 
 
 def write_sample_set(folder: Path, count: int, base_url: str) -> Path:
-    """Write `count` JPEGs and a `photos.tsv` pointing at `base_url`; return the TSV path."""
+    """Write `count` JPEGs, a `photos.tsv` pointing at `base_url` and a `keywords.tsv`; return the TSV path."""
     folder = Path(folder)
     images = folder / "images"
     images.mkdir(parents=True, exist_ok=True)
@@ -104,6 +142,11 @@ def write_sample_set(folder: Path, count: int, base_url: str) -> Path:
                 "Sample", f"Photographer {index % 7}", f"{city}, {country}" if city else "", country, city,
                 description,
             ])
+    with open(folder / "keywords.tsv", "w", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+        writer.writerow(KEYWORD_COLUMNS)
+        for index in range(count):
+            writer.writerows([f"sample{index:05d}", *row] for row in sample_keywords(index))
     return tsv
 
 
@@ -124,7 +167,7 @@ def serve(folder: Path, host: str = "127.0.0.1", port: int = 0) -> tuple[http.se
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Generate or serve the local sample photo set.")
     sub = parser.add_subparsers(dest="action", required=True)
-    generate = sub.add_parser("generate", help="write JPEGs and photos.tsv")
+    generate = sub.add_parser("generate", help="write JPEGs, photos.tsv and keywords.tsv")
     generate.add_argument("folder", type=Path)
     generate.add_argument("--count", type=int, default=200)
     generate.add_argument("--base-url", default="http://127.0.0.1:8090")

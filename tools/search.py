@@ -3,7 +3,9 @@ results with score, photographer and link.
 
 The query is built of weighted terms, as POST /v1/search's `terms`: the text itself (weight 1),
 `--plus TEXT` (+1), `--minus TEXT` (-1, "less like this"), `--like PHOTO_ID` (a stored photo, +1),
-`--unlike PHOTO_ID` (-1), `--image PATH` (an image file, +1). Exit status: 0 with results or none,
+`--unlike PHOTO_ID` (-1), `--image PATH` (an image file, +1). `--mode lexical|hybrid` matches the words
+too (`--fusion`, `--alpha`), `--min-relevance 0.99` keeps photos closer than 99% of the library; the
+table shows each result's relevance and, in those modes, the words it matched. Exit status: 0 with results or none,
 1 when the gateway refused the query (its sentence is printed), 2 when it could not be reached.
 """
 from __future__ import annotations
@@ -29,6 +31,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--image", action="append", default=[], metavar="PATH", help="more like an image file")
     parser.add_argument("--kind", choices=("photo", "video"), help="only photos, or only videos")
     parser.add_argument("--top-k", type=int, default=10, help="how many results (default 10)")
+    parser.add_argument("--mode", choices=("vector", "lexical", "hybrid"),
+                        help="by the vector, by the words, or both fused (default: the gateway's API_SEARCH_MODE)")
+    parser.add_argument("--fusion", choices=("rrf", "alpha"), help="how hybrid fuses its two lists (default rrf)")
+    parser.add_argument("--alpha", type=float, help="with --fusion alpha: the vector's share, 0 to 1")
+    parser.add_argument("--min-relevance", type=float, metavar="SHARE",
+                        help="only photos closer to the query than this share of the library, e.g. 0.99")
     parser.add_argument("--api-url", help="the gateway (default: API_URL)")
     parser.add_argument("--api-key", help="when reads need a key (default: API_KEY, else the first of API_KEYS)")
     return parser.parse_args(argv)
@@ -48,20 +56,38 @@ def terms_of(args: argparse.Namespace) -> list[dict]:
 
 
 def table(results, width: int) -> str:
-    """Rank, score, photo id, photographer and link, one photo a line; the link is never cut."""
-    rows = [("#", "score", "photo", "photographer", "link")]
-    rows += [(str(hit.rank), f"{hit.score:.3f}", hit.photo_id + _video(hit), hit.photographer or "-", hit.link)
-             for hit in results]
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    """Rank, score, relevance, photo id, the words matched (lexical and hybrid), photographer and link, one
+    photo a line; the link is never cut."""
+    with_words = any(_match(hit) is not None for hit in results)
+    rows = [("#", "score", "relevance", "photo", *(("words",) if with_words else ()), "photographer", "link")]
+    rows += [(str(hit.rank), f"{hit.score:.3f}", _relevance(hit), hit.photo_id + _video(hit),
+              *((_words(hit),) if with_words else ()), hit.photographer or "-", hit.link) for hit in results]
+    last = len(rows[0]) - 1
+    widths = [max(len(row[i]) for row in rows) for i in range(last)]
     # Narrow terminals: shorten the photographer column first, never the link.
-    spare = width - sum(widths) - 8 - max(len(row[4]) for row in rows)
+    spare = width - sum(widths) - 2 * last - max(len(row[last]) for row in rows)
     if spare < 0:
-        widths[3] = max(12, widths[3] + spare)
+        widths[last - 1] = max(12, widths[last - 1] + spare)
     lines = []
     for row in rows:
-        cells = [row[i][:widths[i]].ljust(widths[i]) if i else row[i].rjust(widths[i]) for i in range(4)]
-        lines.append("  ".join([*cells, row[4]]))
+        cells = [row[i][:widths[i]].ljust(widths[i]) if i else row[i].rjust(widths[i]) for i in range(last)]
+        lines.append("  ".join([*cells, row[last]]))
     return "\n".join(lines)
+
+
+def _match(hit) -> dict | None:
+    match = getattr(hit, "match", None)
+    return match if isinstance(match, dict) or match is None else dict(match)
+
+
+def _relevance(hit) -> str:
+    value = getattr(hit, "relevance", None)
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _words(hit) -> str:
+    match = _match(hit) or {}
+    return ",".join(match.get("words") or ()) or "-"
 
 
 def _video(hit) -> str:
@@ -94,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with ApiClient(api_url, api_key=key) as client:
             kind = {"video": "video", "photo": {"ne": "video"}}.get(args.kind)
-            answer = client.search_results(terms=terms, top_k=args.top_k, filters={"kind": kind} if kind else None)
+            answer = client.search_results(terms=terms, top_k=args.top_k, filters={"kind": kind} if kind else None,
+                                           mode=args.mode, fusion=args.fusion, alpha=args.alpha,
+                                           min_relevance=args.min_relevance)
     except ApiError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return EXIT_UNREACHABLE if exc.status == 0 else EXIT_REFUSED
@@ -102,9 +130,11 @@ def main(argv: list[str] | None = None) -> int:
         print("No photos found (is anything ingested? make ingest SOURCE=...).")
     else:
         print(table(answer.results, shutil.get_terminal_size((120, 20)).columns))
-    print(f"{len(answer.results)} results in {answer.took_ms:.0f} ms (model {answer.model}).")
-    if answer.notice:
-        print(answer.notice)
+    mode = getattr(answer, "mode", None)
+    print(f"{len(answer.results)} results in {answer.took_ms:.0f} ms (model {answer.model}"
+          + (f", {mode} search" if mode else "") + ").")
+    for notice in getattr(answer, "notices", None) or ([answer.notice] if answer.notice else []):
+        print(notice)
     return EXIT_OK
 
 

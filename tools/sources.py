@@ -3,6 +3,8 @@
 Accepted sources (`open_source` picks by looking at the path):
 - an Unsplash Lite `photos.tsv*` file (tab-separated, with a header; `.gz` also read);
 - the Unsplash Lite dataset `.zip` (its `photos.tsv*` member is streamed, nothing is extracted);
+  with either, the dataset's `keywords.tsv*` (in the zip, or beside the TSV) fills `photo_keywords`
+  (tools/unsplash_keywords.py);
 - a text file of image URLs, one per line (`#` comments and blank lines ignored); the photo id is a
   stable hash of the URL, so ingesting the list twice adds nothing;
 - a `.csv` (header first) or `.jsonl` / `.ndjson` (one JSON object a line) list: `photo_image_url` is
@@ -34,6 +36,7 @@ from urllib.parse import quote, urlsplit
 
 from services.common.schemas import PhotoRecord
 from services.media.formats import MEDIA_SUFFIXES
+from tools.unsplash_keywords import WINDOW, member_text, with_keywords
 
 log = logging.getLogger(__name__)
 
@@ -140,28 +143,31 @@ def _open_text(path: Path) -> io.TextIOBase:
     return open(path, encoding="utf-8", newline="")
 
 
-def read_tsv_file(path: Path, **options) -> Iterator[PhotoRecord]:
+def read_tsv_file(path: Path, *, keyword_window: int = WINDOW, **options) -> Iterator[PhotoRecord]:
+    keyword_files = sorted(path.parent.glob("keywords.tsv*")) if path.name.startswith("photos.tsv") else []
     with _open_text(path) as stream:
-        yield from read_tsv(stream, name=path.name, **options)
+        yield from with_keywords(read_tsv(stream, name=path.name, **options),
+                                 [lambda found=found: _open_text(found) for found in keyword_files], keyword_window)
 
 
-def read_zip(path: Path, **options) -> Iterator[PhotoRecord]:
-    """Records from the dataset zip: its `photos.tsv*` members, in name order, streamed."""
+def read_zip(path: Path, *, keyword_window: int = WINDOW, **options) -> Iterator[PhotoRecord]:
+    """Records from the dataset zip's `photos.tsv*` members, in name order, streamed; keywords from its `keywords.tsv*`."""
     try:
         archive = zipfile.ZipFile(path)
     except zipfile.BadZipFile as exc:
         raise SourceError(f"{path} is not a readable zip file: {exc}.") from None
     with archive:
-        members = sorted(info.filename for info in archive.infolist()
-                         if PurePosixPath(info.filename).name.startswith("photos.tsv")
-                         and not info.filename.startswith("__MACOSX/") and not info.is_dir())
-        if not members:
+        photos, keywords = ([name for name in sorted(info.filename for info in archive.infolist() if not info.is_dir())
+                             if PurePosixPath(name).name.startswith(prefix) and not name.startswith("__MACOSX/")]
+                            for prefix in ("photos.tsv", "keywords.tsv"))
+        if not photos:
             raise SourceError(f"{path} holds no photos.tsv file; is it the Unsplash Lite dataset?")
-        for member in members:
-            with archive.open(member) as raw:
-                binary = gzip.GzipFile(fileobj=raw) if member.endswith(".gz") else raw
-                with io.TextIOWrapper(binary, encoding="utf-8", newline="") as stream:
+
+        def records() -> Iterator[PhotoRecord]:
+            for member in photos:
+                with member_text(archive, member) as stream:
                     yield from read_tsv(stream, name=f"{path.name}:{member}", **options)
+        yield from with_keywords(records(), [lambda m=m: member_text(archive, m) for m in keywords], keyword_window)
 
 
 # --- URL list and folder ------------------------------------------------------------------------
@@ -374,6 +380,8 @@ def open_source(source: str | Path, *, limit: int | None = None, small_images: b
         options = {"on_bad_row": on_bad_row}
         if kind in ("zip", "tsv"):
             options["small_images"] = small_images
+            # Keywords are read a window of photos at a time: no wider than the photos wanted.
+            options["keyword_window"] = min(WINDOW, limit) if limit and limit > 0 else WINDOW
         records = readers[kind](path, **options)
     return _take(records, limit)
 

@@ -124,16 +124,18 @@ def queue_counts(redis_url: str) -> dict[str, int] | None:
 
 
 def index_state(store_url: str, table: str, options: dict[str, Any]) -> dict[str, Any] | None:
-    """The vector index's type and state, asked of the store directly; None when it cannot be asked."""
+    """The vector index's type and state, and how words are searched (`lexical`), asked of the store
+    directly; None when it cannot be asked."""
     # clickhouse-connect logs a failed connection with its traceback; the table says "unreachable".
     driver_log = logging.getLogger("clickhouse_connect")
     level = driver_log.level
     driver_log.setLevel(logging.CRITICAL + 1)
     try:
         from services.photostore import PhotoStore
+        from services.photostore.lexical import lexical_status
 
         with PhotoStore(store_url, table, connect_timeout=2, query_timeout=5, **options) as store:
-            return store.index_status()
+            return {**store.index_status(), "lexical": lexical_status(store)}
     except Exception:  # noqa: BLE001 (see queue_counts)
         return None
     finally:
@@ -176,6 +178,7 @@ def gather(settings: dict[str, str], rows: list[ServiceRow], probes: Probes | No
         "stats": probes.get_json(f"{api_url}/v1/stats", headers=headers),
         "index": probes.index_state(settings["STORE_URL"], settings.get("STORE_TABLE") or "photos", options),
         "model": probes.get_json(f"{embedder_url}/v1/model"),
+        "reembed": probes.get_json(f"{api_url}/v1/reembed", headers=headers),
         "backup": probes.last_backup(settings.get("BACKUP_DIR") or str(DEFAULT_BACKUP_DIR),
                                      settings.get("STORE_TABLE") or "photos"),
     }
@@ -223,15 +226,37 @@ def render(status: dict[str, Any]) -> str:
     else:
         reason = f", failed: {index['fail_reason']}" if index.get("fail_reason") else ""
         lines.append(f"vector index     {index.get('status')} (type {index.get('type') or '-'}{reason})")
+        if index.get("lexical"):
+            note = index["lexical"].get("note")
+            lines.append(f"word search      index {index['lexical'].get('index')}{': ' + note if note else ''}")
     model = status["model"]
     if model is None:
         lines.append(f"embedder model   {UNREACHABLE} (embedder)")
     else:
         random = ", random weights" if model.get("random_weights") else ""
         lines.append(f"embedder model   {model_names(model)} on {model.get('device')} in {model.get('dtype')}{random}")
+    lines.extend(reembed_lines(status.get("reembed")))
     if "backup" in status:
         lines.append(f"last backup      {backup_line(status['backup'])}")
     return "\n".join(lines) + "\n"
+
+
+def reembed_lines(reembed: dict[str, Any] | None) -> list[str]:
+    """The model that answers queries (the store's active table: `make reembed` changes it), and a
+    re-embedding in progress, or one that failed."""
+    if not reembed:
+        return []
+    active, job = reembed.get("active") or {}, reembed.get("job") or {}
+    text = f" + text: {active['text_model']}" if active.get("text_model") else ""
+    lines = [f"queries answered {active.get('model') or 'the embedder model'}{text} (table {active.get('table')})"]
+    if job.get("state") == "running":
+        eta = job.get("eta_s")
+        lines.append(f"re-embedding     to {job.get('to_model')}: {job.get('done', 0)} of {job.get('total', 0)} "
+                     f"photos, {float(job.get('rate') or 0):.1f} photos/s, "
+                     f"ETA {'?' if eta is None else f'{eta:.0f} s'} (make reembed MODEL={job.get('to_model')} follows it)")
+    elif job.get("state") == "failed":
+        lines.append(f"re-embedding     to {job.get('to_model')} failed: {job.get('error')}")
+    return lines
 
 
 def backup_line(backup: dict[str, Any] | None, now: datetime | None = None) -> str:

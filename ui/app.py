@@ -16,6 +16,7 @@ from services.common.api_client import ApiClient
 from ui.config import UISettings, get_settings
 from ui.dates import TAKEN_HELP
 from ui.ingest_tab import IngestPanel, ingest_tab
+from ui.matching import MODE_CHOICES, MODE_HELP, RELEVANCE_CHOICES, RELEVANCE_HELP
 from ui.search_page import (  # noqa: F401 - the page's names, importable from ui.app as before
     EMPTY_QUERY,
     RANDOM_WEIGHTS_BANNER,
@@ -26,7 +27,7 @@ from ui.search_page import (  # noqa: F401 - the page's names, importable from u
     wants_weight,
 )
 from ui.terms import MAX_ROWS, ROW_FIELDS
-from ui.wiring import on, wire  # noqa: F401 - `wire` is importable from ui.app as before
+from ui.wiring import on, wire, with_how  # noqa: F401 - `wire` is importable from ui.app as before
 
 TOP_K_MAX = 50
 
@@ -42,6 +43,11 @@ CSS = """
 #stats { color: var(--body-text-color-subdued); font-size: 0.9em; }
 #status p { margin: 0; }
 .term-row { border-left: 3px solid var(--color-accent); }
+#notices p { margin: 0; }
+.result-cards { margin: 0; padding-left: 0; list-style: none; font-size: 0.9em; }
+.result-card { padding: 2px 0; }
+.result-card mark { background: #ffe58a; color: inherit; padding: 0 1px; border-radius: 2px; }
+.card-number, .card-why { color: var(--body-text-color-subdued); }
 """
 
 
@@ -81,6 +87,9 @@ def build_app(settings: UISettings | None = None, client: Any = None) -> gr.Bloc
                         query_text = gr.Textbox(label="Describe the photo", lines=1, max_lines=1,
                                                 placeholder=QUERY_PLACEHOLDER, elem_id="query-text",
                                                 autofocus=True)
+                        # Sent as the gateway's `mode` with every query that has words.
+                        search_mode = gr.Radio(MODE_CHOICES, value=settings.search_mode, label="Search by",
+                                               info=MODE_HELP, elem_id="search-mode")
                         examples = gr.Examples([[query] for query in QUERY_EXAMPLES], inputs=[query_text],
                                                label="Try", elem_id="query-examples")
                         query_image = gr.Image(label="…or search with an image", type="filepath", image_mode=None,
@@ -98,6 +107,11 @@ def build_app(settings: UISettings | None = None, client: Any = None) -> gr.Bloc
                                                   info="Hide results whose score (cosine similarity) is below "
                                                        "this. 0 = off: every result is shown.",
                                                   elem_id="min-score")
+                            # A percentage, sent as `min_relevance`: a cut-off that means the same for
+                            # every query, where a cosine score's meaning varies from query to query.
+                            min_relevance = gr.Dropdown(RELEVANCE_CHOICES, value="0", allow_custom_value=True,
+                                                        label="Relevance", info=RELEVANCE_HELP,
+                                                        elem_id="min-relevance")
                             # The lists come from the gateway (page.load); a typed value is allowed too.
                             country = gr.Dropdown(label="Country", multiselect=True, allow_custom_value=True,
                                                   info="Pick from the list, or type a name and press Enter. "
@@ -125,8 +139,12 @@ def build_app(settings: UISettings | None = None, client: Any = None) -> gr.Bloc
                                 add_photo_button = gr.Button("Add to query", elem_id="add-photo-button")
                     with gr.Column(scale=5):
                         status = gr.Markdown("Type a query or upload an image to start.", elem_id="status")
+                        notices = gr.Markdown("", visible=False, elem_id="notices")
                         gallery = gr.Gallery(label="Results", columns=4, height="fit-content", object_fit="cover",
                                              interactive=False, allow_preview=True, elem_id="results-gallery")
+                        # Each result's description with the matched words marked, its relevance and why
+                        # it matched: the gallery's captions are plain text.
+                        cards = gr.HTML("", visible=False, elem_id="result-cards")
                         load_more = gr.Button("Load more", visible=False, elem_id="load-more")
             if settings.ingest_tab:
                 with gr.Tab("Ingest", id="ingest", elem_id="ingest-tab"):
@@ -143,7 +161,7 @@ def build_app(settings: UISettings | None = None, client: Any = None) -> gr.Bloc
         chosen = {"photo_image": photo_image, "photo_details": photo_details_box, "photo": photo_state,
                   "photo_box": photo_box}
         searched = {**shown, "gallery": gallery, "results": results_state, "stats": stats, "query": query_state,
-                    "load_more": load_more}
+                    "load_more": load_more, "notices": notices, "cards": cards}
         row_inputs = [row[field] for row in rows for field in ROW_FIELDS]  # the handlers' *rows, in order
         row_outputs = {f"term{number}_{field}": row[field] for number, row in enumerate(rows, start=1)
                        for field in (*ROW_FIELDS, "row")}
@@ -154,14 +172,18 @@ def build_app(settings: UISettings | None = None, client: Any = None) -> gr.Bloc
         on(filters.expand, page.filters_opened, [], {**lists, "banner": banner}, show_progress="hidden")
         gr.on([query_text.change, query_image.change], page.query_changed, inputs=[query_text, query_image],
               outputs=weight, queue=False)
-        searching = [query_text, query_image, weight, top_k, *narrowing, *row_inputs]
-        on([search_button.click, query_text.submit], page.search, searching, searched)
+        # The mode and the relevance cut-off go first; `with_how` hands them on as keywords.
+        how = [search_mode, min_relevance]
+        searching = [*how, query_text, query_image, weight, top_k, *narrowing, *row_inputs]
+        on([search_button.click, query_text.submit], with_how(page.search), searching, searched)
         # A clicked example fills the box, then searches: an example is a query to try, in one click.
-        on(examples.load_input_event.then, page.search, searching, searched)
+        on(examples.load_input_event.then, with_how(page.search), searching, searched)
+        on(search_mode.input, with_how(page.mode_changed), searching, searched)
+        # "Load more" sends the last query again, its mode and cut-off included.
         on(load_more.click, page.load_more, [query_state, results_state], searched)
-        on(more_button.click, page.more_like_this, [photo_state, top_k, *narrowing], searched)
-        on(less_button.click, page.less_like_this,
-           [photo_state, term_shown, query_text, query_image, weight, top_k, *narrowing, *row_inputs],
+        on(more_button.click, with_how(page.more_like_this), [*how, photo_state, top_k, *narrowing], searched)
+        on(less_button.click, with_how(page.less_like_this),
+           [*how, photo_state, term_shown, query_text, query_image, weight, top_k, *narrowing, *row_inputs],
            {**searched, **terms_out})
         on(add_photo_button.click, page.add_to_query, [photo_state, term_shown, *row_inputs], terms_out)
         on(add_button.click, add_row, [term_shown], terms_out, queue=False)

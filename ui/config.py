@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -20,6 +21,9 @@ class UISettings(CommonSettings):
     api_timeout: float = Field(30.0, gt=0)
     title: str = "Image search"
     top_k_default: int = Field(12, ge=1, le=50)
+    # The search mode the page starts with (the gateway's `mode`): "hybrid" (Both) like the gateway's
+    # own default, "vector" (Meaning) or "lexical" (Words).
+    search_mode: Literal["vector", "lexical", "hybrid"] = "hybrid"
     log_level: str = "INFO"
     # The Ingest tab starts jobs with `api_key`; a public demo can hide it.
     ingest_tab: bool = True

@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import urljoin, urlparse
 
 from ui.dates import describe_range
+from ui.matching import match_reason, relevance_compact, relevance_text
 
 CAPTION_CHARS = 90
 
@@ -28,12 +29,16 @@ def markdown_text(sentence: str) -> str:
 
 
 def caption_for(result: dict[str, Any]) -> str:
-    """What a person reads under a result: its score, then the best description there is."""
+    """What a person reads under a result: its relevance (else its score), then the best description
+    there is. Plain text: the gallery escapes it."""
     words = (result.get("photo_description") or result.get("ai_description") or "").strip()
     words = " ".join(words.split()) or str(result.get("photo_id", ""))
     if len(words) > CAPTION_CHARS:
         words = words[: CAPTION_CHARS - 1].rstrip() + "…"
     words = video_mark(result) + words
+    # Where the gateway says how the photo ranks in the library ("top 0.8%"), that says more than a score.
+    if relevance := relevance_compact(result.get("relevance")):
+        return f"{relevance} · {words}"
     score = result.get("score")
     return f"{score:.3f} · {words}" if isinstance(score, (int, float)) else words
 
@@ -77,7 +82,8 @@ def photo_html(photo: dict[str, Any]) -> str:
 
 
 def photo_details(photo: dict[str, Any]) -> str:
-    """The chosen photo in one line: what it shows, who took it, where, a link to its page, its id."""
+    """The chosen photo in one line: what it shows, who took it, where, a link to its page, its id, and
+    for a result its relevance and why it matched."""
     words = (photo.get("photo_description") or photo.get("ai_description") or "").strip()
     lines = [f"**{markdown_text(words)}**" if words else f"**{markdown_text(str(photo.get('photo_id')))}**"]
     if photo.get("kind") == "video":
@@ -94,6 +100,9 @@ def photo_details(photo: dict[str, Any]) -> str:
         where = "Unsplash" if urlparse(page).hostname in ("unsplash.com", "www.unsplash.com") else "its page"
         lines.append(f"[open on {where}]({page})")
     lines.append(f"id `{photo.get('photo_id')}`")
+    # A chosen result also says how it matched the search that found it.
+    lines += [markdown_text(said) for said in (relevance_text(photo.get("relevance")), match_reason(photo.get("match")))
+              if said]
     return " · ".join(lines)
 
 
@@ -153,7 +162,8 @@ def facet_choices(values: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return choices
 
 
-def describe_filters(filters: dict[str, Any] | None, min_score: float | None) -> str:
+def describe_filters(filters: dict[str, Any] | None, min_score: float | None,
+                     min_relevance: float | None = None) -> str:
     """The active filters in words for the status line, e.g. `country: Japan or Norway, score ≥ 0.20`."""
     parts = []
     for column, value in (filters or {}).items():
@@ -164,6 +174,8 @@ def describe_filters(filters: dict[str, Any] | None, min_score: float | None) ->
         parts.append(f"{FILTER_NAMES.get(column, column)}: {' or '.join(str(v) for v in values)}")
     if min_score is not None:
         parts.append(f"score ≥ {min_score:.2f}")
+    if min_relevance is not None:
+        parts.append(f"closer than {min_relevance * 100:.3g}% of the library")
     return ", ".join(parts)
 
 
@@ -191,7 +203,7 @@ def timing_text(answer: dict[str, Any]) -> str:
 def result_status(answer: dict[str, Any], results: list[dict[str, Any]], what: str, query: dict[str, Any]) -> str:
     """The status line after a search: how many, for what, within which filters; or why there are none."""
     timing = timing_text(answer)
-    narrowed = describe_filters(query.get("filters"), query.get("min_score"))
+    narrowed = describe_filters(query.get("filters"), query.get("min_score"), query.get("min_relevance"))
     within = f" ({markdown_text(narrowed)})" if narrowed else ""
     if results:
         return f"{len(results)} result{'s' if len(results) != 1 else ''} for {markdown_text(what)}{within}{timing}."
@@ -199,7 +211,8 @@ def result_status(answer: dict[str, Any], results: list[dict[str, Any]], what: s
         return f"No photos found for {markdown_text(what)}. Is anything indexed yet?"
     # Say what to loosen: only what is set.
     loosen = [*(["clear them"] if query.get("filters") else []),
-              *(["lower the minimum score"] if query.get("min_score") is not None else [])]
+              *(["lower the minimum score"] if query.get("min_score") is not None else []),
+              *(["lower the relevance cut-off"] if query.get("min_relevance") is not None else [])]
     return f"No photos match these filters{within} for {markdown_text(what)}; {' or '.join(loosen)}."
 
 
@@ -207,3 +220,19 @@ def random_status(filters: dict[str, Any] | None) -> str:
     """The status line under a random photo: within which filters, and what to do next."""
     within = f" ({markdown_text(describe_filters(filters, None))})" if filters else ""
     return f"Random photo{within}: press **More like this** to search with it."
+
+
+TRUNCATED = "Your query was long: only its first part was searched."
+
+
+def notices_markdown(answer: dict[str, Any]) -> str:
+    """The gateway's notices about this search (e.g. "Only stop-words: searched by meaning instead."),
+    one per line, as Markdown; "" when there are none. Random weights are left to the banner, which
+    says so above every tab. A cut query is said by the gateway's own notice (where it was cut), else
+    here."""
+    notices = [str(notice) for notice in answer.get("notices") or [] if str(notice).strip()]
+    if answer.get("random_weights"):
+        notices = [notice for notice in notices if "random weights" not in notice.lower()]
+    if answer.get("query_truncated") and not notices:
+        notices.append(TRUNCATED)
+    return "\n\n".join(f"ℹ️ {markdown_text(notice)}" for notice in notices)

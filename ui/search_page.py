@@ -1,6 +1,7 @@
 """The search page's behaviour, independent of Gradio's layout: `SearchPage`, driven by unit tests with
 a fake client. Text and/or image queries, extra "more like / less like" terms, filters, a results
-gallery that "Load more" extends, random photos, "More like this" and "Less like this".
+gallery that "Load more" extends, random photos, "More like this" and "Less like this". A query with
+words is searched in the chosen mode (by meaning, by words, or both); results can be cut at a relevance.
 
 The page talks to the gateway only, through `ApiClient`, over HTTP. Every handler catches the
 client's `ApiError` and shows the gateway's own sentence (a toast plus the status line), so a
@@ -26,12 +27,14 @@ from ui.formatting import (
     facet_choices,
     gallery_items,
     markdown_text,
+    notices_markdown,
     photo_details,
     photo_html,
     random_status,
     result_status,
     stats_markdown,
 )
+from ui.matching import min_relevance_of, result_cards
 from ui.term_rows import add_row, place_photo, remove_row  # noqa: F401 - the rows' events, with the page's
 from ui.terms import LESS_LIKE_WEIGHT, ONLY_LESS_LIKE, ROW_FIELDS, TermError, extra_terms, main_terms, rows_of
 
@@ -214,10 +217,12 @@ class SearchPage:
     def search(self, text: str | None, image: str | None, weight: float, top_k: float,
                min_score: float | None = 0.0, country: str | list[str] | None = None,
                photographer: str | list[str] | None = None, camera: Any = None, taken: str | None = None,
-               *rows: Any) -> Updates:
+               *rows: Any, mode: str | None = None, min_relevance: Any = None) -> Updates:
         """Search by text, an uploaded image, or both, plus the extra term rows (flat: text, image, photo,
         weight per row), within the Filters accordion's filters: each dropdown gives a list of values
-        (or one string). Without extra terms the query is the gateway's plain text/image/weight one."""
+        (or one string). Without extra terms the query is the gateway's plain text/image/weight one.
+        `mode` (the toggle's "vector", "lexical" or "hybrid") is sent when the query has words: an image
+        alone can only be searched by meaning. `min_relevance` is the cut-off's percentage."""
         text = (text or "").strip()
         try:
             image_bytes = Path(image).read_bytes() if image else None
@@ -226,7 +231,9 @@ class SearchPage:
             return self._warning("The uploaded image could not be read; please upload it again.")
         except TermError as error:
             return self._warning(str(error))
-        narrowing = self._narrowing(min_score, country, photographer, camera, taken)
+        narrowing = self._narrowing(min_score, country, photographer, camera, taken, min_relevance)
+        if mode and (text or any(term.get("text") for term in terms)):
+            narrowing["mode"] = mode
         what = describe_query(text, bool(image_bytes)) if text or image_bytes else ""
         if not terms:
             if not what:
@@ -239,21 +246,32 @@ class SearchPage:
         return self._run_search(what=", ".join([what, *words] if what else words), top_k=int(top_k),
                                 terms=main_terms(text, image_bytes, float(weight)) + terms, **narrowing)
 
+    def mode_changed(self, text: str | None, image: str | None, *args: Any, mode: str | None = None,
+                     min_relevance: Any = None) -> Updates:
+        """Picking another mode searches again at once when there is a query (the same arguments as
+        `search`), so the results change under the person's eyes; with an empty box it waits."""
+        if not (text or "").strip() and not image:
+            return {}
+        return self.search(text, image, *args, mode=mode, min_relevance=min_relevance)
+
     def more_like_this(self, photo: dict | None, top_k: float, min_score: float | None = 0.0,
                        country: str | list[str] | None = None, photographer: str | list[str] | None = None,
-                       camera: Any = None, taken: str | None = None) -> Updates:
+                       camera: Any = None, taken: str | None = None, *, mode: str | None = None,
+                       min_relevance: Any = None) -> Updates:
         """Search by the shown photo's id (the gateway reuses its stored vector), within the same filters
-        as Search: a person who narrowed the results expects "more like this" to stay narrowed."""
+        as Search: a person who narrowed the results expects "more like this" to stay narrowed. A photo
+        has no words, so it is searched by meaning whatever the `mode`."""
         if not photo or not photo.get("photo_id"):
             return self._warning(PICK_FIRST)
         return self._run_search(photo_id=photo["photo_id"], top_k=int(top_k),
                                 what=f"photos like {photo['photo_id']}",
-                                **self._narrowing(min_score, country, photographer, camera, taken))
+                                **self._narrowing(min_score, country, photographer, camera, taken, min_relevance))
 
     def less_like_this(self, photo: dict | None, shown: list[bool] | None, text: str | None, image: str | None,
                        weight: float, top_k: float, min_score: float | None = 0.0,
                        country: str | list[str] | None = None, photographer: str | list[str] | None = None,
-                       camera: Any = None, taken: str | None = None, *rows: Any) -> Updates:
+                       camera: Any = None, taken: str | None = None, *rows: Any, mode: str | None = None,
+                       min_relevance: Any = None) -> Updates:
         """The current query plus the shown photo at weight -1, in one click: the photo goes into a free
         term row (so the query on the page is the query searched), then the search runs."""
         if not photo or not photo.get("photo_id"):
@@ -265,7 +283,8 @@ class SearchPage:
         index = placed.pop("_index")
         updated[index * len(ROW_FIELDS):(index + 1) * len(ROW_FIELDS)] = ["", None, photo["photo_id"],
                                                                          LESS_LIKE_WEIGHT]
-        answer = self.search(text, image, weight, top_k, min_score, country, photographer, camera, taken, *updated)
+        answer = self.search(text, image, weight, top_k, min_score, country, photographer, camera, taken, *updated,
+                             mode=mode, min_relevance=min_relevance)
         return {**placed, **answer}
 
     def add_to_query(self, photo: dict | None, shown: list[bool] | None, *rows: Any) -> Updates:
@@ -286,12 +305,14 @@ class SearchPage:
         return self._run_search(**query, offset=len(shown), earlier=shown)
 
     def _narrowing(self, min_score: float | None, country: str | list[str] | None,
-                   photographer: str | list[str] | None, camera: Any = None, taken: str | None = None) -> dict:
-        """The query's `min_score` and `filters`, only when set (an unset one is not sent); {"invalid": why}."""
+                   photographer: str | list[str] | None, camera: Any = None, taken: str | None = None,
+                   min_relevance: Any = None) -> dict:
+        """The query's `min_score`, `min_relevance` and `filters`, only when set (an unset one is not
+        sent); {"invalid": why}."""
         with self._lock:
             listed = self._listed
         try:
-            narrowing = {"min_score": min_score_or_none(min_score),
+            narrowing = {"min_score": min_score_or_none(min_score), "min_relevance": min_relevance_of(min_relevance),
                          "filters": build_filters(country, photographer, listed, camera, taken)}
         except ValueError as error:
             return {"invalid": str(error)}
@@ -313,9 +334,11 @@ class SearchPage:
         full_page = len(page) >= query["top_k"] and offset + len(page) + query["top_k"] <= OFFSET_MAX
         status = (result_status(answer, results, what, query) if page or not earlier
                   else f"No more results for {markdown_text(what)}.")
+        notices, cards = notices_markdown(answer), result_cards(results)
         return {"gallery": gallery_items(results, self.image_base), "results": results, "status": status,
                 "banner": self.banner(), "stats": self.stats_line(), "query": {"what": what, **query},
-                "load_more": gr.update(visible=full_page)}
+                "load_more": gr.update(visible=full_page), "notices": gr.update(value=notices, visible=bool(notices)),
+                "cards": gr.update(value=cards, visible=bool(cards))}
 
     def random_photo(self, country: str | list[str] | None = None, photographer: str | list[str] | None = None,
                      camera: str | list[str] | None = None, taken: str | None = None) -> Updates:

@@ -34,3 +34,15 @@ def on(trigger: Any, handler: Callable[..., Any], inputs: list, outputs: Mapping
         gr.on(trigger, fn, inputs=inputs, outputs=wired, **options)
     else:
         trigger(fn, inputs=inputs, outputs=wired, **options)
+
+
+def with_how(handler: Callable[..., Any]) -> Callable[..., Any]:
+    """`handler` fed by Gradio with the search mode and the relevance cut-off in front of its usual
+    inputs: they reach it as the keywords `mode` and `min_relevance`, after any `*rows`, so its
+    positional inputs keep their order."""
+
+    @functools.wraps(handler)
+    def event(mode: Any, min_relevance: Any, *args: Any) -> Any:
+        return handler(*args, mode=mode, min_relevance=min_relevance)
+
+    return event

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ipaddress
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -46,6 +47,11 @@ class ApiSettings(CommonSettings):
     # many results deep each is asked, so that "Load more" pages are slices of it: see api/resultcache.py.
     result_cache_size: int = Field(256, ge=0)
     result_cache_depth: int = Field(50, ge=1, le=10000)
+    # A query's mode when it names none (vector, lexical or hybrid; see api/hybrid.py and README "Words and
+    # pictures together" for why this default), and how many of the library's vectors calibrate `relevance`
+    # (api/relevance.py; 0: no relevance).
+    search_mode: Literal["vector", "lexical", "hybrid"] = "vector"
+    relevance_sample: int = Field(2000, ge=0, le=100_000)
     # Rate limits (the `limits` library's notation, e.g. 600/minute): reads per API key, or per client
     # address without one; writes per API key. Empty: no limit. Counted in `rate_limit_storage`, by
     # default REDIS_URL, so every gateway shares the count; `memory://` counts in this process only.

@@ -10,7 +10,9 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Annotated, Any, Protocol, runtime_checkable
 
 from fastapi import Depends, Request
@@ -68,6 +70,42 @@ class Cached:
         return self._value
 
 
+# The active table a query was embedded for (services/photostore/active.py): set once per search, so its
+# embedder calls, model check, caches and search all use one table and its model, even across a switch.
+_query_table: ContextVar[Any] = ContextVar("query_table", default=None)
+
+
+class PerTable:
+    """A `Cached` getter per active table: the model and the table of the table that answers now (or that
+    the current query was pinned to), each kept `ttl_s` seconds. `make(record)` builds the getter."""
+
+    def __init__(self, services: Services, make: Callable[[Any], Callable[[], Awaitable[Any]]], ttl_s: float):
+        self._services, self._make, self._ttl_s = services, make, ttl_s
+        self._by_table: dict[Any, Cached] = {}
+
+    async def get(self, *, fresh: bool = False) -> Any:
+        record = await self._services.current_table()
+        cached = self._by_table.get(record)
+        if cached is None:
+            cached = self._by_table[record] = Cached(self._make(record), self._ttl_s)
+        return await cached.get(fresh=fresh)
+
+
+class QueryStore:
+    """`services.store` as handlers see it: the client bound to the table the current query is pinned to
+    (`Services.pin_table`), else the store itself, which follows the active record. Every attribute is
+    that client's, so a search, a stored photo's vector and a data version all come from one table."""
+
+    def __init__(self, services: Services):
+        object.__setattr__(self, "_services", services)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._services.table_store(), name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._services.table_store(), name, value)
+
+
 @dataclass
 class Services:
     """Everything a request handler may call. Store and job store are synchronous: call them
@@ -88,10 +126,16 @@ class Services:
     text_cache: TextVectorCache | None = None
     # Search answers by (vector, filters, ...) for one data version of the table; None: 256 answers.
     result_cache: ResultCache | None = None
+    # Re-embeddings (services/common/reembed_jobs.py); None: this gateway starts none.
+    reembeds: Any = None
 
     def __post_init__(self) -> None:
-        self.model_info = Cached(self.embedder.model_info, self.model_info_ttl_s)
-        self.table_info = Cached(lambda: blocking(self.store.table_info), self.table_info_ttl_s)
+        self.model_info = PerTable(self, lambda record: partial(self.embedder.model_info, **_options(record)),
+                                   self.model_info_ttl_s)
+        self.table_info = PerTable(self, lambda record: partial(blocking, self.table_store(record).table_info),
+                                   self.table_info_ttl_s)
+        self._active = Cached(self._read_active, 2.0)
+        self.base_store, self.store = self.store, QueryStore(self)  # type: ignore[assignment]
         if self.text_cache is None:
             self.text_cache = TextVectorCache(10000)
         if self.result_cache is None:
@@ -102,14 +146,42 @@ class Services:
         carries the fingerprints of both towers, so another model, or another text tower over the same
         image model, never gets this one's vectors."""
         cache = self.text_cache
+        options = _options(await self.current_table())
         if cache is None or not cache.enabled:
-            return await self.embedder.embed_texts(texts)
+            return await self.embedder.embed_texts(texts, **options)
         info = await self.model_info.get()
         fingerprint = str(info.get("fingerprint") or info.get("name") or "")
         text_fingerprint = info.get("text_fingerprint")
         if text_fingerprint and text_fingerprint != fingerprint:
             fingerprint = f"{fingerprint}+{text_fingerprint}"
-        return await cache.embed(fingerprint, texts, self.embedder.embed_texts)
+        return await cache.embed(fingerprint, texts, partial(self.embedder.embed_texts, **options))
+
+    async def embed_images(self, images: list[bytes]) -> Any:
+        """The images' vectors from the model of the table that answers."""
+        return await self.embedder.embed_images(images, **_options(await self.current_table()))
+
+    async def _read_active(self) -> Any:
+        reader = getattr(self.base_store, "active_record", None)
+        return await blocking(reader) if reader is not None else None
+
+    async def current_table(self) -> Any:
+        """The active record (services/photostore/active.py) the current query is pinned to, else the latest
+        (read at most every 2 s); None for a store that keeps none (a test's fake)."""
+        pinned = _query_table.get()
+        return pinned if pinned is not None else await self._active.get()
+
+    async def pin_table(self) -> Token:
+        """Pin the current query to the table that answers now; `unpin` with the token when it is done."""
+        return _query_table.set(await self._active.get())
+
+    @staticmethod
+    def unpin(token: Token) -> None:
+        _query_table.reset(token)
+
+    def table_store(self, record: Any = None) -> PhotoStore:
+        """The store bound to the table of `record` (by default the current query's), or the store itself."""
+        record = record if record is not None else _query_table.get()
+        return self.base_store.for_table(record.table) if record is not None else self.base_store
 
     async def aclose(self) -> None:
         for close in self.closers:
@@ -119,6 +191,11 @@ class Services:
                     await result
             except Exception:  # closing must not hide the reason we are shutting down
                 log.warning("closing %r failed", close, exc_info=True)
+
+
+def _options(record: Any) -> dict[str, str]:
+    """The embedder keyword arguments picking the model of `record`'s table (none: the embedder's own)."""
+    return record.embed_options() if record is not None else {}
 
 
 async def blocking(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -155,6 +232,7 @@ def build_services(settings: ApiSettings) -> Services:
     from services.common.fetch import FetchPolicy, fetch_bytes_async
     from services.common.jobs import JobStore
     from services.common.queue import enqueue_ingest
+    from services.common.reembed_jobs import ReembedJobs
     from services.photostore import PhotoStore
 
     embedder = AsyncEmbedderClient(settings.embedder_urls, timeout=settings.embedder_timeout_s)
@@ -171,11 +249,13 @@ def build_services(settings: ApiSettings) -> Services:
     async def fetch(url: str) -> bytes:
         return await fetch_bytes_async(url, policy)
 
+    reembeds = ReembedJobs(settings.redis_url, settings.store_table)
     text_cache = TextVectorCache(settings.text_cache_size, ttl_s=settings.text_cache_ttl_s,
                                  redis_url=settings.redis_url if settings.text_cache_redis else None)
     return Services(embedder=embedder, store=store, jobs=jobs, enqueue=enqueue, fetch=fetch,
                     model_info_ttl_s=settings.model_info_ttl_s, table_info_ttl_s=settings.table_info_ttl_s,
-                    closers=[embedder.aclose, store.close, jobs.close, text_cache.aclose], text_cache=text_cache,
+                    closers=[embedder.aclose, store.close, jobs.close, reembeds.close, text_cache.aclose],
+                    text_cache=text_cache, reembeds=reembeds,
                     result_cache=ResultCache(settings.result_cache_size, settings.result_cache_depth))
 
 

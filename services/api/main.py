@@ -18,7 +18,7 @@ from services.api.config import ApiSettings, get_settings
 from services.api.deps import Services, build_services
 from services.api.metrics import Metrics, observe_request
 from services.api.ratelimit import RateLimits, parse_limit, storage_uri
-from services.api.routes import health, jobs, library, photos, search
+from services.api.routes import health, jobs, library, photos, reembed, search
 from services.api.signing import build_signer
 from services.common.http import configure_logging, install_body_guard, install_error_handlers, install_request_ids
 
@@ -57,7 +57,7 @@ def create_app(settings: ApiSettings | None = None, services: Services | None = 
     app.state.url_signer = build_signer(settings)
     install_error_handlers(app)
     # library before photos: /v1/photos/{photo_id:path} would take /v1/photos/{id}/thumbnail too.
-    for module in (search, library, photos, jobs, health):
+    for module in (search, library, photos, jobs, reembed, health):
         app.include_router(module.router)
     if settings.cors_origin_list:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list,

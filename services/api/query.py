@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 import numpy as np
 
+from services.api import hybrid, relevance
 from services.api.deps import Services, blocking
 from services.api.resultcache import answer_key
 from services.common.errors import (
@@ -64,6 +65,13 @@ class SearchQuery:
     collapse: float | None = None
     terms: list[QueryTerm] = field(default_factory=list)
     fresh: bool = False  # Cache-Control: no-cache: the store answers, not the result cache
+    # Query modes and calibrated relevance (see hybrid.py and relevance.py); None: API_SEARCH_MODE.
+    mode: str | None = None
+    fusion: str = "rrf"
+    rrf_k: int = 60
+    alpha: float = 0.5
+    min_relevance: float | None = None
+    relevance_sample: int = relevance.DEFAULT_SAMPLE
 
 
 def decode_base64_image(text: str, max_bytes: int) -> bytes:
@@ -184,7 +192,7 @@ async def _fields_vector(services: Services, query: SearchQuery) -> np.ndarray:
     if query.text:
         work["text"] = _first_row(services.embed_texts([query.text]))
     if image:
-        work["image"] = _first_row(services.embedder.embed_images([image]))
+        work["image"] = _first_row(services.embed_images([image]))
     if query.photo_id:
         work["photo"] = _photo_vector(services, query.photo_id)
     parts = await _gather(**work)
@@ -213,7 +221,7 @@ async def _terms_vector(services: Services, query: SearchQuery) -> tuple[np.ndar
     if texts:
         work["texts"] = _weighted(services.embed_texts([t for t, _ in texts]), [w for _, w in texts])
     if images:
-        work["images"] = _weighted(services.embedder.embed_images([i for i, _ in images]), [w for _, w in images])
+        work["images"] = _weighted(services.embed_images([i for i, _ in images]), [w for _, w in images])
     if _has_fields(query):
         work["fields"] = _fields_vector(services, query)
     parts = await _gather(**work)
@@ -241,13 +249,16 @@ async def run_search(services: Services, query: SearchQuery) -> dict[str, Any]:
         raise BadRequest(NOTHING_TO_SEARCH, code="empty_query")
     if query.image and query.image_url:
         raise BadRequest("Give either an image or an image_url, not both.", code="invalid_request")
+    decided = hybrid.plan(query)  # the mode used; texts cut to what the matcher and the embedder take
 
     # `embed_ms`: building the query vector (embedder calls, or the text cache; fetched images; a stored
     # photo's vector); `store_ms`: the search itself. They are wall times, so they add up to about total.
     embed_started = time.perf_counter()
+    pinned = await services.pin_table()  # one table and its model for the whole query, even across a switch
     # The table's data version (for the result cache) is read while the query is embedded, and before the
     # search: an answer is never kept under a version newer than what it saw.
     version = asyncio.ensure_future(_data_version(services))
+    decided.start(services, query)  # a word search that needs no vector runs while the query is embedded
     try:
         parts = await _gather(model=services.model_info.get(), vector=_query_vector(services, query))
         model_info: dict[str, Any] = parts["model"]
@@ -257,10 +268,18 @@ async def run_search(services: Services, query: SearchQuery) -> dict[str, Any]:
             # Only stored photos' terms: the store sums them onto zeros of the table's size.
             table = await services.table_info.get()
             vector = np.zeros(int((table or {}).get("dim") or 0), np.float32)
-        rows, cached = await _search_store(services, vector, query, model_info, stored, version)
+        full = await hybrid.full_vector(services, vector, stored, decided)
+        calibrated = await relevance.calibration(services, full, query.relevance_sample)
+        query.min_score = relevance.min_score(query.min_score, query.min_relevance, calibrated)
+        rows, cached = await _search_store(services, vector, query, model_info, stored, version, decided, full)
     finally:
         _settle(version)
+        decided.settle()
+        services.unpin(pinned)
     random_weights = bool(model_info.get("random_weights", False))
+    notices = decided.notices + ([RANDOM_WEIGHTS_NOTICE] if random_weights else [])
+    results = [shape_result(row) for row in rows]
+    relevance.add_relevance(results, calibrated)
     finished = time.perf_counter()
     took_ms = (finished - started) * 1000.0
     timings = {"embed_ms": round((store_started - embed_started) * 1000.0, 2),
@@ -269,14 +288,16 @@ async def run_search(services: Services, query: SearchQuery) -> dict[str, Any]:
              bool(query.text), bool(query.image or query.image_url), query.photo_id, len(query.terms), query.top_k,
              query.offset, len(rows), took_ms, " (result cache)" if cached else "")
     return {
-        "results": [shape_result(row) for row in rows],
+        "results": results,
         "took_ms": round(took_ms, 2),
         "timings": timings,
         "cached": cached,
         "offset": query.offset,
         "model": model_info.get("name"),
         "random_weights": random_weights,
-        "notice": RANDOM_WEIGHTS_NOTICE if random_weights else None,
+        "notice": " ".join(notices) or None,
+        **decided.answer(),
+        "notices": notices,
     }
 
 
@@ -295,6 +316,7 @@ def _settle(task: asyncio.Future) -> None:
 
 async def _search_store(services: Services, vector: np.ndarray, query: SearchQuery, model_info: dict[str, Any],
                         stored: list[tuple[str, float]], version_read: asyncio.Future,
+                        decided: hybrid.Plan | None = None, full: np.ndarray | None = None,
                         ) -> tuple[list[dict[str, Any]], bool]:
     """The page of results, and whether it came from the result cache (see `resultcache.py`)."""
     table = await services.table_info.get()
@@ -302,6 +324,10 @@ async def _search_store(services: Services, vector: np.ndarray, query: SearchQue
         # Nothing ingested yet: an empty answer, not an error.
         return [], False
     _check_same_model(table, model_info, vector)
+    if decided is not None and decided.mode != "vector":
+        # Kept in the result cache too, under a key that adds the words, the mode and the fusion.
+        full = vector if full is None else full
+        return await hybrid.search(services, vector, full, query, decided, stored, version_read)
     options: dict[str, Any] = {"stored_terms": stored} if stored else {}
     search = partial(blocking, services.store.search, vector, min_score=query.min_score, filters=query.filters,
                      collapse=query.collapse, **options)
@@ -310,7 +336,7 @@ async def _search_store(services: Services, vector: np.ndarray, query: SearchQue
         return await search(top_k=query.top_k, offset=query.offset), False
     wanted = query.offset + query.top_k
     key = answer_key(vector, filters=query.filters, min_score=query.min_score, collapse=query.collapse,
-                     stored_terms=stored)
+                     stored_terms=stored, table=getattr(services.store, "table", ""))
     version = await version_read
     kept = None if query.fresh else cache.get(key, version, query.offset, wanted)
     if kept is not None:

@@ -5,8 +5,9 @@ an exact scan of 25,000 photos takes about 30 ms on 2 cores (bench/results/searc
 gateway also keeps the store's answers, in a bounded LRU (`cachetools.LRUCache`, `API_RESULT_CACHE_SIZE`
 answers):
 
-- keyed by everything that decides an answer: the query vector's bytes, filters, min_score, collapse and
-  the stored photos' terms (a new model makes new vectors, hence new keys);
+- keyed by everything that decides an answer: the table searched (a re-embedded library answers from a
+  new one), the query vector's bytes, filters, min_score, collapse and the stored photos' terms (a new
+  model makes new vectors, hence new keys);
 - each answer is asked `API_RESULT_CACHE_DEPTH` results deep (50: five pages of ten), so "Load more"
   and the pages after it are sliced from the same answer;
 - each answer carries the store's data version (`PhotoStore.data_version`: the table's active parts),
@@ -39,9 +40,10 @@ class _Answer:
 
 
 def answer_key(vector: np.ndarray, *, filters: Any = None, min_score: float | None = None,
-               collapse: float | None = None, stored_terms: Sequence[tuple[str, float]] = ()) -> tuple:
-    """What decides a search's answer, as a hashable key (offset and top_k are not in it: pages are slices)."""
-    return (np.ascontiguousarray(vector, dtype=np.float32).tobytes(),
+               collapse: float | None = None, stored_terms: Sequence[tuple[str, float]] = (), table: str = "") -> tuple:
+    """What decides a search's answer, as a hashable key (offset and top_k are not in it: pages are slices).
+    `table`: the table searched, so a re-embedded library's answers never mix with the old table's."""
+    return (str(table), np.ascontiguousarray(vector, dtype=np.float32).tobytes(),
             json.dumps(filters, sort_keys=True, default=str), min_score, collapse,
             tuple((str(photo_id), float(weight)) for photo_id, weight in stored_terms))
 

@@ -14,6 +14,8 @@ INGEST_MAX_PHOTOS = 5000
 BATCH_SIZE_MAX = 256
 TERMS_MAX = 8
 TERM_WEIGHT_MAX = 2.0
+TEXT_MAX_CHARS = 10_000  # a lexical query may be long; the embedder gets the first 2,000 (hybrid.py)
+RRF_K_MAX = 1000
 _TERM_SOURCES = ("text", "image_base64", "image", "image_url", "photo_id")
 
 
@@ -63,7 +65,9 @@ class SearchRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    text: str | None = Field(None, max_length=2000, description="What to look for, in words.")
+    text: str | None = Field(None, max_length=TEXT_MAX_CHARS,
+                             description="What to look for, in words. Up to 10,000 characters: the embedder gets the "
+                                         "first 2,000, word matching the first 1,000 (query_truncated says so).")
     image_base64: str | None = Field(None, description="A query image, base64-encoded (JSON only; "
                                                        "multipart sends it as the file field `image`).")
     image_url: str | None = Field(None, max_length=4096, description="A query image to fetch (http or https).")
@@ -91,6 +95,18 @@ class SearchRequest(BaseModel):
     kind: Literal["photo", "video"] | None = Field(
         None, description="Only photos (\"photo\") or only videos (\"video\"); both when absent. A video result "
                           "carries kind \"video\", its duration_s and frame_s, the time of the frame shown.")
+    mode: Literal["vector", "lexical", "hybrid"] | None = Field(
+        None, description="vector: by the query's vector (what photos look like); lexical: by the words of the "
+                          "text in the photos' descriptions, names and file names (BM25), `-word` and "
+                          "`-\"a phrase\"` excluding; hybrid: both, fused. Absent: the gateway's API_SEARCH_MODE. "
+                          "Without words to match, a query runs as vector and says so in `notices`.")
+    fusion: Literal["rrf", "alpha"] = Field("rrf", description="How hybrid fuses its two lists: rrf (reciprocal "
+                                                               "rank fusion) or alpha (a weighted sum of scores).")
+    rrf_k: int = Field(60, description=f"RRF's constant, 1 to {RRF_K_MAX}: each list adds 1 / (rrf_k + rank).")
+    alpha: float = Field(0.5, description="With fusion alpha: the vector's share, 0 to 1 (each list's scores "
+                                          "min-max normalised).")
+    min_relevance: float | None = Field(None, description="Drop results less relevant than this, 0 to 1: 0.99 keeps "
+                                                          "photos closer to the query than 99% of the library.")
 
     @model_validator(mode="after")
     def _kind_filter(self) -> SearchRequest:
@@ -106,6 +122,21 @@ class SearchRequest(BaseModel):
     def _weight_range(cls, value: float) -> float:
         if not 0.0 <= value <= 1.0:
             raise ValueError("weight must be between 0 and 1 (the image's share of the query)")
+        return value
+
+    @field_validator("rrf_k")
+    @classmethod
+    def _rrf_k_range(cls, value: int) -> int:
+        if not 1 <= value <= RRF_K_MAX:
+            raise ValueError(f"rrf_k must be between 1 and {RRF_K_MAX}")
+        return value
+
+    @field_validator("alpha", "min_relevance")
+    @classmethod
+    def _share_range(cls, value: float | None, info: Any) -> float | None:
+        if value is not None and not 0.0 <= value <= 1.0:
+            meaning = "the vector's share" if info.field_name == "alpha" else "a share of the library"
+            raise ValueError(f"{info.field_name} must be between 0 and 1 ({meaning})")
         return value
 
     @field_validator("top_k")
@@ -170,9 +201,25 @@ class Photo(PhotoRecord):
         return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 
+class Match(BaseModel):
+    """Why a lexical or hybrid result is where it is: its place in each list (null where a list lacked it)."""
+
+    vector_rank: int | None = Field(None, description="Its rank in the vector search's list.")
+    vector_score: float | None = Field(None, description="Its cosine similarity in that list.")
+    lexical_rank: int | None = Field(None, description="Its rank in the word search's list.")
+    lexical_score: float | None = Field(None, description="Its BM25 score there.")
+    fused_score: float | None = Field(None, description="The fused score the hybrid order follows.")
+    words: list[str] = Field([], description="The query's words found in the photo's text.")
+
+
 class SearchResult(Photo):
     score: float = Field(description="Cosine similarity to the query, -1 to 1; higher is closer.")
-    rank: int = Field(description="1 for the closest photo.")
+    rank: int = Field(description="1 for the closest photo (in lexical and hybrid: the first of that order).")
+    relevance: float | None = Field(None, description="The share of the library (a fixed sample of it) less "
+                                                      "similar to the query than this photo, 0 to 1; null when "
+                                                      "the library is empty.")
+    match: Match | None = Field(None, description="Lexical and hybrid: ranks and scores in each list, and the "
+                                                  "words matched; null in vector mode.")
 
 
 class SearchTimings(BaseModel):
@@ -191,7 +238,13 @@ class SearchResponse(BaseModel):
     offset: int = Field(0, description="How many results this page skipped; ranks count from the first page.")
     model: str | None = Field(description="The embedder model that made the query vector.")
     random_weights: bool = Field(description="True when that model has random weights: results are meaningless.")
-    notice: str | None = Field(None, description="A sentence to show the user, e.g. about random weights.")
+    notice: str | None = Field(None, description="Sentences to show the user, e.g. about random weights "
+                                                 "(every one of `notices`, joined).")
+    mode: str = Field("vector", description="The mode the query ran in: vector, lexical or hybrid (a query "
+                                            "without words to match runs as vector).")
+    notices: list[str] = Field([], description="Each sentence to show the user, one per item.")
+    query_truncated: bool = Field(False, description="True when the text was cut for the embedder or the word "
+                                                     "matcher (a notice says where).")
 
 
 class ModelInfo(BaseModel):

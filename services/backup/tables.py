@@ -1,5 +1,6 @@
 """Which tables make up a library, read from the server rather than listed here: the photo table and
-every `<table>_*` table beside it (thumbnails, files, the model record, and whatever side table a later
+every `<table>_*` table beside it (thumbnails, files, the model record, the active record, kept copies of
+uploads, a re-embedding's `<table>_<8 hex>` table and its model record, and whatever side table a later
 version adds), so a backup copies every column of every table without knowing them.
 
 `photos_random_demo` starts with `photos_` but is a library of its own (it has its own
@@ -7,6 +8,7 @@ version adds), so a backup copies every column of every table without knowing th
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,7 +45,10 @@ def library_tables(store: StoreHttp, table: str) -> list[TableInfo]:
                       "AND (name = {t:String} OR startsWith(name, {prefix:String})) ORDER BY name",
                       {"db": store.database, "t": table, "prefix": table + "_"})
     names = {row["name"] for row in rows}
-    libraries = {name[: -len(META_SUFFIX)] for name in names if name.endswith(META_SUFFIX)} | {table}
+    # A re-embedding's table (`<table>_<8 hex>`, with its own model record) is part of this library.
+    own = re.compile(re.escape(table) + r"_[0-9a-f]{8}")
+    libraries = {name[: -len(META_SUFFIX)] for name in names
+                 if name.endswith(META_SUFFIX) and not own.fullmatch(name[: -len(META_SUFFIX)])} | {table}
     found = [TableInfo(row["name"], row["engine"]) for row in rows
              if owner(row["name"], libraries) == table and any(kind in row["engine"] for kind in STORED_ENGINES)]
     return sorted(found, key=lambda info: (info.name != table, info.name))

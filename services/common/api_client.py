@@ -87,12 +87,17 @@ class ApiClient:
                photo_id: str | None = None, weight: float = 0.5, top_k: int = 10,
                min_score: float | None = None, filters: dict[str, Any] | None = None,
                terms: list[dict] | None = None, offset: int | None = None,
-               collapse: float | None = None) -> dict:
+               collapse: float | None = None, mode: str | None = None, fusion: str | None = None,
+               alpha: float | None = None, rrf_k: int | None = None,
+               min_relevance: float | None = None) -> dict:
         """Search. `terms` (see the API's `terms`) is a list of weighted parts, each one of `text`,
-        `image` (bytes), `image_base64`, `image_url` or `photo_id`, with a `weight` from -2 to 2."""
+        `image` (bytes), `image_base64`, `image_url` or `photo_id`, with a `weight` from -2 to 2.
+        `mode` ("vector", "lexical" or "hybrid"), `fusion` ("rrf" or "alpha"), `alpha`, `rrf_k` and
+        `min_relevance` (0..1) are sent only when given, so an older gateway is asked nothing it lacks."""
         fields: dict[str, Any] = {"text": text, "image_url": image_url, "photo_id": photo_id,
                                   "weight": weight, "top_k": top_k, "min_score": min_score, "filters": filters,
-                                  "offset": offset, "collapse": collapse}
+                                  "offset": offset, "collapse": collapse, "mode": mode, "fusion": fusion,
+                                  "alpha": alpha, "rrf_k": rrf_k, "min_relevance": min_relevance}
         fields = {name: value for name, value in fields.items() if value is not None}
         term_images = any(isinstance(term.get("image"), (bytes, bytearray)) for term in terms or ())
         if image is None and not term_images:
@@ -132,6 +137,20 @@ class ApiClient:
     def job_failures(self, job_id: str, offset: int = 0, limit: int = 100) -> dict:
         """{"total", "offset", "limit", "failures": [{photo_id, url, code, reason, record}, ...]}."""
         return self._request("GET", f"/v1/jobs/{_path(job_id)}/failures", params={"offset": offset, "limit": limit})
+
+    def reembed_status(self) -> dict:
+        """{"active": {table, model, text_model, dim, previous, ...}, "job": {state, total, done, failed,
+        fell_back, failures_by_reason, rate, eta_s, from/to tables and models, error} or None}."""
+        return self._request("GET", "/v1/reembed")
+
+    def reembed(self, model: str, text_model: str | None = None, batch_size: int | None = None) -> dict:
+        """Start (or resume) re-embedding the library under `model`; answers as reembed_status, plus "resumed"."""
+        body = {"model": model, "text_model": text_model, **({"batch_size": batch_size} if batch_size else {})}
+        return self._request("POST", "/v1/reembed", json=body)
+
+    def reembed_action(self, action: str) -> dict:
+        """`rollback` or `drop-old` (POST /v1/reembed/<action>)."""
+        return self._request("POST", f"/v1/reembed/{_path(action)}")
 
     def ready(self) -> bool:
         try:

@@ -26,9 +26,24 @@ class Photo(PhotoRecord):
         return "" if value is None else str(value)
 
 
+class SearchMatch(_Answer):
+    """Why a result matched: its rank and score in each search that found it (None where that search did
+    not), the fused score that ranked it, and the query's words found in its text."""
+
+    vector_rank: int | None = None
+    vector_score: float | None = None
+    lexical_rank: int | None = None
+    lexical_score: float | None = None
+    fused_score: float | None = None
+    words: list[str] = []
+
+
 class SearchHit(Photo):
     score: float = Field(description="Cosine similarity to the query, -1 to 1.")
     rank: int = Field(description="1 for the closest photo, counting from the first page.")
+    relevance: float | None = Field(None, description="Share of a sample of the library this photo is closer "
+                                                      "than (0..1); None from an older gateway or when unknown.")
+    match: SearchMatch | None = Field(None, description="Why it matched; None from an older gateway.")
 
     @property
     def photographer(self) -> str:
@@ -57,6 +72,9 @@ class SearchResults(_Answer):
     model: str | None = None
     random_weights: bool = False
     notice: str | None = None
+    mode: str | None = Field(None, description='The mode the gateway used: "vector", "lexical" or "hybrid".')
+    notices: list[str] = []
+    query_truncated: bool = False
 
 
 class ModelInfo(_Answer):

@@ -14,59 +14,52 @@ failed does the call raise. Errors are mapped once, here:
 `embed_images_each` asks for per-item answers: one bad image yields an `EmbedItemError` in its
 place instead of failing the whole batch. `embed_pixels` sends images already resized and cropped
 (8-bit, `services.common.images.ClipCrop`), so that the caller does the decoding.
+
+An embedder serves one primary model and may hold others beside it (a re-embedding job's new model).
+Every embed method and `model_info` take `model=` (None: the primary) and `text_model=`: a call for a
+model the embedder has not loaded (`model_not_loaded`, e.g. after a restart) loads it there
+(`POST /v1/models?wait=true` with both) and is sent once more, so callers name the model they want
+and never manage loading. `load_model` loads one explicitly (`EmbedderModelFailed` with the embedder's
+sentence when it cannot be loaded); `list_models` lists what an embedder holds. With several URLs,
+each of these goes to one embedder, tried in turn as every call is; the others load a model on first use.
 """
 from __future__ import annotations
 
 import itertools
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import httpx
 import numpy as np
 
 from services.common.config import split_csv
-from services.common.errors import BadRequest, DependencyFailed, DependencyTimeout, DependencyUnavailable
+from services.common.embedder_answers import (
+    EmbedderBusy,
+    EmbedderFailed,
+    EmbedderModelFailed,
+    EmbedderModelNotLoaded,
+    EmbedderRejected,
+    EmbedderTimeout,
+    EmbedderUnavailable,
+    EmbedItemError,
+    check_model,
+    items_of,
+    malformed,
+    model_info_of,
+    models_of,
+    vectors_of,
+)
 from services.common.request_ids import outgoing_headers
+
+__all__ = ["AsyncEmbedderClient", "EmbedItemError", "EmbedderBusy", "EmbedderClient", "EmbedderFailed",
+           "EmbedderModelFailed", "EmbedderModelNotLoaded", "EmbedderRejected", "EmbedderTimeout",
+           "EmbedderUnavailable"]
 
 log = logging.getLogger(__name__)
 
-
-class EmbedderUnavailable(DependencyUnavailable):
-    code = "embedder_unavailable"
-
-
-class EmbedderBusy(EmbedderUnavailable):
-    """The embedder answered 503 (loading, saturated): it is up and says, in `retry_after`, when to
-    come back. Workers wait that long as often as it asks, without counting a retry."""
-
-
-class EmbedderTimeout(DependencyTimeout):
-    """A hung embedder. To whoever called the gateway it is as unavailable as a dead one, and will
-    likely answer again shortly: 503 with Retry-After, not 504, which says only that the gateway gave up.
-    Still a DependencyTimeout, so the workers retry it with backoff as before."""
-
-    status_code = 503
-    code = "embedder_timeout"
-
-    def __init__(self, message: str, *, retry_after: int = 5):
-        super().__init__(message, retry_after=retry_after)
-
-
-class EmbedderRejected(BadRequest):
-    code = "embedder_rejected"
-
-
-class EmbedderFailed(DependencyFailed):
-    code = "embedder_failed"
-
-
-@dataclass(frozen=True)
-class EmbedItemError:
-    """Why the embedder refused one item of a per-item request (a value, never raised)."""
-
-    code: str
-    message: str
+# How long `load_model` (and a call that loads its model first) waits: a first load may export ONNX graphs.
+LOAD_TIMEOUT_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -77,9 +70,25 @@ class _Call:
     files: list | None = None
     params: dict | None = None
     content: bytes | None = None  # a raw body, sent as application/x-npy (pixels)
+    model: str | None = None  # sent as ?model=; None: the embedder's primary model
+    text_model: str | None = None  # the text tower to load `model` with, should the embedder lack it
+    timeout: float | None = None  # instead of the client's
 
     def headers(self) -> dict[str, str]:
         return outgoing_headers() | ({"Content-Type": "application/x-npy"} if self.content is not None else {})
+
+    def query(self) -> dict | None:
+        if self.model is None:
+            return self.params
+        return {**(self.params or {}), "model": self.model}
+
+    def for_model(self, model: str | None, text_model: str | None) -> _Call:
+        return replace(self, model=model, text_model=text_model) if model is not None else self
+
+
+def _load_call(model: str, text_model: str | None, timeout: float) -> _Call:
+    return _Call("POST", "/v1/models", json={"model": model, "text_model": text_model}, params={"wait": "true"},
+                 timeout=timeout)
 
 
 def _error_of(response: httpx.Response) -> tuple[str, str]:
@@ -107,67 +116,16 @@ def _pixels_call(crops: np.ndarray) -> _Call:
     return _Call("POST", "/v1/embed/pixels", content=write_pixels(crops))
 
 
-def _malformed(what: str) -> EmbedderFailed:
-    return EmbedderFailed(f"The embedder answered with a malformed body ({what}); check that EMBEDDER_URL "
-                          "points at this project's embedder.", code="embedder_malformed")
-
-
-def _vector_rows(rows: object, count: int, dim: object) -> np.ndarray:
-    """`rows` as a (count, dim) float32 array of finite numbers, or EmbedderFailed saying what is wrong:
-    an answer from the embedder is checked like any input, since a wrong one would be stored or ranked."""
-    if not isinstance(rows, list) or len(rows) != count:
-        raise _malformed(f"expected {count} vectors")
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
-        raise _malformed(f"dim {dim!r} is not a positive integer")
-    try:
-        vectors = np.asarray(rows, dtype=np.float32)
-    except (TypeError, ValueError):
-        raise _malformed("vectors are not lists of numbers") from None
-    if vectors.shape != (count, dim):
-        raise _malformed(f"vectors of shape {vectors.shape}, expected ({count}, {dim})")
-    if not np.isfinite(vectors).all():
-        raise _malformed("vectors hold NaN or infinite numbers")
-    return vectors
-
-
-def _model_info(info: object) -> dict:
-    dim = info.get("dim") if isinstance(info, dict) else None
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0 or not isinstance(info.get("name"), str):
-        raise _malformed("model info without a name and a positive integer dim")
-    return info
-
-
-def _vectors(body: dict, count: int) -> np.ndarray:
-    if not isinstance(body, dict):
-        raise _malformed("not a JSON object")
-    return _vector_rows(body.get("vectors"), count, body.get("dim"))
-
-
-def _items(body: dict, count: int) -> list[np.ndarray | EmbedItemError]:
-    if not isinstance(body, dict) or not isinstance(body.get("vectors"), list) or len(body["vectors"]) != count:
-        raise _malformed(f"expected {count} per-item answers")
-    errors = body.get("errors") or [None] * count
-    if not isinstance(errors, list) or len(errors) != count:
-        raise _malformed(f"expected {count} per-item errors")
-    out: list[np.ndarray | EmbedItemError] = []
-    for vector, error in zip(body["vectors"], errors):
-        if vector is None:
-            error = error if isinstance(error, dict) else {}
-            out.append(EmbedItemError(str(error.get("code", "refused")),
-                                      str(error.get("message", "The embedder gave no vector for this image."))))
-        else:
-            out.append(_vector_rows([vector], 1, body.get("dim"))[0])
-    return out
-
 
 class _Base:
-    def __init__(self, urls: str | list[str], timeout: float = 30.0):
+    def __init__(self, urls: str | list[str], timeout: float = 30.0, load_timeout: float = LOAD_TIMEOUT_S):
         self.urls = [url.rstrip("/") for url in split_csv(urls)]
         if not self.urls:
             raise ValueError("EmbedderClient needs at least one embedder URL")
         self.timeout = timeout
+        self.load_timeout = load_timeout
         self._start = itertools.cycle(range(len(self.urls)))
-        self._dim: int | None = None
+        self._dims: dict[str | None, int] = {}  # by model (None: the primary), for empty requests
 
     def _order(self) -> list[str]:
         first = next(self._start)
@@ -179,8 +137,15 @@ class _Base:
             try:
                 return response.json()
             except ValueError:  # not JSON (or not UTF-8): a proxy's page, another server on the port
-                raise _malformed(f"{response.headers.get('content-type') or 'no content type'}, not JSON") from None
+                raise malformed(f"{response.headers.get('content-type') or 'no content type'}, not JSON") from None
         code, message = _error_of(response)
+        if response.status_code == 404 and code == "model_not_loaded":
+            raise EmbedderModelNotLoaded(message)
+        if response.status_code == 422 and code == "model_failed":
+            raise EmbedderModelFailed(message)
+        if response.status_code == 409 and code == "too_many_models":  # full of models in use: come back later
+            log.warning("embedder %s cannot load another model now: %s", url, message)
+            return EmbedderBusy(f"The embedder at {url} is busy: {message}", retry_after=_retry_after(response))
         if response.status_code == 503:
             log.warning("embedder %s unavailable: %s", url, message)
             return EmbedderBusy(f"The embedder at {url} is unavailable: {message}",
@@ -194,8 +159,8 @@ class _Base:
         log.warning("embedder %s unreachable: %s", url, exc)
         return EmbedderUnavailable(f"The embedder at {url} cannot be reached ({exc or type(exc).__name__}).")
 
-    def _timed_out(self, url: str) -> EmbedderTimeout:
-        return EmbedderTimeout(f"The embedder at {url} did not answer within {self.timeout:g} seconds.")
+    def _timed_out(self, url: str, call: _Call) -> EmbedderTimeout:
+        return EmbedderTimeout(f"The embedder at {url} did not answer within {call.timeout or self.timeout:g} seconds.")
 
     def _all_failed(self, last: EmbedderUnavailable | None) -> EmbedderUnavailable:
         if len(self.urls) == 1 and last is not None:
@@ -209,57 +174,88 @@ class _Base:
 class EmbedderClient(_Base):
     """Blocking client; one connection pool for the client's lifetime (close() it, or use `with`)."""
 
-    def __init__(self, urls: str | list[str], timeout: float = 30.0):
-        super().__init__(urls, timeout)
+    def __init__(self, urls: str | list[str], timeout: float = 30.0, load_timeout: float = LOAD_TIMEOUT_S):
+        super().__init__(urls, timeout, load_timeout)
         self._http = httpx.Client(timeout=timeout)
+
+    def _send(self, url: str, call: _Call) -> dict | EmbedderUnavailable:
+        try:
+            response = self._http.request(call.method, url + call.path, json=call.json, files=call.files,
+                                          params=call.query(), content=call.content, headers=call.headers(),
+                                          timeout=call.timeout or httpx.USE_CLIENT_DEFAULT)
+        except httpx.ConnectTimeout as exc:  # never connected: safe to try the next one
+            return self._unreachable(url, exc)
+        except httpx.TimeoutException:
+            raise self._timed_out(url, call) from None
+        except httpx.TransportError as exc:
+            return self._unreachable(url, exc)
+        return self._answer(url, response)
 
     def _call(self, call: _Call) -> dict:
         last: EmbedderUnavailable | None = None
         for url in self._order():
             try:
-                response = self._http.request(call.method, url + call.path, json=call.json, files=call.files,
-                                              params=call.params, content=call.content, headers=call.headers())
-            except httpx.ConnectTimeout as exc:  # never connected: safe to try the next one
-                last = self._unreachable(url, exc)
-                continue
-            except httpx.TimeoutException:
-                raise self._timed_out(url) from None
-            except httpx.TransportError as exc:
-                last = self._unreachable(url, exc)
-                continue
-            body = self._answer(url, response)
+                body = self._send(url, call)
+            except EmbedderModelNotLoaded:
+                if call.model is None:
+                    raise
+                # This embedder lacks the model (restarted, or it was unloaded): load it there, then ask again.
+                body = self._send(url, _load_call(call.model, call.text_model, self.load_timeout))
+                if not isinstance(body, EmbedderUnavailable):
+                    body = self._send(url, call)
             if isinstance(body, EmbedderUnavailable):
                 last = body
                 continue
+            check_model(body, call.model)
             return body
         raise self._all_failed(last)
 
-    def model_info(self) -> dict:
-        info = _model_info(self._call(_Call("GET", "/v1/model")))
-        self._dim = info["dim"]
+    def model_info(self, *, model: str | None = None, text_model: str | None = None) -> dict:
+        info = model_info_of(self._call(_Call("GET", "/v1/model").for_model(model, text_model)))
+        self._dims[model] = info["dim"]
         return info
 
-    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+    def _empty(self, model: str | None, text_model: str | None) -> np.ndarray:
+        dim = self._dims.get(model) or self.model_info(model=model, text_model=text_model)["dim"]
+        return np.zeros((0, dim), dtype=np.float32)
+
+    def embed_texts(self, texts: Sequence[str], *, model: str | None = None,
+                    text_model: str | None = None) -> np.ndarray:
         if not texts:
-            return np.zeros((0, self._dim or self.model_info()["dim"]), dtype=np.float32)
-        return _vectors(self._call(_Call("POST", "/v1/embed/text", json={"texts": list(texts)})), len(texts))
+            return self._empty(model, text_model)
+        call = _Call("POST", "/v1/embed/text", json={"texts": list(texts)}).for_model(model, text_model)
+        return vectors_of(self._call(call), len(texts))
 
-    def embed_images(self, images: Sequence[bytes]) -> np.ndarray:
+    def embed_images(self, images: Sequence[bytes], *, model: str | None = None,
+                     text_model: str | None = None) -> np.ndarray:
         if not images:
-            return np.zeros((0, self._dim or self.model_info()["dim"]), dtype=np.float32)
-        return _vectors(self._call(_image_call(images, per_item=False)), len(images))
+            return self._empty(model, text_model)
+        return vectors_of(self._call(_image_call(images, per_item=False).for_model(model, text_model)), len(images))
 
-    def embed_images_each(self, images: Sequence[bytes]) -> list[np.ndarray | EmbedItemError]:
+    def embed_images_each(self, images: Sequence[bytes], *, model: str | None = None,
+                          text_model: str | None = None) -> list[np.ndarray | EmbedItemError]:
         if not images:
             return []
-        return _items(self._call(_image_call(images, per_item=True)), len(images))
+        return items_of(self._call(_image_call(images, per_item=True).for_model(model, text_model)), len(images))
 
-    def embed_pixels(self, crops: np.ndarray) -> np.ndarray:
+    def embed_pixels(self, crops: np.ndarray, *, model: str | None = None,
+                     text_model: str | None = None) -> np.ndarray:
         """Vectors for 8-bit crops (images x height x width x 3, cropped as `model_info()["pixel_input"]`
         says, e.g. by `services.common.images.ClipCrop`)."""
         if len(crops) == 0:
-            return np.zeros((0, self._dim or self.model_info()["dim"]), dtype=np.float32)
-        return _vectors(self._call(_pixels_call(crops)), len(crops))
+            return self._empty(model, text_model)
+        return vectors_of(self._call(_pixels_call(crops).for_model(model, text_model)), len(crops))
+
+    def load_model(self, model: str, text_model: str | None = None) -> dict:
+        """Load `model` (with `text_model`, None: auto) on an embedder and wait until it is ready; its
+        info, as `model_info(model=...)` gives it. EmbedderModelFailed says why it cannot be loaded."""
+        info = model_info_of(self._call(_load_call(model, text_model, self.load_timeout)))
+        self._dims[model] = info["dim"]
+        return info
+
+    def list_models(self) -> list[dict]:
+        """The models an embedder holds: name, text_model, state, reason, primary, and each ready one's info."""
+        return models_of(self._call(_Call("GET", "/v1/models")))
 
     def close(self) -> None:
         self._http.close()
@@ -274,56 +270,85 @@ class EmbedderClient(_Base):
 class AsyncEmbedderClient(_Base):
     """The same calls as coroutines; `await aclose()` it, or use `async with`."""
 
-    def __init__(self, urls: str | list[str], timeout: float = 30.0):
-        super().__init__(urls, timeout)
+    def __init__(self, urls: str | list[str], timeout: float = 30.0, load_timeout: float = LOAD_TIMEOUT_S):
+        super().__init__(urls, timeout, load_timeout)
         self._http = httpx.AsyncClient(timeout=timeout)
+
+    async def _send(self, url: str, call: _Call) -> dict | EmbedderUnavailable:
+        try:
+            response = await self._http.request(call.method, url + call.path, json=call.json, files=call.files,
+                                                params=call.query(), content=call.content, headers=call.headers(),
+                                                timeout=call.timeout or httpx.USE_CLIENT_DEFAULT)
+        except httpx.ConnectTimeout as exc:  # never connected: safe to try the next one
+            return self._unreachable(url, exc)
+        except httpx.TimeoutException:
+            raise self._timed_out(url, call) from None
+        except httpx.TransportError as exc:
+            return self._unreachable(url, exc)
+        return self._answer(url, response)
 
     async def _call(self, call: _Call) -> dict:
         last: EmbedderUnavailable | None = None
         for url in self._order():
             try:
-                response = await self._http.request(call.method, url + call.path, json=call.json,
-                                                    files=call.files, params=call.params, content=call.content,
-                                                    headers=call.headers())
-            except httpx.ConnectTimeout as exc:  # never connected: safe to try the next one
-                last = self._unreachable(url, exc)
-                continue
-            except httpx.TimeoutException:
-                raise self._timed_out(url) from None
-            except httpx.TransportError as exc:
-                last = self._unreachable(url, exc)
-                continue
-            body = self._answer(url, response)
+                body = await self._send(url, call)
+            except EmbedderModelNotLoaded:
+                if call.model is None:
+                    raise
+                # This embedder lacks the model (restarted, or it was unloaded): load it there, then ask again.
+                body = await self._send(url, _load_call(call.model, call.text_model, self.load_timeout))
+                if not isinstance(body, EmbedderUnavailable):
+                    body = await self._send(url, call)
             if isinstance(body, EmbedderUnavailable):
                 last = body
                 continue
+            check_model(body, call.model)
             return body
         raise self._all_failed(last)
 
-    async def model_info(self) -> dict:
-        info = _model_info(await self._call(_Call("GET", "/v1/model")))
-        self._dim = info["dim"]
+    async def model_info(self, *, model: str | None = None, text_model: str | None = None) -> dict:
+        info = model_info_of(await self._call(_Call("GET", "/v1/model").for_model(model, text_model)))
+        self._dims[model] = info["dim"]
         return info
 
-    async def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+    async def _empty(self, model: str | None, text_model: str | None) -> np.ndarray:
+        dim = self._dims.get(model) or (await self.model_info(model=model, text_model=text_model))["dim"]
+        return np.zeros((0, dim), dtype=np.float32)
+
+    async def embed_texts(self, texts: Sequence[str], *, model: str | None = None,
+                          text_model: str | None = None) -> np.ndarray:
         if not texts:
-            return np.zeros((0, self._dim or (await self.model_info())["dim"]), dtype=np.float32)
-        return _vectors(await self._call(_Call("POST", "/v1/embed/text", json={"texts": list(texts)})), len(texts))
+            return await self._empty(model, text_model)
+        call = _Call("POST", "/v1/embed/text", json={"texts": list(texts)}).for_model(model, text_model)
+        return vectors_of(await self._call(call), len(texts))
 
-    async def embed_images(self, images: Sequence[bytes]) -> np.ndarray:
+    async def embed_images(self, images: Sequence[bytes], *, model: str | None = None,
+                           text_model: str | None = None) -> np.ndarray:
         if not images:
-            return np.zeros((0, self._dim or (await self.model_info())["dim"]), dtype=np.float32)
-        return _vectors(await self._call(_image_call(images, per_item=False)), len(images))
+            return await self._empty(model, text_model)
+        return vectors_of(await self._call(_image_call(images, per_item=False).for_model(model, text_model)),
+                        len(images))
 
-    async def embed_images_each(self, images: Sequence[bytes]) -> list[np.ndarray | EmbedItemError]:
+    async def embed_images_each(self, images: Sequence[bytes], *, model: str | None = None,
+                                text_model: str | None = None) -> list[np.ndarray | EmbedItemError]:
         if not images:
             return []
-        return _items(await self._call(_image_call(images, per_item=True)), len(images))
+        return items_of(await self._call(_image_call(images, per_item=True).for_model(model, text_model)), len(images))
 
-    async def embed_pixels(self, crops: np.ndarray) -> np.ndarray:
+    async def embed_pixels(self, crops: np.ndarray, *, model: str | None = None,
+                           text_model: str | None = None) -> np.ndarray:
         if len(crops) == 0:
-            return np.zeros((0, self._dim or (await self.model_info())["dim"]), dtype=np.float32)
-        return _vectors(await self._call(_pixels_call(crops)), len(crops))
+            return await self._empty(model, text_model)
+        return vectors_of(await self._call(_pixels_call(crops).for_model(model, text_model)), len(crops))
+
+    async def load_model(self, model: str, text_model: str | None = None) -> dict:
+        """As EmbedderClient.load_model."""
+        info = model_info_of(await self._call(_load_call(model, text_model, self.load_timeout)))
+        self._dims[model] = info["dim"]
+        return info
+
+    async def list_models(self) -> list[dict]:
+        return models_of(await self._call(_Call("GET", "/v1/models")))
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -60,6 +60,11 @@ class EmbedderSettings(CommonSettings):
     # A request body must arrive within this many seconds of its first byte (slow senders hold a
     # connection and its buffers): services/common/http.BodyGuardMiddleware.
     body_timeout_s: float = Field(60.0, gt=0)
+    # Models served at once (registry.py): the primary plus those loaded by POST /v1/models, e.g. a new
+    # model while a re-embedding job runs. Loading one more unloads the least recently used other
+    # model, unless each was used within `model_idle_s` seconds (then the load is refused, 409).
+    max_models: int = Field(2, ge=1)
+    model_idle_s: float = Field(60.0, ge=0)
     # 0 = as many as the cores this process may use.
     torch_threads: int = Field(0, ge=0)
     decode_threads: int = Field(0, ge=0)

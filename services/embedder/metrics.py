@@ -2,8 +2,9 @@
 
 Requests by route, method and status with their latency, items embedded by kind, items refused by
 reason, a histogram of batch sizes (the evidence that micro-batching happens), forward-pass seconds,
-the queue depth and whether the model is loaded. Routes are labelled by their template, so the number
-of series stays bounded whatever callers send.
+the queue depth and whether the model is loaded; with several models (registry.py), how many are
+loading, ready or failed, and the items each model embedded. Routes are labelled by their template, so
+the number of series stays bounded whatever callers send (model names are those loaded by the operator).
 """
 from __future__ import annotations
 
@@ -33,6 +34,10 @@ class Metrics:
                                        buckets=SECONDS_BUCKETS, registry=self.registry)
         self.queue_items = Gauge("embedder_queue_items", "Items waiting for the model.", registry=self.registry)
         self.ready = Gauge("embedder_ready", "1 when the model is loaded.", registry=self.registry)
+        self.models = Gauge("embedder_models", "Models held, by state (loading, ready, failed).", ["state"],
+                            registry=self.registry)
+        self.model_items = Counter("embedder_model_items_embedded", "Texts and images embedded, by model.",
+                                   ["model", "kind"], registry=self.registry)
 
     def count_request(self, method: str, route: str, status: int, seconds: float = 0.0) -> None:
         labels = (method, route, str(status))
@@ -47,8 +52,17 @@ class Metrics:
         self.batch_sizes.labels(kind).observe(size)
         self.batch_seconds.labels(kind).observe(seconds)
 
-    def render(self, queue_depth: Callable[[], int], ready: bool) -> bytes:
+    def batch_observer(self, model: str) -> Callable[[str, int, float], None]:
+        """The batch observer of one model's batcher: the totals, and that model's own count."""
+        def observe(kind: str, size: int, seconds: float) -> None:
+            self.observe_batch(kind, size, seconds)
+            self.model_items.labels(model, kind).inc(size)
+        return observe
+
+    def render(self, queue_depth: Callable[[], int], ready: bool, models: dict[str, int] | None = None) -> bytes:
         """The Prometheus text exposition; the gauges are read at scrape time."""
         self.queue_items.set(queue_depth())
         self.ready.set(int(ready))
+        for state, count in (models or {}).items():
+            self.models.labels(state).set(count)
         return generate_latest(self.registry)

@@ -57,3 +57,19 @@ class ModelInfo(BaseModel):
     pixel_input: dict[str, int] | None = Field(
         None, description="How to crop for POST /v1/embed/pixels (shortest_edge, crop_height, crop_width, "
                           "resample: Pillow's filter number); null when this model takes no pre-cropped pixels.")
+
+
+class LoadModelRequest(BaseModel):
+    model: str = Field(..., min_length=1, description="The image model to load: a hub name or a folder, as "
+                                                      "EMBEDDER_MODEL takes; later calls name it so in `?model=`.")
+    text_model: str | None = Field("auto", description="Its text tower, as EMBEDDER_TEXT_MODEL takes; null: auto.")
+
+
+class LoadedModelInfo(BaseModel):
+    name: str = Field(description="The model as loaded: the value of `?model=` on every other call.")
+    text_model: str | None = None
+    state: str = Field(description="loading, ready or failed.")
+    reason: str | None = Field(None, description="Why loading failed, in a sentence.")
+    primary: bool = Field(description="True for EMBEDDER_MODEL, the model calls without `?model=` use.")
+
+    model_config = {"extra": "allow"}  # the model's info (GET /v1/model's fields) once it is ready

@@ -1,22 +1,23 @@
 """What the embedder does, apart from HTTP: load the model, check and decode input, batch, answer.
 
-`EmbedderService` owns the model (loaded in the background at start-up, so `/healthz` answers and
-`/readyz` says "loading" meanwhile), the micro-batcher, the image-decoding thread pool and the
-metrics. Routes turn HTTP into calls on it; every refusal is a `ServiceError` with a sentence.
+`EmbedderService` owns the models (`registry.py`: the primary loaded in the background at start-up,
+so `/healthz` answers and `/readyz` says "loading" meanwhile, and any loaded beside it), their
+micro-batchers, the image-decoding thread pool and the metrics. Routes turn HTTP into calls on it;
+every refusal is a `ServiceError` with a sentence.
 """
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from services.common.errors import BadRequest, DependencyUnavailable, ServiceError
+from services.common.errors import BadRequest, ServiceError
 from services.common.images import decode_base64, read_pixels
-from services.embedder.batcher import MicroBatcher, ModelNotReady
+from services.embedder.batcher import MicroBatcher
 from services.embedder.config import EmbedderSettings
 from services.embedder.metrics import Metrics
-from services.embedder.models import CheckpointError, Towers, available_cores, load_towers
+from services.embedder.models import Towers, available_cores, load_towers
+from services.embedder.registry import LoadedModel, ModelRegistry
 from services.media.decode import decode_image
 
 log = logging.getLogger(__name__)
@@ -25,79 +26,75 @@ log = logging.getLogger(__name__)
 class EmbedderService:
     def __init__(self, settings: EmbedderSettings, model: Towers | None = None,
                  model_thread: ThreadPoolExecutor | None = None):
-        """`model`, when given, is used as loaded, and `model_thread` is then the one-thread pool it
-        was loaded on (benchmarks share one model across services; see the batcher on why torch
+        """`model`, when given, is the primary model as loaded, and `model_thread` is then the one-thread
+        pool it was loaded on (benchmarks share one model across services; see the batcher on why torch
         work belongs on one thread)."""
         self.settings = settings
         self.metrics = Metrics()
-        self.model: Towers | None = model
-        self.load_error: str | None = None
-        self.batcher = MicroBatcher(self._run_batch, max_batch=settings.max_batch,
-                                    max_wait_ms=settings.max_wait_ms, max_queue=settings.max_queue,
-                                    on_batch=self.metrics.observe_batch, executor=model_thread)
+        self._own_thread = model_thread is None
+        self._model_thread = model_thread or ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        self.registry = ModelRegistry(settings, load=self._load_towers, model_thread=self._model_thread,
+                                      on_batch=self.metrics.batch_observer, primary=model)
         self._decoder: ThreadPoolExecutor | None = None
-        self._load_task: asyncio.Task | None = None
+
+    def _load_towers(self, name: str, text_model: str, primary: bool) -> Towers:
+        settings = self.settings
+        # The teacher override names the configured text tower's teacher; another tower declares its own.
+        teacher = settings.text_teacher if primary or text_model == settings.text_model else ""
+        return load_towers(name, text_model, settings.device, settings.dtype, settings.torch_threads,
+                           settings.fast_preprocess, teacher, backend=settings.backend, onnx_cache=settings.onnx_cache)
 
     # -- life cycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
         self._decoder = ThreadPoolExecutor(max_workers=self.settings.decode_threads or available_cores(),
                                            thread_name_prefix="decode")
-        await self.batcher.start()
-        if self.model is None:
-            self._load_task = asyncio.create_task(self._load(), name="load-model")
-
-    async def _load(self) -> None:
-        settings = self.settings
-        log.info("loading %s", settings.embedder_model)
-        try:
-            # On the thread that will run every batch: one OpenMP team for the whole process.
-            self.model = await self.batcher.call(functools.partial(
-                load_towers, settings.embedder_model, settings.text_model, settings.device, settings.dtype,
-                settings.torch_threads, settings.fast_preprocess, settings.text_teacher, backend=settings.backend,
-                onnx_cache=settings.onnx_cache))
-        except CheckpointError as exc:  # a sentence naming the file or the mismatch: no traceback needed
-            log.error("could not load the models: %s", exc)
-            self.load_error = f"The embedder's models could not be loaded: {exc}"
-        except Exception as exc:  # reported by /readyz; the process stays up to say why
-            log.exception("could not load the model %s", settings.embedder_model)
-            self.load_error = f"The model {settings.embedder_model!r} could not be loaded: {exc}"
+        await self.registry.start()
 
     async def wait_loaded(self) -> None:
-        if self._load_task is not None:
-            await self._load_task
+        await self.registry.wait_primary()
 
     async def stop(self) -> None:
-        if self._load_task is not None and not self._load_task.done():
-            self._load_task.cancel()
-        await self.batcher.stop()
+        await self.registry.stop()
+        if self._own_thread:
+            self._model_thread.shutdown(wait=True, cancel_futures=True)
         if self._decoder is not None:
             self._decoder.shutdown(wait=False, cancel_futures=True)
 
+    # The primary model, as before there were several.
+    @property
+    def model(self) -> Towers | None:
+        return self.registry.primary.towers
+
+    @property
+    def batcher(self) -> MicroBatcher:
+        return self.registry.primary.batcher
+
+    @property
+    def load_error(self) -> str | None:
+        return self.registry.primary.reason
+
     @property
     def ready(self) -> bool:
-        return self.model is not None
+        return self.registry.primary.state == "ready"
 
-    def require_model(self) -> Towers:
-        if self.model is not None:
-            return self.model
-        if self.load_error:
-            raise DependencyUnavailable(self.load_error, code="model_failed", retry_after=30)
-        raise ModelNotReady(f"The model {self.settings.embedder_model!r} is still loading; retry shortly.",
-                            retry_after=2)
+    def require_model(self, name: str | None = None) -> Towers:
+        """The towers of the model `name` (None: the primary), or the error saying why there are none."""
+        towers = self.registry.use(name).towers
+        assert towers is not None
+        return towers
 
-    # -- the model thread -------------------------------------------------------------------------
+    async def load_model(self, name: str, text_model: str | None, *, wait: bool) -> LoadedModel:
+        return await self.registry.load(name, text_model, wait=wait)
 
-    def _run_batch(self, kind: str, items: list) -> list:
-        model = self.require_model()
-        if kind == "text":
-            return model.embed_texts(items)
-        return model.embed_images(items)
+    def models(self) -> list[dict]:
+        return self.registry.describe()
 
     # -- texts ----------------------------------------------------------------------------------
 
-    async def embed_texts(self, texts: list[str]) -> dict:
-        model = self.require_model()
+    async def embed_texts(self, texts: list[str], model_name: str | None = None) -> dict:
+        entry = self.registry.use(model_name)
+        model = entry.towers
         self._check_count(len(texts), "text")
         for index, text in enumerate(texts):
             if not text.strip():
@@ -115,15 +112,17 @@ class EmbedderService:
                 raise BadRequest(f"Text {index} has {len(text):,} characters; the limit is "
                                  f"{self.settings.max_text_chars:,} (and only the first {model.max_tokens} "
                                  "tokens count).", code="text_too_long")
-        results = await self.batcher.submit("text", list(texts))
+        results = await entry.batcher.submit("text", list(texts))
         return {**self._header(model), "vectors": [r.vector.tolist() for r in results],
                 "truncated": [r.truncated for r in results]}
 
     # -- images ---------------------------------------------------------------------------------
 
-    async def embed_images(self, images: list[bytes | str], *, per_item: bool) -> dict:
-        """`images` are raw bytes (uploads) or base64 text; `per_item` turns refusals into entries."""
-        model = self.require_model()
+    async def embed_images(self, images: list[bytes | str], *, per_item: bool, model_name: str | None = None) -> dict:
+        """`images` are raw bytes (uploads) or base64 text; `per_item` turns refusals into entries;
+        `model_name` as loaded (None: the primary)."""
+        entry = self.registry.use(model_name)
+        model = entry.towers
         self._check_count(len(images), "image")
         loop = asyncio.get_running_loop()
         prepared = await asyncio.gather(
@@ -139,7 +138,7 @@ class EmbedderService:
             elif isinstance(outcome, BaseException):
                 raise outcome
         good = [index for index, error in enumerate(errors) if error is None]
-        vectors = await self.batcher.submit("image", [prepared[index] for index in good])
+        vectors = await entry.batcher.submit("image", [prepared[index] for index in good])
         by_index: list[list[float] | None] = [None] * len(images)
         for index, vector in zip(good, vectors):
             by_index[index] = vector.tolist()
@@ -148,9 +147,10 @@ class EmbedderService:
             body["errors"] = errors
         return body
 
-    async def embed_pixels(self, body: bytes) -> dict:
+    async def embed_pixels(self, body: bytes, model_name: str | None = None) -> dict:
         """Pre-cropped 8-bit pixels (a .npy array, see `/v1/embed/pixels`) to vectors."""
-        model = self.require_model()
+        entry = self.registry.use(model_name)
+        model = entry.towers
         if model.crop is None:
             raise BadRequest(f"The model {model.name!r} takes no pre-cropped pixels: its image processor is not "
                              "CLIP's usual resize-and-crop. Send encoded images to /v1/embed/image.",
@@ -158,7 +158,7 @@ class EmbedderService:
         crops = read_pixels(body, (model.crop.crop_height, model.crop.crop_width))
         self._check_count(len(crops), "image")
         pixels = await asyncio.get_running_loop().run_in_executor(self._decoder, model.prepare_crops, crops)
-        vectors = await self.batcher.submit("image", [pixels[index:index + 1] for index in range(len(pixels))])
+        vectors = await entry.batcher.submit("image", [pixels[index:index + 1] for index in range(len(pixels))])
         return {**self._header(model), "vectors": [vector.tolist() for vector in vectors]}
 
     def _prepare_image(self, model: Towers, image: bytes | str):

@@ -10,6 +10,8 @@ ClickHouse or MyScale), through clickhouse-connect. See docs/architecture.md.
     results      search rows to ranked results
     client       PhotoStore
     index        the vector index's lifecycle
+    words        a person's words as a lexical query (parse_query)
+    lexical      word search: the search_text column, its full-text index, BM25 (lexical_search)
     cli          `python -m services.photostore index build|status|drop`
 """
 from services.photostore.cli import main

@@ -23,6 +23,7 @@ from services.common.errors import BadRequest
 from services.common.schemas import METADATA_FIELDS, PhotoRecord
 from services.photostore import index as vector_index
 from services.photostore import sql, terms
+from services.photostore.active import ActiveTables
 from services.photostore.cluster import Layout
 from services.photostore.columns import FACET_COLUMNS, PHOTO_COLUMNS, column_type, insert_value
 from services.photostore.connection import Connection, is_unknown_table, redact_url
@@ -32,6 +33,7 @@ from services.photostore.filters import filter_sql
 from services.photostore.library import LibraryTables
 from services.photostore.migrations import add_missing_columns
 from services.photostore.results import MAX_RESULTS, check_count, collapsed, ranked, search_rows
+from services.photostore.sources import SourceCopies
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +55,7 @@ def _option(value: int | None, name: str, default: int) -> int:
     return int(value)
 
 
-class PhotoStore(LibraryTables):
+class PhotoStore(ActiveTables, SourceCopies, LibraryTables):
     """Photos and their vectors in one table of a ClickHouse-compatible server.
 
     `exact_below`, `search_width` and `index_type` are the search options (STORE_EXACT_BELOW,
@@ -70,10 +72,9 @@ class PhotoStore(LibraryTables):
             raise ValueError(f"STORE_URL must be an http(s) URL such as http://127.0.0.1:8123, not {self.safe_url!r}.")
         database = unquote(parsed.path.lstrip("/").split("/")[0]) if parsed.path else ""
         self.database = database or "default"
-        self.table = table
         sql.quote_identifier(self.database)
-        sql.quote_identifier(self.table)
-        sql.quote_identifier(sql.meta_table_name(self.table))
+        sql.quote_identifier(sql.meta_table_name(table))
+        self._init_active(table)  # `table` is the base name; `self.table` the active one (active.py)
         self.connect_timeout = connect_timeout
         self.query_timeout = query_timeout
         self.connection = Connection(self.url, self.database, connect_timeout=connect_timeout,
@@ -172,10 +173,9 @@ class PhotoStore(LibraryTables):
             self._columns_checked = True
 
     def _reindex_hint(self) -> str:
-        meta = f"{self.database}.{sql.meta_table_name(self.table)}"
-        return (f"To re-index with the new model: set STORE_TABLE to a new table name (or drop "
-                f"{self.database}.{self.table} and {meta}) for the gateway and the workers, restart them, and "
-                "run the ingestion again (make ingest); the photos are embedded afresh from their URLs.")
+        return ("To move the library to another model without downtime, run make reembed MODEL=<that model>: it "
+                "fills a new table from each photo's source while searches go on, then switches (or drop "
+                f"{self.database}.{self.table} and its {sql.meta_table_name(self.table)}, then ingest again).")
 
     def known_dim(self) -> int | None:
         """The table's vector dimension (remembered once read); None when there is no table yet."""
@@ -238,15 +238,15 @@ class PhotoStore(LibraryTables):
 
     def search(self, vector: np.ndarray, top_k: int = 10, min_score: float | None = None,
                filters: dict[str, Any] | None = None, exclude_photo_id: str | None = None, *,
-               offset: int = 0, collapse: float | None = None, exact: bool | None = None,
-               search_width: int | None = None, stored_terms: Sequence = ()) -> list[dict[str, Any]]:
+               offset: int = 0, collapse: float | None = None, exact: bool | None = None, search_width: int | None = None,
+               stored_terms: Sequence = (), where: tuple[list[str], dict] | None = None) -> list[dict[str, Any]]:
         """Nearest photos by cosine distance; each dict has photo_id, photo_image_url, score (cosine similarity),
         rank (1-based, counting from the first page) and the metadata fields. No table yet: no results.
 
         `offset` skips that many results (pagination). `collapse` (a cosine similarity, e.g. 0.98) drops a
         result that close to a better one. `exact` forces a full scan (True) or the index (False); by
         default the search is exact below `exact_below` rows. `search_width` overrides the index's
-        candidate list size for this query. `stored_terms`: see `terms.stored`."""
+        candidate list size for this query. `stored_terms`: see `terms.stored`; `where`: see `sql.search_sql`."""
         query = np.asarray(vector, dtype=np.float32).reshape(-1)
         if query.size == 0 or not np.all(np.isfinite(query)):
             raise BadRequest("The query vector must be a non-empty list of finite numbers.")
@@ -259,7 +259,7 @@ class PhotoStore(LibraryTables):
             search_width = check_count("search_width", search_width, 1)
         with_vector = collapse is not None
         sql_text, params = sql.search_sql(self.dialect, self.database, self.table, filters=filters,
-                                          exclude_photo_id=exclude_photo_id, with_vector=with_vector)
+                                          exclude_photo_id=exclude_photo_id, with_vector=with_vector, where=where)
         dim = self.known_dim()
         if dim is None:
             return []

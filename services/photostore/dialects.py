@@ -14,6 +14,8 @@ from typing import Any
 from services.photostore.sql import check_dim, quote_identifier, table_ref
 
 INDEX_NAME = "photo_embed_index"
+# The full-text index over the photo table's `search_text` column (services/photostore/lexical.py).
+TEXT_INDEX_NAME = "search_text_index"
 # The index states, in MyScale's words (system.vector_indices); ClickHouse's are mapped onto them.
 INDEX_ABSENT, INDEX_NOT_BUILT, INDEX_IN_PROGRESS, INDEX_BUILT = "Absent", "NotBuilt", "InProgress", "Built"
 # ClickHouse refuses vector-index queries whose LIMIT is above this setting (default 1000); we raise it
@@ -70,6 +72,18 @@ class Dialect:
         """Query settings of one search: exact or indexed, the search width, the top-k limit."""
         return {}
 
+    # The full-text index kind ("text" or "fts"), as system.data_skipping_indices names it.
+    text_index_kind: str
+
+    def text_index_sql(self, database: str, table: str, version: str) -> str | None:
+        """The full-text index on `search_text`, or None where this server version has none."""
+        return None
+
+    def text_score(self, column: str, param: str) -> str | None:
+        """The server's own relevance score of `column` for the words in `param` (bound String), or
+        None: the score is then BM25 computed in the query from bound document frequencies."""
+        return None
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -125,6 +139,19 @@ class ClickHouseDialect(Dialect):
             settings["hnsw_candidate_list_size_for_search"] = int(width)
         return settings
 
+    text_index_kind = "text"
+    # The first release whose `text` index answers hasAnyTokens / hasAllTokens (older servers search
+    # words with token functions over every row).
+    TEXT_INDEX_SINCE = (26, 2)
+
+    def text_index_sql(self, database: str, table: str, version: str) -> str | None:
+        if version_tuple(version) < self.TEXT_INDEX_SINCE:
+            return None
+        # The index lower-cases what it stores (search_text already is), as the query's words are.
+        return (f"ALTER TABLE {table_ref(database, table)} ADD INDEX IF NOT EXISTS "
+                f"{quote_identifier(TEXT_INDEX_NAME)} search_text "
+                "TYPE text(tokenizer = splitByNonAlpha, preprocessor = lower(search_text))")
+
 
 class MyScaleDialect(Dialect):
     """MyScale: `distance()` takes its metric from the table's vector index (metric_type=Cosine)."""
@@ -153,8 +180,32 @@ class MyScaleDialect(Dialect):
         kind, status, reason = rows[0]
         return {"status": str(status), "type": str(kind), "fail_reason": reason or None, "name": INDEX_NAME}
 
+    text_index_kind = "fts"
+
+    def text_index_sql(self, database: str, table: str, version: str) -> str | None:
+        # MyScale 1.5+: a Tantivy index. Its "simple" tokenizer splits on non-alphanumerics, as
+        # splitByNonAlpha does, and it is case-insensitive unless told otherwise.
+        return (f"ALTER TABLE {table_ref(database, table)} ADD INDEX IF NOT EXISTS "
+                f"{quote_identifier(TEXT_INDEX_NAME)} search_text "
+                """TYPE fts('{"search_text":{"tokenizer":{"type":"simple"}}}') GRANULARITY 1""")
+
+    def text_score(self, column: str, param: str) -> str | None:
+        # BM25 from the fts index; the words are joined by spaces and read as plain words (no
+        # natural-language operators), any of them matching.
+        return f"TextSearch('enable_nlq=false', 'operator=OR')({column}, {{{param}:String}})"
+
     # search_settings: none. MyScale's search parameters live in the index definition, and an unknown
     # setting (any of ClickHouse's) is an error there.
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """"26.9.2.1" as (26, 9, 2, 1); the leading numbers only, () when there are none."""
+    numbers = []
+    for part in str(version).split("."):
+        if not part.isdigit():
+            break
+        numbers.append(int(part))
+    return tuple(numbers)
 
 
 CLICKHOUSE = ClickHouseDialect()

@@ -46,14 +46,14 @@ class LibraryTables:
     connection: Connection
     layout: Layout
     database: str
-    table: str
+    base_table: str  # the library's base name (STORE_TABLE), whichever table is active
 
     def _ref(self, name: str) -> str:
         return sql.table_ref(self.database, name)
 
     def ensure_library_tables(self) -> None:
-        for ddl, name in ((create_thumbs_sql(self.database, self.table), thumbs_table(self.table)),
-                          (create_files_sql(self.database, self.table), files_table(self.table))):
+        for ddl, name in ((create_thumbs_sql(self.database, self.base_table), thumbs_table(self.base_table)),
+                          (create_files_sql(self.database, self.base_table), files_table(self.base_table))):
             for statement in self.layout.create_everywhere(ddl, self.database, name):
                 self.connection.command("library table creation", statement)
 
@@ -61,7 +61,7 @@ class LibraryTables:
         """(photo_id, JPEG bytes) pairs, one insert."""
         if not thumbnails:
             return 0
-        self.connection.insert("thumbnail insert", thumbs_table(self.table),
+        self.connection.insert("thumbnail insert", thumbs_table(self.base_table),
                                [[p for p, _ in thumbnails], [bytes(t) for _, t in thumbnails]],
                                ["photo_id", "thumbnail"], ["String", "String"])
         return len(thumbnails)
@@ -69,7 +69,7 @@ class LibraryTables:
     def get_thumbnail(self, photo_id: str) -> bytes | None:
         try:
             result = self.connection.client().query(
-                f"SELECT thumbnail FROM {self._ref(thumbs_table(self.table))} FINAL "
+                f"SELECT thumbnail FROM {self._ref(thumbs_table(self.base_table))} FINAL "
                 "WHERE photo_id = {photo_id:String} LIMIT 1",
                 parameters={"photo_id": photo_id}, column_formats={"thumbnail": "bytes"})
         except Exception as error:  # noqa: BLE001 - mapped like every other store call
@@ -85,7 +85,7 @@ class LibraryTables:
         if not files:
             return 0
         columns = [list(column) for column in zip(*files)]
-        self.connection.insert("file record", files_table(self.table), columns,
+        self.connection.insert("file record", files_table(self.base_table), columns,
                                ["path", "photo_id", "size", "mtime"], ["String", "String", "UInt64", "Float64"])
         return len(files)
 
@@ -95,7 +95,7 @@ class LibraryTables:
         sorting key, so each page costs its own rows however deep into the folder it starts."""
         page = " LIMIT {limit:UInt32}" if limit is not None else ""
         rows = self.connection.read_rows(
-            "file listing", f"SELECT path, photo_id, size, mtime FROM {self._ref(files_table(self.table))} FINAL "
+            "file listing", f"SELECT path, photo_id, size, mtime FROM {self._ref(files_table(self.base_table))} FINAL "
             "WHERE startsWith(path, {prefix:String}) AND path > {after:String} ORDER BY path" + page,
             {"prefix": prefix, "after": after, **({"limit": limit} if limit is not None else {})})
         return [{"path": p, "photo_id": i, "size": int(s), "mtime": float(m)} for p, i, s, m in rows]
@@ -106,7 +106,7 @@ class LibraryTables:
         if not wanted:
             return {}
         rows = self.connection.read_rows(
-            "file lookup", f"SELECT photo_id, path FROM {self._ref(files_table(self.table))} FINAL "
+            "file lookup", f"SELECT photo_id, path FROM {self._ref(files_table(self.base_table))} FINAL "
             "WHERE photo_id IN {ids:Array(String)} ORDER BY path", {"ids": wanted})
         found: dict[str, list[str]] = {}
         for photo_id, path in rows:
@@ -118,7 +118,7 @@ class LibraryTables:
         wanted = list(dict.fromkeys(paths))
         if not wanted:
             return []
-        table = self._ref(files_table(self.table))
+        table = self._ref(files_table(self.base_table))
         rows = self.connection.read_rows("file lookup", f"SELECT DISTINCT photo_id FROM {table} "
                                          "WHERE path IN {paths:Array(String)}", {"paths": wanted})
         ids = [row[0] for row in rows]
@@ -129,7 +129,7 @@ class LibraryTables:
 
     def delete_library_rows(self, photo_ids: Sequence[str]) -> None:
         """The thumbnails and file records of deleted photos."""
-        for name in (thumbs_table(self.table), files_table(self.table)):
+        for name in (thumbs_table(self.base_table), files_table(self.base_table), f"{self.base_table}_sources"):
             try:
                 self.connection.command("delete", f"DELETE FROM {self._ref(name)} WHERE photo_id IN "
                                         "{photo_ids:Array(String)}", {"photo_ids": list(photo_ids)})

@@ -97,23 +97,28 @@ def read_meta_sql(database: str, table: str) -> str:
 
 
 def search_sql(dialect: Dialect, database: str, table: str, *, filters: Mapping[str, Any] | None = None,
-               exclude_photo_id: str | None = None, with_vector: bool = False) -> tuple[str, dict[str, Any]]:
+               exclude_photo_id: str | None = None, with_vector: bool = False,
+               where: tuple[list[str], dict[str, Any]] | None = None) -> tuple[str, dict[str, Any]]:
     """SELECT of the nearest photos; returns (sql, params without `q` and `k`, which the caller binds).
 
     The shape is exactly `ORDER BY dist LIMIT k`, which is what vector indexes recognise: no FINAL
     (duplicates are folded by the caller), no tie-breaking column (ties are ordered by the caller), and
-    `min_score` applied by the caller to the rows, which arrive best first.
+    `min_score` applied by the caller to the rows, which arrive best first. `where`: more conditions and
+    their bound values, ANDed in (e.g. `lexical.exclusion_sql`).
     """
-    where, params = filter_sql(filters)
+    conditions, params = filter_sql(filters)
     if exclude_photo_id is not None:
-        where.append("photo_id != {exclude_photo_id:String}")
+        conditions.append("photo_id != {exclude_photo_id:String}")
         params["exclude_photo_id"] = exclude_photo_id
+    if where is not None:
+        conditions.extend(where[0])
+        params.update(where[1])
     distance = dialect.distance("photo_embed", "q")
     columns = [*PHOTO_COLUMNS, *(["photo_embed"] if with_vector else [])]
     sql = (
         f"SELECT {', '.join(columns)}, {distance} AS dist\n"
         f"FROM {table_ref(database, table)}\n"
-        + (f"WHERE {' AND '.join(where)}\n" if where else "")
+        + (f"WHERE {' AND '.join(conditions)}\n" if conditions else "")
         + "ORDER BY dist ASC\nLIMIT {k:UInt32}"
     )
     return sql, params

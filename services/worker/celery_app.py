@@ -31,7 +31,7 @@ from services.worker.lease import UnackedLease
 
 app = Celery("imagesearch")
 app.conf.update(
-    imports=("services.worker.tasks",),
+    imports=("services.worker.tasks", "services.worker.reembed_tasks"),
     # Batches are small; a process that has run many of them is recycled to bound memory growth.
     worker_max_tasks_per_child=500,
     worker_hijack_root_logger=False,

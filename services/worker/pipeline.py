@@ -34,6 +34,7 @@ from services.worker.local import (
 )
 from services.worker.media import Prepared, VideoLimits, combine, prepare
 from services.worker.metrics import timed
+from services.worker.sources import keep_uploads
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +168,8 @@ def ingest_batch(photos: Sequence[dict | PhotoRecord], embedder: Embedder, store
         with timed("insert"):
             written = store.insert_photos(good, np.stack(vectors).astype(np.float32, copy=False))
             store.insert_thumbnails([(record.photo_id, thumbnails[record.photo_id]) for record in good])
+            keep_uploads(store, prepared, {record.photo_id for record in good}, max_bytes=policy.max_bytes,
+                         max_pixels=max_image_pixels)
     stored = {record.photo_id for record in good} | set(known)
     store.record_files([row for row in files if row[1] in stored])
     if uploads and spool is not None:

@@ -6,6 +6,7 @@ A `shared_task`, so that this module never imports the app (celery_app.py lists 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from celery import Task, shared_task
 
@@ -14,7 +15,7 @@ from services.common.embedder_client import EmbedderBusy
 from services.common.errors import DependencyTimeout, DependencyUnavailable
 from services.common.jobs import JOB_DONE
 from services.common.queue import TASK_NAME
-from services.worker import metrics, pipeline, resources
+from services.worker import metrics, pipeline, reembed, resources
 from services.worker.config import get_settings
 from services.worker.media import video_limits
 from services.worker.resources import Resources
@@ -90,11 +91,14 @@ def _ingest(job_id: str, batch_id: str, photos: list[dict]) -> dict:
     res = resources.current()
     # The embedder's log lines for this batch carry the job's id (services/common/request_ids.py).
     with request_ids.bound(f"job-{job_id}"):
-        if res.model is None:
-            res.model = pipeline.prepare_store(res.embedder, res.store)
+        # The active table and its model, read once for the batch: a switch during it leaves this batch in the
+        # old table, which the re-embedding's sweep then copies (services/worker/reembed_tasks.py).
+        store, embedder = active_clients(res)
+        if res.model is None or res.model.get("table") != store.table:
+            res.model = {**pipeline.prepare_store(embedder, store), "table": store.table}
             res.crop = pipeline.choose_crop(res.model, res.settings.preprocess)
             log.info("images are decoded and cropped %s", "here" if res.crop else "by the embedder")
-        outcome = pipeline.ingest_batch(photos, res.embedder, res.store, res.policy,
+        outcome = pipeline.ingest_batch(photos, embedder, store, res.policy,
                                         download_concurrency=res.settings.download_concurrency, crop=res.crop,
                                         max_image_pixels=res.settings.max_image_pixels,
                                         roots=res.settings.library_root_list, spool=res.spool,
@@ -107,6 +111,15 @@ def _ingest(job_id: str, batch_id: str, photos: list[dict]) -> dict:
     elif counted == JOB_DONE:
         build_index_if_due(res, job_id)
     return {"succeeded": outcome.succeeded, "skipped": outcome.skipped, "failed": len(failures)}
+
+
+def active_clients(res: Resources) -> tuple[Any, Any]:
+    """The store bound to the active table and the embedder bound to its model (services/photostore/active.py);
+    the process's own clients where the store keeps no record (a test's fake)."""
+    if not hasattr(res.store, "active_record"):
+        return res.store, res.embedder
+    active = res.store.active_record()
+    return res.store.for_table(active.table), reembed.bound(res.embedder, active.model, active.text_model)
 
 
 def build_index_if_due(res: Resources, job_id: str) -> None:

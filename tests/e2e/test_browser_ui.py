@@ -73,8 +73,9 @@ def test_search_by_text_image_and_random_photo(running_stack, browser, output_di
     expect(gallery_images).to_have_count(12)
     expect(page.locator("#status")).to_contain_text("12 results for “a red circle”")
     gallery = page.locator("#results-gallery")
-    # Captions: the cosine score, then the photo's description.
-    expect(gallery).to_contain_text(re.compile(r"-?\d\.\d{3} · A \w+ \w+ on a \w+ background"))
+    # Captions: the photo's relevance ("top 8%"; the cosine score from a gateway that does not say),
+    # then its description.
+    expect(gallery).to_contain_text(re.compile(r"(top \d+(\.\d)?%|-?\d\.\d{3}) · A \w+ \w+ on a \w+ background"))
     # The browser loaded the images from the image server.
     page.wait_for_function(
         "() => [...document.querySelectorAll('#results-gallery img')].every(i => i.complete && i.naturalWidth > 0)")

@@ -20,8 +20,8 @@ def fakes() -> GatewayFakes:
 def test_prints_a_table_with_score_photographer_and_link(served_gateway, capsys):
     assert search.main(["a beach", "--top-k", "3", "--api-url", served_gateway]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["#", "score", "photo", "photographer", "link"]
-    assert lines[1].split() == ["1", "1.000", "beach-1", "Ana", "Lopez", "https://unsplash.test/photos/beach-1"]
+    assert lines[0].split() == ["#", "score", "relevance", "photo", "photographer", "link"]
+    assert lines[1].split() == ["1", "1.000", "-", "beach-1", "Ana", "Lopez", "https://unsplash.test/photos/beach-1"]
     assert len(lines) == 1 + 3 + 2 and lines[4].startswith("3 results in") and "random weights" in lines[5]
 
 
@@ -44,3 +44,16 @@ def test_refusals_and_an_absent_gateway_are_sentences(served_gateway, capsys):
     assert "cannot read the image /nonexistent/x.jpg" in capsys.readouterr().err
     assert search.main(["sky", "--api-url", f"http://127.0.0.1:{free_port()}"]) == 2
     assert "Could not reach the gateway" in capsys.readouterr().err
+
+
+def test_a_hybrid_search_shows_the_words_each_photo_matched(served_gateway, fakes, capsys):
+    fakes.store.add("beach-2", text_vector("sand"), photo_description="a sunny beach with palm trees")
+    code = search.main(["sunny beach", "--mode", "hybrid", "--fusion", "alpha", "--alpha", "0.3",
+                        "--api-url", served_gateway])
+    assert code == 0, capsys.readouterr().err
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["#", "score", "relevance", "photo", "words", "photographer", "link"]
+    assert lines[1].split()[3:5] == ["beach-2", "sunny,beach"]
+    assert "hybrid search" in lines[-2]
+    assert search.main(["beach", "--min-relevance", "1.5", "--api-url", served_gateway]) == 1
+    assert "min_relevance must be between 0 and 1" in capsys.readouterr().err

@@ -91,9 +91,13 @@ def test_filters_sit_in_a_closed_accordion_and_reach_both_searches():
     assert (min_score.minimum, min_score.maximum, min_score.value) == (0, 1, 0) and "0 = off" in min_score.info
     narrowing = ["min-score", "filter-country", "filter-photographer", "filter-camera", "filter-taken"]
     inputs = {fn.fn.__name__: [block.elem_id for block in fn.inputs] for fn in app.fns.values()}
-    # The narrowing follows top_k in every search; the term rows come after it.
-    assert inputs["search"][4:9] == narrowing and inputs["more_like_this"][-5:] == narrowing
-    assert inputs["less_like_this"][6:11] == narrowing and inputs["search"][9:] == inputs["less_like_this"][11:]
+    # The mode and the relevance cut-off come first (handed on as keywords), the narrowing follows
+    # top_k in every search; the term rows come after it.
+    how = ["search-mode", "min-relevance"]
+    assert inputs["search"][:2] == inputs["more_like_this"][:2] == inputs["less_like_this"][:2] == how
+    assert inputs["search"][6:11] == narrowing and inputs["more_like_this"][-5:] == narrowing
+    assert inputs["less_like_this"][8:13] == narrowing and inputs["search"][11:] == inputs["less_like_this"][13:]
+    assert inputs["mode_changed"] == inputs["search"]
     assert inputs["random_photo"] == narrowing[1:]
 
 

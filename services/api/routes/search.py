@@ -154,7 +154,9 @@ def _query(parsed: SearchRequest, image: bytes | None, files: dict[str, bytes], 
     check_query_images([len(image or b"")] + [len(t.value) for t in terms if t.kind == "image"], max_total)
     return SearchQuery(text=parsed.text, image=image, image_url=parsed.image_url, photo_id=parsed.photo_id,
                        weight=parsed.weight, top_k=parsed.top_k, min_score=parsed.min_score,
-                       filters=parsed.filters, offset=parsed.offset, collapse=parsed.collapse, terms=terms)
+                       filters=parsed.filters, offset=parsed.offset, collapse=parsed.collapse, terms=terms,
+                       mode=parsed.mode, fusion=parsed.fusion, rrf_k=parsed.rrf_k, alpha=parsed.alpha,
+                       min_relevance=parsed.min_relevance)
 
 
 @router.post(
@@ -194,6 +196,8 @@ async def search(request: Request, response: Response, services: ServicesDep,
                          code="unsupported_media_type", status_code=415)
     # HTTP's own way to ask for a fresh answer: the store searches even if the gateway kept this answer.
     query.fresh = "no-cache" in request.headers.get("cache-control", "").lower()
+    query.mode = query.mode or settings.search_mode
+    query.relevance_sample = settings.relevance_sample
     answer = await run_search(services, query)
     answer["results"] = [sign_urls(result, request) for result in answer["results"]]
     response.headers["Server-Timing"] = server_timing(answer["timings"], answer["cached"])
