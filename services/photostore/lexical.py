@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 SEARCH_TEXT = "search_text"
 K1, B = 1.2, 0.75
+STATE_RECHECK_S = 2.0
 # The columns whose words a person may search for, in the order they are joined.
 SOURCE_COLUMNS = ("photo_description", "ai_description", "photo_keywords", "photographer_username",
                   "photographer_first_name", "photographer_last_name", "photo_location_name",
@@ -122,13 +124,19 @@ def add_search_text(connection: Connection, layout: Layout, database: str, table
 
 def _state(store: PhotoStore) -> dict[str, Any]:
     """The index kind and BM25 statistics of the table, kept on the store object for one data version
-    (any write changes it; a cluster has none, so its state is read afresh)."""
-    version = store.data_version()
+    (any write changes it; a cluster has none, so its state is read afresh). The version itself is asked
+    at most every STATE_RECHECK_S: a query then costs one round trip to the store, not two, and statistics
+    a second old move BM25's scores by a hair, never which photos match."""
     state = getattr(store, "_lexical_state", None)
+    now = time.monotonic()
+    if state is not None and state["version"] is not None and now - state["checked"] < STATE_RECHECK_S:
+        return state
+    version = store.data_version()
     if state is not None and version is not None and state["version"] == version:
+        state["checked"] = now
         return state
     kind = _index_type(store.connection, store.database, store.layout.local_table(store.table))
-    state = {"version": version, "kind": kind if kind in ("text", "fts") else "none", "df": {}}
+    state = {"version": version, "kind": kind if kind in ("text", "fts") else "none", "df": {}, "checked": now}
     if state["kind"] != "fts":
         rows = store.connection.read_rows(
             "word statistics", f"SELECT count(), avg(length({_TOKENS})) FROM {sql.table_ref(store.database, store.table)}")
@@ -138,17 +146,11 @@ def _state(store: PhotoStore) -> dict[str, Any]:
     return state
 
 
-def _idf(store: PhotoStore, state: dict[str, Any], terms: Sequence[str]) -> list[float]:
-    """BM25's idf of each term, ln(1 + (N - df + 0.5) / (df + 0.5)), its df read once per data version."""
-    missing = [term for term in terms if term not in state["df"]]
-    if missing:
-        condition = ("hasAnyTokens(search_text, {terms:Array(String)})" if state["kind"] == "text"
-                     else f"hasAny({_TOKENS}, {{terms:Array(String)}})")
-        rows = store.connection.read_rows(
-            "word statistics", f"SELECT sumForEach(arrayMap(w -> toUInt64(has({_TOKENS}, w)), {{terms:Array(String)}})) "
-            f"FROM {sql.table_ref(store.database, store.table)} WHERE {condition}", {"terms": missing})
-        counts = list(rows[0][0]) if rows and rows[0][0] else [0] * len(missing)
-        state["df"].update(zip(missing, (int(c) for c in counts)))
+def _idf(state: dict[str, Any], terms: Sequence[str]) -> list[float] | None:
+    """BM25's idf of each term, ln(1 + (N - df + 0.5) / (df + 0.5)), from the document frequencies kept for
+    this data version; None when one is not kept yet, and the query counts them itself (`_DF_SQL`)."""
+    if any(term not in state["df"] for term in terms):
+        return None
     n = state["n"]
     return [math.log(1.0 + (n - state["df"][t] + 0.5) / (state["df"][t] + 0.5)) for t in terms]
 
@@ -207,7 +209,8 @@ def match_sql(query: LexicalQuery, kind: str) -> tuple[list[str], dict[str, Any]
 
 
 def lexical_sql(store: PhotoStore, query: LexicalQuery, kind: str, *, with_vector: bool,
-                filters: dict[str, Any] | None, exclude_photo_id: str | None) -> tuple[str, dict[str, Any]]:
+                filters: dict[str, Any] | None, exclude_photo_id: str | None,
+                count_df: bool = False) -> tuple[str, dict[str, Any]]:
     """SELECT of the matching photos, best BM25 first; binds everything but `k` (and `lx_idf` and
     `lx_avgdl`, the statistics, on ClickHouse)."""
     where, params = filter_sql(filters)
@@ -225,10 +228,23 @@ def lexical_sql(store: PhotoStore, query: LexicalQuery, kind: str, *, with_vecto
         params["lx_text"] = " ".join(query.terms)
     distance = "cosineDistance(photo_embed, {q:Array(Float32)})" if with_vector else "CAST(NULL, 'Nullable(Float64)')"
     order = "lexical_score DESC" if kind == "fts" else "lexical_score DESC, photo_id ASC"
-    return (f"WITH {_TOKENS} AS toks\n"
+    table = sql.table_ref(store.database, store.table)
+    counted = ""
+    if count_df and kind != "fts":
+        # The terms' document frequencies, counted in this query (the index finds their rows) and returned
+        # with each row, to be kept: a new word costs no second round trip.
+        any_term = ("hasAnyTokens(search_text, {lx_terms:Array(String)})" if kind == "text"
+                    else f"hasAny({_TOKENS}, {{lx_terms:Array(String)}})")
+        counted = (f",\n    (SELECT sumForEach(arrayMap(w -> toUInt64(has({_TOKENS}, w)), {{lx_terms:Array(String)}})) "
+                   f"FROM {table} WHERE {any_term}) AS lx_counted,\n"
+                   "    arrayResize(lx_counted, length({lx_terms:Array(String)}), toUInt64(0)) AS lx_df,\n"
+                   "    arrayMap(d -> log(1 + ({lx_n:Float64} - d + 0.5) / (d + 0.5)), lx_df) AS lx_idf_counted")
+        score = score.replace("{lx_idf:Array(Float64)}", "lx_idf_counted")
+    return (f"WITH {_TOKENS} AS toks{counted}\n"
             f"SELECT {', '.join(PHOTO_COLUMNS)}, {score} AS lexical_score,\n"
-            "    arrayFilter(w -> has(toks, w), {lx_terms:Array(String)}) AS matched, " + distance + " AS dist\n"
-            f"FROM {sql.table_ref(store.database, store.table)}\n"
+            "    arrayFilter(w -> has(toks, w), {lx_terms:Array(String)}) AS matched, " + distance + " AS dist"
+            + (", lx_df" if counted else "") + "\n"
+            f"FROM {table}\n"
             + (f"WHERE {' AND '.join(matches + where)}\n" if matches or where else "")
             + f"ORDER BY {order}\nLIMIT {{k:UInt32}}"), params
 
@@ -256,16 +272,21 @@ def lexical_search(store: PhotoStore, query: LexicalQuery, *, vector: np.ndarray
         params_extra["q"] = q.tolist()
     try:
         state = _state(store)
+        idf = _idf(state, query.terms) if state["kind"] != "fts" else []
         sql_text, params = lexical_sql(store, query, state["kind"], with_vector=vector is not None, filters=filters,
-                                       exclude_photo_id=exclude_photo_id)
+                                       exclude_photo_id=exclude_photo_id, count_df=idf is None)
         if state["kind"] != "fts":
-            params.update(lx_idf=_idf(store, state, query.terms), lx_avgdl=max(state["avgdl"], 1.0))
+            params.update(lx_avgdl=max(state["avgdl"], 1.0), **({"lx_idf": idf} if idf is not None else
+                                                                 {"lx_n": float(state["n"])}))
         params.update(params_extra)
         wanted = offset + top_k
         fetch = min(MAX_RESULTS, wanted + max(4, wanted // 10))  # room for duplicate versions of a photo
         while True:
             params["k"] = fetch
             rows = store.connection.read_rows("word search", sql_text, params)
+            if idf is None and rows:
+                state["df"].update(zip(query.terms, (int(c) for c in rows[0][-1])))
+                rows = [row[:-1] for row in rows]
             photos = _folded(rows)
             if len(photos) >= wanted or len(rows) < fetch or fetch >= MAX_RESULTS:
                 break

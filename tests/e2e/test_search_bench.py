@@ -18,7 +18,9 @@ def test_the_search_bench_measures_every_path(tiny_model_dir, tmp_path, capsys):
     measurements = record["measurements"]
     single = ("embedder", "store", "sequence", "gateway_uncached", "gateway_repeated", "gateway_repeated_no_cache",
               "gateway_next_page", "seed")
-    assert set(measurements) == {*single, "gateway_c8", "gateway_c32"}
+    assert set(measurements) == {*single, "gateway_c8", "gateway_c32", "mode_vector", "mode_lexical", "mode_hybrid"}
+    for mode in ("vector", "lexical", "hybrid"):
+        assert 0 < measurements[f"mode_{mode}"]["extra"]["p50_ms"] <= measurements[f"mode_{mode}"]["extra"]["p99_ms"]
     for name in single:
         assert measurements[name]["items"] == 10
         assert 0 < measurements[name]["extra"]["p50_ms"] <= measurements[name]["extra"]["p99_ms"]

@@ -33,6 +33,12 @@ def test_no_generated_request_gets_a_server_error(case):
     if time.monotonic() - _started[0] > BUDGET_S:
         pytest.skip(f"the fuzz's {BUDGET_S:g} s budget is spent")
     response = case.call(headers={"X-API-Key": KEY})
+    if response.status_code == 503 and case.formatted_path.startswith("/v1/reembed"):
+        # Re-embedding needs Redis and the store's active record, which these fakes do not have: past
+        # validation (fuzzed here), the gateway says so with its own code; tests/e2e/test_reembed.py
+        # drives these routes against the real parts.
+        assert response.json()["error"]["code"] == "reembed_unavailable", response.text[:300]
+        return
     assert response.status_code < 500, (
         f"{case.method} {case.formatted_path} answered {response.status_code}: {response.text[:300]}\n"
         f"reproduce: {case.as_curl_command()}")

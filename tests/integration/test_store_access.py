@@ -58,8 +58,8 @@ def test_ensure_table_is_idempotent_and_refuses_another_model(store_url):
         with pytest.raises(ModelMismatch) as caught:
             PhotoStore(store_url, table="models").ensure_table(dim, model)
         assert caught.value.status_code == 409
-        assert MODEL in caught.value.message and "STORE_TABLE" in caught.value.message
-        assert "drop" in caught.value.message and "make ingest" in caught.value.message
+        assert MODEL in caught.value.message and "make reembed MODEL=" in caught.value.message
+        assert "drop" in caught.value.message and "ingest again" in caught.value.message
     # Vectors of another dimension never reach the table.
     with pytest.raises(ModelMismatch):
         photo_store.insert_photos([make_photo(1)], unit_vectors(1, 0)[:, :64])
