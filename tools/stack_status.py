@@ -172,11 +172,15 @@ def gather(settings: dict[str, str], rows: list[ServiceRow], probes: Probes | No
     keys = [key.strip() for key in settings.get("API_KEYS", "").split(",") if key.strip()]
     headers = {"X-API-Key": keys[0]} if keys else None
     options = {"index_type": settings.get("STORE_INDEX_TYPE") or None}
+    stats = probes.get_json(f"{api_url}/v1/stats", headers=headers)
+    # The table the gateway answers from (the offline demo's STORE_TABLE is set for its processes, not in
+    # .env); .env's when the gateway does not answer.
+    table = ((stats or {}).get("table") or {}).get("table") or settings.get("STORE_TABLE") or "photos"
     return {
         "services": rows,
         "queue": probes.queue_counts(settings["REDIS_URL"]),
-        "stats": probes.get_json(f"{api_url}/v1/stats", headers=headers),
-        "index": probes.index_state(settings["STORE_URL"], settings.get("STORE_TABLE") or "photos", options),
+        "stats": stats,
+        "index": probes.index_state(settings["STORE_URL"], table, options),
         "model": probes.get_json(f"{embedder_url}/v1/model"),
         "reembed": probes.get_json(f"{api_url}/v1/reembed", headers=headers),
         "backup": probes.last_backup(settings.get("BACKUP_DIR") or str(DEFAULT_BACKUP_DIR),

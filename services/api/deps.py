@@ -170,6 +170,10 @@ class Services:
         pinned = _query_table.get()
         return pinned if pinned is not None else await self._active.get()
 
+    async def refresh_active(self) -> Any:
+        """Read the active record now rather than at the next 2 s check (after a switch or a rollback)."""
+        return await self._active.get(fresh=True)
+
     async def pin_table(self) -> Token:
         """Pin the current query to the table that answers now; `unpin` with the token when it is done."""
         return _query_table.set(await self._active.get())

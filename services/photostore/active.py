@@ -179,6 +179,7 @@ class ActiveTables:
                 bound = copy.copy(self)
                 bound._init_active(self.base_table, pinned=name)
                 bound._info, bound._columns_checked, bound._rows_seen = None, False, None
+                bound.__dict__.pop("_lexical_state", None)  # another table's word statistics
                 self._bound[name] = bound
         return bound
 

@@ -60,7 +60,10 @@ async def _active(services: Services) -> ActiveRecord:
     reader = getattr(services.base_store, "active_record", None)
     if reader is None:
         raise DependencyUnavailable("This store keeps no active table record.", code="reembed_unavailable")
-    return await blocking(reader, True)
+    record = await blocking(reader, True)
+    # This gateway's queries follow a switch or a rollback it has just seen at once, not at its next check.
+    await services.refresh_active()
+    return record
 
 
 async def _status(services: Services) -> dict[str, Any]:
