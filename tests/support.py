@@ -195,6 +195,24 @@ def service_process(args: list[str], ready_url: str | None, log_path: Path, env:
         stop_process(process)
 
 
+@contextmanager
+def store_embedder_gateway(workdir: Path, env: dict[str, str]) -> Iterator[dict[str, str]]:
+    """The embedded store, the embedder and the gateway, each its own process on a free port, with `env`
+    plus their URLs (STORE_URL, EMBEDDER_URL); yields {"store", "embedder", "api"} -> URL."""
+    ports = {name: free_port() for name in ("store", "embedder", "api")}
+    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    env = {**env, "STORE_URL": urls["store"], "EMBEDDER_URL": urls["embedder"]}
+    uvicorn = ["-m", "uvicorn", "--factory", "--host", "127.0.0.1", "--port"]
+    with service_process(["-m", "services.embedded_store", "--host", "127.0.0.1", "--port", str(ports["store"]),
+                          "--data-dir", str(workdir / "store")], f"{urls['store']}/ping", workdir / "store.log",
+                         env=env), \
+         service_process([*uvicorn, str(ports["embedder"]), "services.embedder.main:create_app"],
+                         f"{urls['embedder']}/readyz", workdir / "embedder.log", env=env), \
+         service_process([*uvicorn, str(ports["api"]), "services.api.main:create_app"], f"{urls['api']}/healthz",
+                         workdir / "api.log", env=env):
+        yield urls
+
+
 def stop_process(process: subprocess.Popen, timeout: float = 15.0) -> None:
     """SIGTERM, then SIGKILL if the process has not exited within `timeout`; to its whole group when it
     leads one (`spawn`), so that its children end with it."""

@@ -17,7 +17,7 @@ from services.common.api_client import ApiClient, ApiError
 from services.common.embedder_client import EmbedderClient
 from services.common.schemas import PhotoRecord
 from services.photostore import PhotoStore
-from tests.support import free_port, service_process
+from tests.support import store_embedder_gateway
 
 TABLE = "photos_hybrid"
 COUNT = 3000
@@ -30,20 +30,11 @@ FILE_PHOTO = "file-photo"
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, tiny_model_dir):
     workdir = tmp_path_factory.mktemp("hybrid")
-    ports = {name: free_port() for name in ("store", "embedder", "api")}
-    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
-    env = {**os.environ, "STORE_URL": urls["store"], "STORE_TABLE": TABLE, "EMBEDDER_URL": urls["embedder"],
+    env = {**os.environ, "STORE_TABLE": TABLE,
            "EMBEDDER_MODEL": str(tiny_model_dir), "EMBEDDER_DEVICE": "cpu", "EMBEDDER_TORCH_THREADS": "1",
            "API_TEXT_CACHE_REDIS": "false", "API_SEARCH_MODE": "vector",
            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    uvicorn = ["-m", "uvicorn", "--factory", "--host", "127.0.0.1", "--port"]
-    with service_process(["-m", "services.embedded_store", "--host", "127.0.0.1", "--port", str(ports["store"]),
-                          "--data-dir", str(workdir / "store")], f"{urls['store']}/ping", workdir / "store.log",
-                         env=env), \
-         service_process([*uvicorn, str(ports["embedder"]), "services.embedder.main:create_app"],
-                         f"{urls['embedder']}/readyz", workdir / "embedder.log", env=env), \
-         service_process([*uvicorn, str(ports["api"]), "services.api.main:create_app"], f"{urls['api']}/healthz",
-                         workdir / "api.log", env=env):
+    with store_embedder_gateway(workdir, env) as urls:
         _fill(urls["store"], urls["embedder"])
         yield urls
 

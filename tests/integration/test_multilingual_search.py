@@ -15,7 +15,7 @@ from services.common.embedder_client import EmbedderClient
 from services.common.schemas import PhotoRecord
 from services.photostore import PhotoStore
 from tests.integration.test_api_search import jpeg
-from tests.support import free_port, service_process
+from tests.support import store_embedder_gateway
 from tools.random_model import write_random_model
 
 TABLE = "photos_multilingual"
@@ -27,20 +27,11 @@ def stack(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("multilingual")
     image_model = write_random_model(workdir / "clip-b32", family="clip", size="b32")
     text_model = write_random_model(workdir / "st", family="st-multilingual", size="tiny", aligned_to=image_model)
-    ports = {name: free_port() for name in ("store", "embedder", "api")}
-    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
-    env = {**os.environ, "STORE_URL": urls["store"], "STORE_TABLE": TABLE, "EMBEDDER_URL": urls["embedder"],
+    env = {**os.environ, "STORE_TABLE": TABLE,
            "EMBEDDER_MODEL": str(image_model), "EMBEDDER_TEXT_MODEL": str(text_model), "EMBEDDER_DEVICE": "cpu",
            "EMBEDDER_DTYPE": "float32", "EMBEDDER_TORCH_THREADS": "1", "API_TEXT_CACHE_REDIS": "false",
            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    uvicorn = ["-m", "uvicorn", "--factory", "--host", "127.0.0.1", "--port"]
-    with service_process(["-m", "services.embedded_store", "--host", "127.0.0.1", "--port", str(ports["store"]),
-                          "--data-dir", str(workdir / "store")], f"{urls['store']}/ping", workdir / "store.log",
-                         env=env), \
-         service_process([*uvicorn, str(ports["embedder"]), "services.embedder.main:create_app"],
-                         f"{urls['embedder']}/readyz", workdir / "embedder.log", env=env), \
-         service_process([*uvicorn, str(ports["api"]), "services.api.main:create_app"], f"{urls['api']}/healthz",
-                         workdir / "api.log", env=env):
+    with store_embedder_gateway(workdir, env) as urls:
         photos = {f"photo-{i}": jpeg(i) for i in range(6)}
         with EmbedderClient(urls["embedder"]) as embedder:
             info = embedder.model_info()
