@@ -27,10 +27,21 @@ def files_table(table: str) -> str:
     return f"{table}_files"
 
 
-def create_thumbs_sql(database: str, table: str) -> str:
-    return (f"CREATE TABLE IF NOT EXISTS {sql.table_ref(database, thumbs_table(table))}\n"
-            "(\n    photo_id String,\n    thumbnail String,\n    inserted_at DateTime64(3) DEFAULT now64(3)\n)\n"
+def sources_table(table: str) -> str:
+    """Kept copies of uploaded photos (services/photostore/sources.py)."""
+    return f"{table}_sources"
+
+
+def create_bytes_table_sql(database: str, name: str, column: str) -> str:
+    """A side table of one byte string per photo (`column`; checked by the caller: identifiers cannot be
+    bound), the latest written kept: thumbnails, kept copies of uploads."""
+    return (f"CREATE TABLE IF NOT EXISTS {sql.table_ref(database, name)}\n"
+            f"(\n    photo_id String,\n    {column} String,\n    inserted_at DateTime64(3) DEFAULT now64(3)\n)\n"
             "ENGINE = ReplacingMergeTree(inserted_at)\nORDER BY photo_id")
+
+
+def create_thumbs_sql(database: str, table: str) -> str:
+    return create_bytes_table_sql(database, thumbs_table(table), "thumbnail")
 
 
 def create_files_sql(database: str, table: str) -> str:
@@ -129,7 +140,7 @@ class LibraryTables:
 
     def delete_library_rows(self, photo_ids: Sequence[str]) -> None:
         """The thumbnails and file records of deleted photos."""
-        for name in (thumbs_table(self.base_table), files_table(self.base_table), f"{self.base_table}_sources"):
+        for name in (thumbs_table(self.base_table), files_table(self.base_table), sources_table(self.base_table)):
             try:
                 self.connection.command("delete", f"DELETE FROM {self._ref(name)} WHERE photo_id IN "
                                         "{photo_ids:Array(String)}", {"photo_ids": list(photo_ids)})

@@ -14,16 +14,11 @@ from collections.abc import Sequence
 from services.photostore import sql
 from services.photostore.cluster import Layout
 from services.photostore.connection import Connection, is_unknown_table
-
-
-def sources_table(base: str) -> str:
-    return f"{base}_sources"
+from services.photostore.library import create_bytes_table_sql, sources_table
 
 
 def create_sources_sql(database: str, base: str) -> str:
-    return (f"CREATE TABLE IF NOT EXISTS {sql.table_ref(database, sources_table(base))}\n"
-            "(\n    photo_id String,\n    source String,\n    inserted_at DateTime64(3) DEFAULT now64(3)\n)\n"
-            "ENGINE = ReplacingMergeTree(inserted_at)\nORDER BY photo_id")
+    return create_bytes_table_sql(database, sources_table(base), "source")
 
 
 class SourceCopies:

@@ -143,20 +143,12 @@ def ingest_batch(photos: Sequence[dict | PhotoRecord], embedder: Embedder, store
             failures.append(_failure(record, rejected.code, f"The {_what(body)} {rejected.message}"))
     # A stage with nothing to do is not timed, so its histogram counts the batches that ran it.
     with timed("embed") if prepared else nullcontext():
-        # One embedder request for every picture of the batch: photos and each video's frames.
-        pictures = [(item.record, body) for item in prepared for body in item.bodies]
         before = len(failures)
-        embedded, frame_vectors = _embed(pictures, embedder, crop, policy.max_bytes, max_image_pixels, failures)
+        combined = embed_items(prepared, embedder, crop, policy.max_bytes, max_image_pixels, failures)
         failures[before:] = list({failure.photo_id: failure for failure in reversed(failures[before:])}.values())[::-1]
-    by_id: dict[str, list[np.ndarray]] = {}
-    for record, vector in zip(embedded, frame_vectors):
-        by_id.setdefault(record.photo_id, []).append(vector)
     good: list[PhotoRecord] = []
     vectors: list[np.ndarray] = []
-    for item in prepared:
-        if len(by_id.get(item.record.photo_id, ())) != len(item.bodies):
-            continue  # refused by the embedder (a failure says why)
-        record, vector, shown = combine(item, by_id[item.record.photo_id])
+    for record, vector, shown in combined:
         if record.photo_id not in thumbnails:  # a video: the frame that stands for it
             thumbnails[record.photo_id] = make_thumbnail(shown, max_bytes=policy.max_bytes, max_pixels=max_image_pixels)
         good.append(record)
@@ -219,6 +211,20 @@ def _read_all(todo: list[PhotoRecord], policy: FetchPolicy, concurrency: int, ro
             else:
                 fetched.append((with_exif(record, result), result))
     return fetched
+
+
+def embed_items(prepared: Sequence[Prepared], embedder: Embedder, crop: ClipCrop | None, max_bytes: int,
+                max_pixels: int, failures: list[Failure]) -> list[tuple[PhotoRecord, np.ndarray, Any]]:
+    """One embedder request for every picture of `prepared` (photos, and each video's frames), then
+    (record, vector, the picture that stands for it) for each item whose pictures were all embedded, in
+    order; one the embedder refused is left out, with a failure in `failures` saying why."""
+    pictures = [(item.record, body) for item in prepared for body in item.bodies]
+    embedded, vectors = _embed(pictures, embedder, crop, max_bytes, max_pixels, failures)
+    by_id: dict[str, list[np.ndarray]] = {}
+    for record, vector in zip(embedded, vectors):
+        by_id.setdefault(record.photo_id, []).append(vector)
+    return [combine(item, by_id[item.record.photo_id]) for item in prepared
+            if len(by_id.get(item.record.photo_id, ())) == len(item.bodies)]
 
 
 def _embed(fetched: list[tuple[PhotoRecord, bytes]], embedder: Embedder, crop: ClipCrop | None, max_bytes: int,

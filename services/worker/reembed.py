@@ -23,7 +23,7 @@ from services.common.images import ClipCrop, ImageRejected, ImageTooLarge
 from services.common.library import upload_digest
 from services.common.schemas import Failure, PhotoRecord
 from services.worker import pipeline
-from services.worker.media import Prepared, VideoLimits, combine, prepare
+from services.worker.media import Prepared, VideoLimits, prepare
 
 log = logging.getLogger(__name__)
 
@@ -104,18 +104,9 @@ def reembed_batch(photo_ids: Sequence[str], source: Any, target: Any, embedder: 
             prepared.append(prepare(record, body, max_pixels=max_image_pixels, video=video))
         except (ImageRejected, ImageTooLarge) as rejected:
             failures.append(pipeline._failure(record, rejected.code, f"The file {rejected.message}"))
-    pictures = [(item.record, body) for item in prepared for body in item.bodies]
-    embedded, vectors = pipeline._embed(pictures, embedder, crop, policy.max_bytes, max_image_pixels, failures)
-    by_id: dict[str, list[np.ndarray]] = {}
-    for record, vector in zip(embedded, vectors):
-        by_id.setdefault(record.photo_id, []).append(vector)
-    good: list[PhotoRecord] = []
-    rows_out: list[np.ndarray] = []
-    for item in prepared:
-        if len(by_id.get(item.record.photo_id, ())) == len(item.bodies):
-            record, vector, _ = combine(item, by_id[item.record.photo_id])
-            good.append(record)
-            rows_out.append(vector)
+    combined = pipeline.embed_items(prepared, embedder, crop, policy.max_bytes, max_image_pixels, failures)
+    good = [record for record, _, _ in combined]
+    rows_out = [vector for _, vector, _ in combined]
     if good:
         target.insert_photos(good, np.stack(rows_out).astype(np.float32, copy=False))
     log.info("re-embedding batch: %d inserted, %d skipped, %d failed", len(good), skipped, len(failures))

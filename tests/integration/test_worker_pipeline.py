@@ -7,7 +7,7 @@ import pytest
 
 from services.common.fetch import FetchPolicy
 from services.worker.pipeline import ingest_batch, prepare_store
-from tests.integration.worker_support import DIM, MODEL, jpeg, serve_images, vector_of
+from tests.integration.worker_support import DIM, MODEL, jpeg, vector_of
 
 
 class ItemError:
@@ -49,13 +49,6 @@ class Store:
 
     def record_files(self, files):
         self.files.extend(files)
-
-
-@pytest.fixture(scope="module")
-def images():
-    server = serve_images()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
 
 
 POLICY = FetchPolicy(allow_hosts=("127.0.0.1",), timeout_s=5)

@@ -20,7 +20,7 @@ from services.worker import reembed
 from services.worker.pipeline import ingest_batch, prepare_store
 from services.worker.sources import SOURCE_SIDE
 from tests.fakes import FakeEmbedder
-from tests.integration.worker_support import jpeg, serve_images
+from tests.integration.worker_support import jpeg
 
 POLICY = FetchPolicy(allow_hosts=("127.0.0.1",), timeout_s=5)
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -30,13 +30,6 @@ def _photo(width: int, height: int, colour: tuple[int, int, int]) -> bytes:
     out = io.BytesIO()
     Image.new("RGB", (width, height), colour).save(out, format="JPEG", quality=95)
     return out.getvalue()
-
-
-@pytest.fixture(scope="module")
-def images():
-    server = serve_images()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
 
 
 @pytest.fixture

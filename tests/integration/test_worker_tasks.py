@@ -24,7 +24,7 @@ from services.worker import resources
 from services.worker.config import get_settings
 from services.worker.resources import Resources
 from tests.fakes import DIM, MODEL, FakeEmbedder, FakeStore, image_vector
-from tests.integration.worker_support import jpeg, serve_images
+from tests.integration.worker_support import jpeg
 from tests.support import redis_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,13 +53,6 @@ def image_calls(embedder: FakeEmbedder) -> int:
 def redis_url(tmp_path_factory):
     with redis_server(tmp_path_factory.mktemp("worker-tasks")) as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def images():
-    server = serve_images()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
 
 
 @pytest.fixture
